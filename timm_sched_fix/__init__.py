@@ -1,0 +1,42 @@
+"""Every optimizer step runs with the learning rate its timm schedule defines.
+
+``patch()`` fixes every timm scheduler constructed afterwards, ``wrap()`` fixes one that exists, and the
+drop-in classes (``timm_sched_fix.CosineLRScheduler``, ...) are fixed from construction. Importing this
+package imports neither timm nor torch; the names that need them load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .options import Options
+from .patching import is_patched, patch, patched, unpatch
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "wrap": "proxy",
+    "unwrap": "proxy",
+    "FixedScheduler": "proxy",
+    "ScheduleLagWarning": "timing",
+    "ScheduleCallWarning": "timing",
+    "ScheduleLagError": "timing",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is not None:
+        return getattr(importlib.import_module(f".{module}", __name__), name)
+    dropin = importlib.import_module(".dropin", __name__)
+    if name in dropin.SCHEDULER_CLASSES or name in dropin.FACTORIES:
+        return getattr(dropin, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = ["Options", "is_patched", "patch", "patched", "unpatch", "wrap", "unwrap", "FixedScheduler"]

@@ -1,0 +1,107 @@
+"""Everything that differs between timm releases (and between timm and torch) lives here.
+
+Each quirk is named with the timm versions it applies to. The rest of the package asks this
+module instead of testing versions itself.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Optional
+
+import timm.scheduler
+from timm.scheduler.scheduler import Scheduler
+
+TIMM_VERSION: str = getattr(timm, "__version__", "unknown")
+
+#: Methods that decide when which value is applied; adapters route these to the timing core.
+ROUTED_METHODS = ("step", "step_update", "state_dict", "load_state_dict")
+
+
+def scheduler_classes() -> dict[str, type[Scheduler]]:
+    """The scheduler classes the installed ``timm.scheduler`` exports, by name."""
+    return {
+        name: value
+        for name, value in vars(timm.scheduler).items()
+        if isinstance(value, type) and issubclass(value, Scheduler) and value is not Scheduler
+    }
+
+
+def is_plateau(scheduler: Scheduler) -> bool:
+    plateau = getattr(timm.scheduler, "PlateauLRScheduler", None)
+    return plateau is not None and isinstance(scheduler, plateau)
+
+
+def is_epoch_schedule(scheduler: Scheduler) -> bool:
+    """True when the schedule's index counts epochs (``step``), False for updates (``step_update``).
+
+    PlateauLRScheduler is always per epoch; before timm 0.9 ``t_in_epochs`` was set by each subclass,
+    from 0.9 by the base class, and user subclasses of older timm may not set it at all (then per epoch,
+    as their ``step`` is what works).
+    """
+    return is_plateau(scheduler) or bool(getattr(scheduler, "t_in_epochs", True))
+
+
+def apply_stock(scheduler: Scheduler, t: float, metric: Any, on_epochs: bool) -> None:
+    """Write v(t) through the scheduler's own ``step``/``step_update``, so noise and overrides apply.
+
+    Quirk ``plateau_step0_without_warmup`` (every timm release): ``PlateauLRScheduler.step(0)`` with
+    ``warmup_t=0`` takes the warmup branch and writes ``warmup_lr_init`` (0 by default), although the
+    schedule's value for epoch 0 is the base LR; timm's train.py never calls ``step(0)``, so the quirk
+    only bites a pre-advance or a "begin"-convention loop. The base values are written instead.
+    """
+    if on_epochs:
+        if t == 0 and is_plateau(scheduler) and not scheduler.warmup_t:
+            scheduler.update_groups(scheduler.base_values)
+        else:
+            scheduler.step(t, metric)
+    else:
+        scheduler.step_update(t, metric)
+
+
+#: Attributes the base ``Scheduler.__init__`` sets in some timm release (``noise_type`` and ``t_in_epochs``
+#: moved into the base class in 0.9); they do not tell scheduler classes apart.
+BASE_STATE_KEYS = frozenset({
+    "param_group_field", "_initial_param_group_field", "base_values", "metric", "t_in_epochs",
+    "noise_range_t", "noise_pct", "noise_type", "noise_std", "noise_seed",
+})
+#: Keys stock ``PlateauLRScheduler.load_state_dict`` reads without checking (every timm release).
+PLATEAU_REQUIRED_KEYS = frozenset({"best"})
+
+
+def check_state_dict(scheduler: Scheduler, given: dict, own: dict) -> None:
+    """Refuse a stock state dict of another scheduler class before anything is loaded.
+
+    A state dict that both lacks keys of this class and brings keys this class does not have comes
+    from another class; one that only adds or only lacks keys may come from another timm release.
+    """
+    if is_plateau(scheduler):
+        missing_required = PLATEAU_REQUIRED_KEYS - set(given)
+        if missing_required:
+            raise ValueError(f"state dict for {type(scheduler).__name__} lacks {sorted(missing_required)}")
+    unexpected = set(given) - set(own) - BASE_STATE_KEYS
+    missing = set(own) - set(given) - BASE_STATE_KEYS
+    if unexpected and missing:
+        raise ValueError(
+            f"state dict does not belong to a {type(scheduler).__name__}: it has {sorted(unexpected)} "
+            f"and lacks {sorted(missing)}"
+        )
+
+
+def construction_args(init: Callable[..., Any], args: tuple, kwargs: dict) -> tuple[Optional[Any], bool]:
+    """The optimizer and the ``initialize`` flag of a scheduler constructor call.
+
+    Read from the constructor's own signature, so user subclasses with their own parameters work;
+    the optimizer falls back to the first positional argument.
+    """
+    try:
+        arguments = inspect.signature(init).bind(*args, **kwargs).arguments
+    except (TypeError, ValueError):
+        return (args[0] if args else kwargs.get("optimizer")), True
+    extra = {}
+    for name, parameter in inspect.signature(init).parameters.items():
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            extra = arguments.get(name, {})
+    optimizer = arguments.get("optimizer", args[0] if args else extra.get("optimizer"))
+    initialize = arguments.get("initialize", extra.get("initialize", True))
+    return optimizer, bool(initialize)

@@ -1,0 +1,94 @@
+"""Drop-in replacements for the installed timm's scheduler classes and factories, fixed from construction.
+
+``from timm_sched_fix import CosineLRScheduler`` gives a subclass of timm's ``CosineLRScheduler`` with the
+same constructor plus the keyword options ``convention``, ``auto`` and ``on_lag``. One class is made for
+every scheduler class the installed timm exports, so WSD appears only where timm has it.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable, Mapping
+
+import timm.scheduler
+
+from . import compat
+from .options import Options
+from .proxy import wrap
+from .timing import FixedAttributes, attach, construct, group_values, route
+
+_OPTION_PARAMETERS = [
+    inspect.Parameter("convention", inspect.Parameter.KEYWORD_ONLY, default="end"),
+    inspect.Parameter("auto", inspect.Parameter.KEYWORD_ONLY, default=False),
+    inspect.Parameter("on_lag", inspect.Parameter.KEYWORD_ONLY, default="warn"),
+]
+
+
+class DropInScheduler(FixedAttributes):
+    """Base of the drop-in classes: construction fixes and pre-advances, routed methods go to the timing."""
+
+    __timm_sched_fix_dropin__ = True  # patch() leaves these classes alone
+
+    def __init__(self, *args: Any, convention: str = "end", auto: bool = False, on_lag: str = "warn", **kwargs: Any):
+        options = Options(convention=convention, auto=auto, on_lag=on_lag)  # type: ignore[arg-type]
+        construct(self, super().__init__, args, kwargs, options, owner="dropin")
+
+    def step(self, *args: Any, **kwargs: Any) -> None:
+        route("step", self, super().step, args, kwargs)  # type: ignore[misc]
+
+    def step_update(self, *args: Any, **kwargs: Any) -> None:
+        route("step_update", self, super().step_update, args, kwargs)  # type: ignore[misc]
+
+    def state_dict(self) -> dict[str, Any]:
+        return route("state_dict", self, super().state_dict, (), {})  # type: ignore[misc]
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        route("load_state_dict", self, super().load_state_dict, (state_dict,), {})  # type: ignore[misc]
+
+
+def _with_options(signature: inspect.Signature) -> inspect.Signature:
+    parameters = list(signature.parameters.values())
+    tail = [p for p in parameters if p.kind is inspect.Parameter.VAR_KEYWORD]
+    head = [p for p in parameters if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    return signature.replace(parameters=head + _OPTION_PARAMETERS + tail)
+
+
+def _drop_in_class(name: str, timm_class: type) -> type:
+    cls = type(name, (DropInScheduler, timm_class), {
+        "__module__": __name__,
+        "__qualname__": name,
+        "__doc__": f"timm's {name}, fixed: every optimizer step runs with the LR the schedule defines.",
+    })
+    cls.__signature__ = _with_options(inspect.signature(timm_class))  # type: ignore[attr-defined]
+    return cls
+
+
+def _fixed_factory(stock: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(stock)
+    def factory(*args: Any, convention: str = "end", auto: bool = False, on_lag: str = "warn", **kwargs: Any) -> Any:
+        options = Options(convention=convention, auto=auto, on_lag=on_lag)  # type: ignore[arg-type]
+        optimizer, _ = compat.construction_args(stock, args, kwargs)
+        groups_before = group_values(optimizer)
+        result = stock(*args, **kwargs)
+        scheduler = result[0] if isinstance(result, tuple) else result
+        if scheduler is None:  # sched='none'
+            return result
+        attach(scheduler, options, owner="wrap", groups_before=groups_before)
+        fixed = wrap(scheduler, convention=options.convention, auto=options.auto, on_lag=options.on_lag)
+        return (fixed, *result[1:]) if isinstance(result, tuple) else fixed
+
+    factory.__signature__ = _with_options(inspect.signature(stock))  # type: ignore[attr-defined]
+    factory.__module__ = __name__
+    return factory
+
+
+SCHEDULER_CLASSES: dict[str, type] = {name: _drop_in_class(name, cls) for name, cls in compat.scheduler_classes().items()}
+globals().update(SCHEDULER_CLASSES)
+
+FACTORIES: dict[str, Callable[..., Any]] = {
+    name: _fixed_factory(getattr(timm.scheduler, name))
+    for name in ("create_scheduler", "create_scheduler_v2")
+    if hasattr(timm.scheduler, name)
+}
+globals().update(FACTORIES)

@@ -1,0 +1,53 @@
+"""The three per-scheduler options, validated once, and their environment-variable form.
+
+Kept free of torch and timm imports so that ``import timm_sched_fix.auto`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Mapping
+
+Convention = Literal["end", "begin"]
+LagPolicy = Literal["warn", "fix", "raise", "ignore"]
+
+CONVENTIONS: tuple[str, ...] = ("end", "begin")
+LAG_POLICIES: tuple[str, ...] = ("warn", "fix", "raise", "ignore")
+
+ENV_CONVENTION = "TIMM_SCHED_FIX_CONVENTION"
+ENV_AUTO = "TIMM_SCHED_FIX_AUTO"
+ENV_ON_LAG = "TIMM_SCHED_FIX_ON_LAG"
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a fixed scheduler reads its calls: see the README's "Terms" section."""
+
+    convention: Convention = "end"
+    auto: bool = False
+    on_lag: LagPolicy = "warn"
+
+    def __post_init__(self) -> None:
+        if self.convention not in CONVENTIONS:
+            raise ValueError(f"convention must be one of {CONVENTIONS}, got {self.convention!r}")
+        if not isinstance(self.auto, bool):
+            raise TypeError(f"auto must be True or False, got {self.auto!r}")
+        if self.on_lag not in LAG_POLICIES:
+            raise ValueError(f"on_lag must be one of {LAG_POLICIES}, got {self.on_lag!r}")
+
+
+def options_from_env(environ: Mapping[str, str]) -> Options:
+    """Options from the ``TIMM_SCHED_FIX_*`` variables; unset ones keep their defaults."""
+    convention = environ.get(ENV_CONVENTION, "end").strip().lower()
+    on_lag = environ.get(ENV_ON_LAG, "warn").strip().lower()
+    auto_text = environ.get(ENV_AUTO, "0").strip().lower()
+    if auto_text not in _TRUE + _FALSE:
+        raise ValueError(f"{ENV_AUTO} must be one of {_TRUE + _FALSE[:-1]}, got {environ[ENV_AUTO]!r}")
+    try:
+        return Options(convention=convention, auto=auto_text in _TRUE, on_lag=on_lag)  # type: ignore[arg-type]
+    except ValueError as error:
+        name = ENV_CONVENTION if convention not in CONVENTIONS else ENV_ON_LAG
+        raise ValueError(f"{name}: {error}") from None

@@ -1,0 +1,170 @@
+"""``patch()``: fix every timm scheduler constructed afterwards, by wrapping timm's classes with wrapt.
+
+Before timm is imported, ``patch()`` only registers a wrapt post-import hook on ``timm.scheduler``
+(it imports neither timm nor torch). Once the module is there, the ``Scheduler`` base class and all its
+subclasses get wrapt function wrappers on ``__init__``, ``step``, ``step_update``, ``state_dict`` and
+``load_state_dict`` (where a class defines them), and ``Scheduler.__init_subclass__`` instruments classes
+defined later, user subclasses included. ``unpatch()`` removes every wrapper with ``wrapt.unwrap_object``
+and detaches the schedulers it fixed, so timm's attributes are the originals again (identity).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from typing import Any, Iterator, Optional
+
+import wrapt
+
+from .options import Convention, LagPolicy, Options
+
+_TARGET_MODULE = "timm.scheduler"
+_INSTRUMENTED = ("__init__",) + ("step", "step_update", "state_dict", "load_state_dict")
+
+_lock = threading.RLock()
+_options: Optional[Options] = None  # None while not patched
+_wrappers: list[tuple[Any, str, Any]] = []  # (owner, attribute, wrapt handle), in installation order
+_fixed: "weakref.WeakSet[Any]" = weakref.WeakSet()  # timings attached by the patch
+_hook_registered = False
+
+
+def patch(*, convention: Convention = "end", auto: bool = False, on_lag: LagPolicy = "warn") -> None:
+    """Fix every timm scheduler constructed from now on (idempotent).
+
+    Calling it again with other options changes the options for schedulers constructed afterwards.
+    """
+    global _options, _hook_registered
+    options = Options(convention=convention, auto=auto, on_lag=on_lag)
+    with _lock:
+        _options = options
+        if not _hook_registered:
+            _hook_registered = True
+            wrapt.register_post_import_hook(_on_timm_scheduler_imported, _TARGET_MODULE)
+        elif not _wrappers:
+            import sys
+
+            module = sys.modules.get(_TARGET_MODULE)
+            if module is not None:
+                _instrument(module)
+
+
+def unpatch() -> None:
+    """Undo ``patch()``: timm's attributes are the originals again, and patched schedulers are stock."""
+    global _options
+    with _lock:
+        _options = None
+        while _wrappers:
+            owner, attribute, handle = _wrappers.pop()
+            wrapt.unwrap_object(owner, attribute, handle, missing_ok=True)
+        for timing in list(_fixed):
+            timing.detach()
+        _fixed.clear()
+
+
+def is_patched() -> bool:
+    """Whether ``patch()`` is in effect."""
+    return _options is not None
+
+
+@contextlib.contextmanager
+def patched(*, convention: Convention = "end", auto: bool = False, on_lag: LagPolicy = "warn") -> Iterator[None]:
+    """``patch()`` for the duration of a ``with`` block; the previous patch state is restored after."""
+    with _lock:
+        previous = _options
+    patch(convention=convention, auto=auto, on_lag=on_lag)
+    try:
+        yield
+    finally:
+        if previous is None:
+            unpatch()
+        else:
+            patch(convention=previous.convention, auto=previous.auto, on_lag=previous.on_lag)
+
+
+def _on_timm_scheduler_imported(module: Any) -> None:
+    with _lock:
+        if _options is not None and not _wrappers:
+            _instrument(module)
+
+
+def _instrument(module: Any) -> None:
+    from .compat import Scheduler
+
+    _wrap(Scheduler, "__init_subclass__", _instrument_new_subclass)
+    for cls in _with_subclasses(Scheduler):
+        _instrument_class(cls)
+    from .timing import FixedAttributes
+
+    for attribute in ("last_t", "get_last_lr"):
+        added = _add_attribute(Scheduler, attribute, vars(FixedAttributes)[attribute])
+        _wrappers.append((Scheduler, attribute, added))
+
+
+def _with_subclasses(cls: type) -> list[type]:
+    found = [cls]
+    for subclass in cls.__subclasses__():
+        found.extend(_with_subclasses(subclass))
+    return found
+
+
+def _instrument_class(cls: type) -> None:
+    if getattr(cls, "__timm_sched_fix_dropin__", False):
+        return  # drop-in classes are fixed by construction
+    for name in _INSTRUMENTED:
+        if name in vars(cls):
+            _wrap(cls, name, _construct if name == "__init__" else _ROUTERS[name])
+
+
+def _wrap(owner: Any, attribute: str, wrapper: Any) -> None:
+    _wrappers.append((owner, attribute, wrapt.wrap_function_wrapper(owner, attribute, wrapper)))
+
+
+def _add_attribute(owner: type, attribute: str, value: Any) -> "_AddedAttribute":
+    """Add an attribute timm does not have; ``unwrap_object`` removes it again (it wraps ``MISSING``)."""
+    added = _AddedAttribute(wrapt.MISSING)
+    added._self_value = value
+    wrapt.apply_patch(owner, attribute, added)
+    return added
+
+
+class _AddedAttribute(wrapt.BaseObjectProxy):
+    """A descriptor standing where ``Scheduler`` had no attribute, serving ``_self_value``."""
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        return self._self_value.__get__(instance, owner)
+
+
+# -- the wrappers: thin, everything is decided in timing.py ----------------------------------------
+
+
+def _construct(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> None:
+    from .timing import construct, timing_of
+
+    options = _options
+    if options is None:  # unpatched while this constructor was waiting
+        wrapped(*args, **kwargs)
+        return
+    construct(instance, wrapped, args, kwargs, options, owner="patch")
+    timing = timing_of(instance)
+    if timing is not None and timing.owner == "patch":
+        _fixed.add(timing)
+
+
+def _router(name: str) -> Any:
+    def route_to_timing(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        from .timing import route
+
+        return route(name, instance, wrapped, args, kwargs)
+
+    return route_to_timing
+
+
+_ROUTERS = {name: _router(name) for name in _INSTRUMENTED[1:]}
+
+
+def _instrument_new_subclass(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> None:
+    wrapped(*args, **kwargs)
+    with _lock:
+        if _options is not None:
+            _instrument_class(wrapped.__self__)

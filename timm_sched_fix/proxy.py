@@ -1,0 +1,97 @@
+"""``wrap()``: fix a timm scheduler that already exists, seen through a ``wrapt.ObjectProxy``."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping, Optional
+
+import wrapt
+
+from .compat import Scheduler
+from .options import Convention, LagPolicy, Options
+from .timing import ScheduleTiming, attach, timing_of
+
+
+class FixedScheduler(wrapt.ObjectProxy):
+    """A timm scheduler with the fix: ``isinstance`` against its timm class holds, every attribute
+    forwards, and the routed methods go to its timing."""
+
+    def __init__(self, scheduler: Scheduler, timing: ScheduleTiming) -> None:
+        super().__init__(scheduler)
+        self._self_timing = timing
+
+    def step(self, epoch: Optional[float] = None, metric: Any = None) -> None:
+        self._self_timing.step(epoch, metric)
+
+    def step_update(self, num_updates: Optional[float] = None, metric: Any = None) -> None:
+        self._self_timing.step_update(num_updates, metric)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._self_timing.state_dict()
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        self._self_timing.load_state_dict(state_dict)
+
+    @property
+    def last_t(self) -> Optional[float]:
+        """The schedule index most recently applied; None before any was (or while unknown)."""
+        return self._self_timing.last_t
+
+    def get_last_lr(self) -> list[float]:
+        """The LR each param group holds now, one per group."""
+        return self._self_timing.get_last_lr()
+
+    def __copy__(self) -> "FixedScheduler":
+        return _proxy_for(copy.copy(self.__wrapped__))
+
+    def __deepcopy__(self, memo: dict) -> "FixedScheduler":
+        return _proxy_for(copy.deepcopy(self.__wrapped__, memo))
+
+    def __reduce_ex__(self, protocol: Any) -> tuple:
+        return _proxy_for, (self.__wrapped__,)
+
+
+def wrap(
+    scheduler: Scheduler, *, convention: Convention = "end", auto: bool = False, on_lag: LagPolicy = "warn"
+) -> FixedScheduler:
+    """Fix an existing timm scheduler and pre-advance it now; wrapping twice returns the same object."""
+    options = Options(convention=convention, auto=auto, on_lag=on_lag)
+    if isinstance(scheduler, FixedScheduler):
+        _check_same_options(scheduler._self_timing, options)
+        return scheduler
+    if not isinstance(scheduler, Scheduler):
+        raise TypeError(
+            "wrap() expects a timm scheduler (an instance of timm.scheduler.scheduler.Scheduler, such as "
+            f"CosineLRScheduler), got {type(scheduler).__module__}.{type(scheduler).__qualname__}"
+        )
+    timing = timing_of(scheduler)
+    if timing is None:
+        timing = attach(scheduler, options, owner="wrap")
+    else:
+        _check_same_options(timing, options)
+    return _proxy_for(scheduler)
+
+
+def unwrap(fixed: FixedScheduler) -> Scheduler:
+    """The original scheduler of ``wrap()``, stock again (its step hook removed)."""
+    if not isinstance(fixed, FixedScheduler):
+        raise TypeError(f"unwrap() expects what wrap() returned, got {type(fixed).__qualname__}")
+    timing = fixed._self_timing
+    if timing.owner == "wrap":
+        timing.detach()
+    return fixed.__wrapped__
+
+
+def _proxy_for(scheduler: Scheduler) -> FixedScheduler:
+    """The one proxy of a fixed scheduler, made on first request."""
+    timing = timing_of(scheduler)
+    if timing is None:
+        raise TypeError(f"{type(scheduler).__qualname__} is not fixed")
+    if timing.proxy is None:
+        timing.proxy = FixedScheduler(scheduler, timing)
+    return timing.proxy
+
+
+def _check_same_options(timing: ScheduleTiming, options: Options) -> None:
+    if timing.options != options:
+        raise ValueError(f"this scheduler is already fixed with {timing.options}; cannot wrap it with {options}")

@@ -1,0 +1,368 @@
+"""The timing core: which schedule index t is applied, when, and from which call.
+
+Every adapter (``patch()``, ``wrap()``, the drop-in classes) routes a fixed scheduler's ``step``,
+``step_update``, ``state_dict`` and ``load_state_dict`` to the :class:`ScheduleTiming` stored on the
+scheduler. The schedule math is never touched: v(t) is always written by the scheduler's own
+``step(t)``/``step_update(t)`` (see :func:`timm_sched_fix.compat.apply_stock`).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+import weakref
+from typing import Any, Callable, Mapping, Optional
+
+import torch
+
+from . import compat
+from .options import Options
+
+#: Where a fixed scheduler keeps its timing: an entry of the scheduler's ``__dict__``, so copies keep it.
+TIMING_KEY = "_timm_sched_fix"
+#: Present in a scheduler's ``__dict__`` while its outermost constructor runs.
+CONSTRUCTING_KEY = "_timm_sched_fix_constructing"
+#: The entry a fixed scheduler adds to its ``state_dict()``.
+STATE_KEY = "timm_sched_fix"
+
+
+class ScheduleLagWarning(UserWarning):
+    """A call passed the index already in force after optimizer steps ran with it (one period late)."""
+
+
+class ScheduleCallWarning(UserWarning):
+    """A call that stock timm ignores silently, such as ``step()`` on a per-update schedule."""
+
+
+class ScheduleLagError(RuntimeError):
+    """Raised for a lagging index when ``on_lag="raise"``."""
+
+
+def timing_of(scheduler: Any) -> Optional["ScheduleTiming"]:
+    """The timing of a fixed scheduler, or None for a stock one."""
+    return vars(scheduler).get(TIMING_KEY)
+
+
+def route(name: str, scheduler: Any, stock: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    """Send a routed method call to the scheduler's timing; stock schedulers and the timing's own
+    calls into the stock method go straight through."""
+    timing = vars(scheduler).get(TIMING_KEY)
+    if timing is None or timing.in_stock_call:
+        return stock(*args, **kwargs)
+    return getattr(timing, name)(*args, **kwargs)
+
+
+def construct(scheduler: Any, init: Callable[..., Any], args: tuple, kwargs: dict, options: Options, owner: str) -> None:
+    """Run a scheduler constructor, then fix the scheduler and pre-advance it.
+
+    Nested constructors (``super().__init__``) run as they are; only the outermost one fixes.
+    """
+    state = vars(scheduler)
+    if CONSTRUCTING_KEY in state:
+        init(*args, **kwargs)
+        return
+    optimizer, initialize = compat.construction_args(init, args, kwargs)
+    groups_before = group_values(optimizer)
+    state[CONSTRUCTING_KEY] = True
+    try:
+        init(*args, **kwargs)
+    finally:
+        state.pop(CONSTRUCTING_KEY, None)
+    attach(scheduler, options, owner, groups_before=groups_before, initialize=initialize)
+
+
+def attach(
+    scheduler: Any,
+    options: Options,
+    owner: str,
+    *,
+    groups_before: Optional[list[dict]] = None,
+    initialize: bool = True,
+) -> "ScheduleTiming":
+    """Fix a constructed scheduler (idempotent) and pre-advance it.
+
+    ``groups_before`` are the param-group values from before construction: tensor LRs among them keep
+    their identity, and with ``initialize=False`` (resume, position unknown) the LRs are put back.
+    """
+    timing = timing_of(scheduler)
+    if timing is not None:
+        return timing
+    timing = ScheduleTiming(scheduler, options, owner)
+    vars(scheduler)[TIMING_KEY] = timing
+    field = timing.field
+    if initialize:
+        timing.move_to(0)
+    elif groups_before is not None:
+        for group, before in zip(scheduler.optimizer.param_groups, groups_before):
+            if field in before:
+                group[field] = before[field]
+    if groups_before is not None:
+        for group, before in zip(scheduler.optimizer.param_groups, groups_before):
+            if isinstance(before.get(field), torch.Tensor):
+                _write_into_tensor(group, field, before[field])
+    return timing
+
+
+def group_values(optimizer: Any) -> Optional[list[dict]]:
+    groups = getattr(optimizer, "param_groups", None)
+    if groups is None:
+        return None
+    return [{key: value for key, value in group.items() if key != "params"} for group in groups]
+
+
+def _write_into_tensor(group: dict, field: str, tensor: torch.Tensor) -> None:
+    """Keep a tensor LR the same object: copy the value stock timm wrote into it."""
+    value = group[field]
+    if value is not tensor:
+        with torch.no_grad():
+            tensor.fill_(value)
+        group[field] = tensor
+
+
+def _check_index(index: Any, name: str) -> None:
+    if type(index) is int and index >= 0:
+        return
+    if isinstance(index, bool) or not isinstance(index, numbers.Real):
+        raise TypeError(f"{name}() index must be a non-negative number, got {index!r} ({type(index).__name__})")
+    if not math.isfinite(index) or index < 0:
+        raise ValueError(f"{name}() index must be a finite, non-negative number, got {index!r}")
+
+
+def _before_optimizer_step_hook(timing_ref: "weakref.ref[ScheduleTiming]") -> Callable[..., None]:
+    def before_optimizer_step(optimizer: Any, args: Any, kwargs: Any) -> None:
+        timing = timing_ref()
+        if timing is not None:
+            timing.before_optimizer_step()
+
+    return before_optimizer_step
+
+
+class ScheduleTiming:
+    """Position and call bookkeeping of one fixed scheduler.
+
+    ``last_t`` is the index most recently applied (None while unknown), ``next_count`` the index the
+    next call without an index applies, ``steps_since_apply`` the optimizer steps run with ``last_t``.
+    """
+
+    def __init__(self, scheduler: Any, options: Options, owner: str) -> None:
+        self.scheduler = scheduler
+        self.optimizer = scheduler.optimizer
+        self.options = options
+        self.owner = owner
+        self.field: str = scheduler.param_group_field
+        self.on_epochs = compat.is_epoch_schedule(scheduler)
+        self.last_t: Optional[float] = None
+        self.next_count: Optional[float] = None
+        self.steps_since_apply = 0
+        self.lag_shift = 0
+        self.in_stock_call = False
+        self.proxy: Any = None  # the FixedScheduler of wrap(), made on request
+        self._saw_matching_call = False
+        self._warned: set[str] = set()
+        self._register_hook()
+
+    # -- optimizer step hook ------------------------------------------------------------------
+
+    def _register_hook(self) -> None:
+        handle = self.optimizer.register_step_pre_hook(_before_optimizer_step_hook(weakref.ref(self)))
+        self._hook_finalizer = weakref.finalize(self, handle.remove)
+
+    def before_optimizer_step(self) -> None:
+        """Runs right before every optimizer step: counts it, and in auto mode applies v(k)."""
+        if self.steps_since_apply and self.options.auto and not self.on_epochs and self.last_t is not None:
+            self._apply(self.last_t + 1, None)
+        self.steps_since_apply += 1
+
+    def detach(self) -> None:
+        """Stop fixing: remove the hook and the timing from the scheduler."""
+        self._hook_finalizer()
+        vars(self.scheduler).pop(TIMING_KEY, None)
+
+    # -- routed methods -----------------------------------------------------------------------
+
+    def step(self, epoch: Optional[float] = None, metric: Any = None) -> None:
+        self._on_call("step", epoch, metric, epoch_call=True)
+
+    def step_update(self, num_updates: Optional[float] = None, metric: Any = None) -> None:
+        self._on_call("step_update", num_updates, metric, epoch_call=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The stock state dict plus the position, so a resume pre-advances to the right index."""
+        state = dict(self._stock_call(self.scheduler.state_dict))
+        state.pop(TIMING_KEY, None)
+        state[STATE_KEY] = {
+            "scheduler": type(self.scheduler).__name__,
+            "last_t": self.last_t,
+            "next_count": self.next_count,
+            "lag_shift": self.lag_shift,
+            "convention": self.options.convention,
+        }
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Load a fixed or a stock state dict, then pre-advance to the restored position.
+
+        A stock state dict carries no position: the LRs are left as they are until a call gives one.
+        Everything is checked before anything changes.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
+        ours = state_dict.get(STATE_KEY)
+        stock_state = {key: value for key, value in state_dict.items() if key != STATE_KEY}
+        position = self._check_own_state(ours) if ours is not None else None
+        compat.check_state_dict(self.scheduler, stock_state, self._stock_call(self.scheduler.state_dict))
+        self._stock_call(self.scheduler.load_state_dict, stock_state)
+        if ours is None:
+            self.last_t = self.next_count = None
+            return
+        self.lag_shift = ours["lag_shift"]
+        if position is None:
+            self.last_t = self.next_count = None
+        else:
+            self._apply(position, None)
+            self.next_count = ours["next_count"]
+
+    def get_last_lr(self) -> list[float]:
+        """The value each param group's LR field holds now, one per group."""
+        return [float(group[self.field]) for group in self.optimizer.param_groups]
+
+    # -- the decision -------------------------------------------------------------------------
+
+    def move_to(self, t: float) -> None:
+        """Pre-advance: apply v(t) as the position to train at next, without counting it as a call."""
+        self._apply(t, None)
+        self.next_count = t + 1 if self.options.convention == "end" else t
+
+    def _on_call(self, name: str, index: Any, metric: Any, epoch_call: bool) -> None:
+        if index is not None:
+            _check_index(index, name)
+        if epoch_call != self.on_epochs:
+            self._on_mismatched_call(name, index)
+            return
+        self._saw_matching_call = True
+        if index is None:
+            if self.next_count is None:
+                raise RuntimeError(
+                    f"{name}() without an index needs a known position: this scheduler was built with "
+                    f"initialize=False or loaded a stock state dict; call {name}(t) once with the index "
+                    "to train at, or load a state dict saved by a fixed scheduler"
+                )
+            t = self.next_count
+        else:
+            t = index + self.lag_shift
+            if t == self.last_t and self.steps_since_apply:
+                t = self._on_lag(name, index, t)
+        self._apply(t, metric)
+
+    def _on_lag(self, name: str, index: float, t: float) -> float:
+        unit = "epoch" if self.on_epochs else "update"
+        policy = self.options.on_lag
+        message = (
+            f"{name}({index!r}) re-applies the {unit} index already in force after "
+            f"{self.steps_since_apply} optimizer step(s) ran with it, so the schedule runs one {unit} late. "
+            f"timm expects the index of the next {unit}: {name}({index + 1!r}) "
+            "(Lightning: scheduler.step(epoch=self.current_epoch + 1)). "
+            "Pass on_lag='fix' to shift by one for the rest of the run."
+        )
+        if policy == "raise":
+            raise ScheduleLagError(message)
+        if policy == "fix" and not self.lag_shift:
+            self.lag_shift = 1
+            return t + 1
+        if policy != "ignore":
+            self._warn_once("lag", message, ScheduleLagWarning)
+        return t
+
+    def _on_mismatched_call(self, name: str, index: Any) -> None:
+        kind = "per-epoch (t_in_epochs=True)" if self.on_epochs else "per-update (t_in_epochs=False)"
+        right = "step(epoch + 1) after each epoch" if self.on_epochs else "step_update(num_updates) after each optimizer step"
+        if index is None:
+            self._warn_once(
+                "mismatch", f"{name}() on a {kind} schedule does nothing; call {right}", ScheduleCallWarning
+            )
+        elif not self.on_epochs and not self._saw_matching_call and self.steps_since_apply and not self.options.auto:
+            # timm's own train.py calls both methods, so only warn when the right one was never called.
+            self._warn_once(
+                "mismatch",
+                f"{name}({index!r}) on a {kind} schedule does nothing and step_update() was never called, so "
+                f"the LR has not moved; call {right}, or pass auto=True",
+                ScheduleCallWarning,
+            )
+
+    def _apply(self, t: float, metric: Any) -> None:
+        """Write v(t) through the stock method; tensor LRs are filled in place, not replaced."""
+        field = self.field
+        groups = self.optimizer.param_groups
+        tensors = [(group, group[field]) for group in groups if isinstance(group[field], torch.Tensor)]
+        self.in_stock_call = True
+        try:
+            compat.apply_stock(self.scheduler, t, metric, self.on_epochs)
+        finally:
+            self.in_stock_call = False
+        for group, tensor in tensors:
+            _write_into_tensor(group, field, tensor)
+        self.last_t = t
+        self.next_count = t + 1
+        self.steps_since_apply = 0
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _stock_call(self, method: Callable[..., Any], *args: Any) -> Any:
+        self.in_stock_call = True
+        try:
+            return method(*args)
+        finally:
+            self.in_stock_call = False
+
+    def _check_own_state(self, ours: Any) -> Optional[float]:
+        if not isinstance(ours, Mapping) or not {"scheduler", "last_t", "next_count", "lag_shift"} <= set(ours):
+            raise ValueError(f"state_dict[{STATE_KEY!r}] is not a timm_sched_fix position record: {ours!r}")
+        expected = type(self.scheduler).__name__
+        if ours["scheduler"] != expected:
+            raise ValueError(f"state dict was saved by a {ours['scheduler']}, cannot load into a {expected}")
+        for key in ("last_t", "next_count"):
+            if ours[key] is not None:
+                _check_index(ours[key], f"load_state_dict: {key}")
+        if ours["lag_shift"] not in (0, 1):
+            raise ValueError(f"state_dict[{STATE_KEY!r}]['lag_shift'] must be 0 or 1, got {ours['lag_shift']!r}")
+        return ours["last_t"]
+
+    def _warn_once(self, kind: str, message: str, category: type[Warning]) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            warnings.warn(message, category, stacklevel=5)
+
+    # -- copies -------------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_hook_finalizer"]
+        state["proxy"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._register_hook()
+
+
+class FixedAttributes:
+    """What a fixed scheduler has beyond stock timm; drop-in classes inherit it, ``patch()`` adds it."""
+
+    @property
+    def last_t(self) -> Optional[float]:
+        """The schedule index most recently applied; None before any was (or while unknown)."""
+        return _require_timing(self).last_t
+
+    def get_last_lr(self) -> list[float]:
+        """The LR each param group holds now, one per group (as PyTorch schedulers have it)."""
+        return _require_timing(self).get_last_lr()
+
+
+def _require_timing(scheduler: Any) -> ScheduleTiming:
+    timing = timing_of(scheduler)
+    if timing is None:
+        raise AttributeError(
+            f"this {type(scheduler).__name__} is not fixed by timm_sched_fix (built before patch() or after unpatch())"
+        )
+    return timing
