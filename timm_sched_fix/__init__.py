@@ -29,9 +29,10 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is not None:
         return getattr(importlib.import_module(f".{module}", __name__), name)
-    dropin = importlib.import_module(".dropin", __name__)
-    if name in dropin.SCHEDULER_CLASSES or name in dropin.FACTORIES:
-        return getattr(dropin, name)
+    if name.endswith("LRScheduler") or name in ("create_scheduler", "create_scheduler_v2"):
+        dropin = importlib.import_module(".dropin", __name__)
+        if name in dropin.SCHEDULER_CLASSES or name in dropin.FACTORIES:
+            return getattr(dropin, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
