@@ -1,0 +1,146 @@
+"""patch()/unpatch(): every scheduler built while patched is fixed, whether timm was imported before or
+after; unpatch() puts back timm's exact attributes (identity)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import timm.scheduler
+from timm.scheduler.scheduler import Scheduler
+
+import timm_sched_fix
+from support import StepRecorder, make_optimizer
+
+
+def class_attributes():
+    """Every attribute of Scheduler and its subclasses, by (class, name), as identity snapshots."""
+    def walk(cls):
+        yield cls
+        for subclass in cls.__subclasses__():
+            yield from walk(subclass)
+    return {(cls, name): value for cls in walk(Scheduler) for name, value in vars(cls).items()}
+
+
+def test_unpatch_restores_every_attribute_exactly():
+    before = class_attributes()
+    timm_sched_fix.patch()
+    timm_sched_fix.patch()  # idempotent
+    assert timm_sched_fix.is_patched()
+    patched_attributes = class_attributes()
+    assert patched_attributes[(Scheduler, "step")] is not before[(Scheduler, "step")]
+    assert patched_attributes[(timm.scheduler.CosineLRScheduler, "__init__")].__wrapped__ is before[
+        (timm.scheduler.CosineLRScheduler, "__init__")]
+    timm.scheduler.CosineLRScheduler(make_optimizer(), t_initial=5)
+    timm_sched_fix.unpatch()
+    timm_sched_fix.unpatch()  # idempotent too
+    after = class_attributes()
+    assert not timm_sched_fix.is_patched()
+    assert after.keys() == before.keys()
+    assert all(after[key] is before[key] for key in before)
+
+
+def test_subclass_defined_while_patched_is_fixed_and_restored():
+    with timm_sched_fix.patched():
+        class Warmup(Scheduler):
+            def __init__(self, optimizer, warmup=4):
+                self.warmup = warmup
+                super().__init__(optimizer, param_group_field="lr")
+
+            def _get_lr(self, t):
+                return [base * min(1.0, (t + 1) / self.warmup) for base in self.base_values]
+
+        wrapped_init = vars(Warmup)["__init__"]
+        optimizer = make_optimizer()
+        scheduler = Warmup(optimizer)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.025)  # v(0), not the base LR
+        assert scheduler.last_t == 0
+    assert vars(Warmup)["__init__"] is wrapped_init.__wrapped__
+    optimizer = make_optimizer()
+    Warmup(optimizer)
+    assert optimizer.param_groups[0]["lr"] == 0.1  # stock again
+
+
+def test_unpatch_makes_patched_schedulers_stock_and_removes_their_hooks():
+    optimizer = make_optimizer()
+    with timm_sched_fix.patched(auto=True):
+        scheduler = timm.scheduler.CosineLRScheduler(optimizer, t_initial=10, t_in_epochs=False)
+        assert len(optimizer._optimizer_step_pre_hooks) == 1
+    assert len(optimizer._optimizer_step_pre_hooks) == 0
+    with pytest.raises(AttributeError):
+        scheduler.last_t
+
+
+def test_patched_restores_the_previous_patch():
+    timm_sched_fix.patch(convention="begin")
+    try:
+        with timm_sched_fix.patched(convention="end"):
+            end = timm.scheduler.CosineLRScheduler(make_optimizer(), t_initial=5)
+        begin = timm.scheduler.CosineLRScheduler(make_optimizer(), t_initial=5)
+        assert timm_sched_fix.is_patched()
+        assert end.state_dict()["timm_sched_fix"]["convention"] == "end"
+        assert begin.state_dict()["timm_sched_fix"]["convention"] == "begin"
+    finally:
+        timm_sched_fix.unpatch()
+
+
+def test_factories_build_fixed_schedulers_when_patched():
+    if not hasattr(timm.scheduler, "create_scheduler_v2"):
+        pytest.skip("create_scheduler_v2 arrived in timm 0.9")
+    optimizer = make_optimizer()
+    with timm_sched_fix.patched():
+        scheduler, _ = timm.scheduler.create_scheduler_v2(optimizer, sched="multistep", decay_milestones=[1, 3],
+                                                         decay_rate=0.5, num_epochs=5)
+        recorder = StepRecorder(optimizer)
+        optimizer.step()
+    assert recorder.first_group() == [0.05]
+    assert scheduler is not None
+
+
+def run_python(code, **env):
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                            env={**os.environ, **env}, timeout=300)
+    return result
+
+
+def test_patch_before_timm_import_does_not_import_timm_or_torch():
+    result = run_python("""
+        import sys
+        import timm_sched_fix
+        timm_sched_fix.patch()
+        assert "timm" not in sys.modules and "torch" not in sys.modules, sorted(sys.modules)
+        import torch
+        from timm.scheduler import MultiStepLRScheduler
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        scheduler = MultiStepLRScheduler(optimizer, decay_t=[1, 3], decay_rate=0.5)
+        print(optimizer.param_groups[0]["lr"], scheduler.last_t)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0.05", "0"]
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, "end False warn"),
+    ({"TIMM_SCHED_FIX_CONVENTION": "begin", "TIMM_SCHED_FIX_AUTO": "1", "TIMM_SCHED_FIX_ON_LAG": "fix"},
+     "begin True fix"),
+])
+def test_auto_module_patches_with_environment_options(env, expected):
+    result = run_python("""
+        import sys
+        import timm_sched_fix.auto
+        assert "timm" not in sys.modules and "torch" not in sys.modules
+        import timm_sched_fix.patching as p
+        print(p._options.convention, p._options.auto, p._options.on_lag)
+    """, **env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected
+
+
+@pytest.mark.parametrize("name, value", [
+    ("TIMM_SCHED_FIX_CONVENTION", "middle"), ("TIMM_SCHED_FIX_AUTO", "maybe"), ("TIMM_SCHED_FIX_ON_LAG", "shout"),
+])
+def test_auto_module_rejects_bad_environment_values(name, value):
+    result = run_python("import timm_sched_fix.auto", **{name: value})
+    assert result.returncode != 0
+    assert name in result.stderr and repr(value) in result.stderr
