@@ -40,4 +40,4 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["Options", "is_patched", "patch", "patched", "unpatch", "wrap", "unwrap", "FixedScheduler"]
+__all__ = ["FixedScheduler", "Options", "is_patched", "patch", "patched", "unpatch", "unwrap", "wrap"]

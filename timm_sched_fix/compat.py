@@ -7,7 +7,8 @@ module instead of testing versions itself.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import timm.scheduler
 from timm.scheduler.scheduler import Scheduler
@@ -88,7 +89,7 @@ def check_state_dict(scheduler: Scheduler, given: dict, own: dict) -> None:
         )
 
 
-def construction_args(init: Callable[..., Any], args: tuple, kwargs: dict) -> tuple[Optional[Any], bool]:
+def construction_args(init: Callable[..., Any], args: tuple, kwargs: dict) -> tuple[Any | None, bool]:
     """The optimizer and the ``initialize`` flag of a scheduler constructor call.
 
     Read from the constructor's own signature, so user subclasses with their own parameters work;

@@ -13,7 +13,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import wrapt
 
@@ -23,9 +24,9 @@ _TARGET_MODULE = "timm.scheduler"
 _INSTRUMENTED = ("__init__",) + ("step", "step_update", "state_dict", "load_state_dict")
 
 _lock = threading.RLock()
-_options: Optional[Options] = None  # None while not patched
+_options: Options | None = None  # None while not patched
 _wrappers: list[tuple[Any, str, Any]] = []  # (owner, attribute, wrapt handle), in installation order
-_fixed: "weakref.WeakSet[Any]" = weakref.WeakSet()  # timings attached by the patch
+_fixed: weakref.WeakSet[Any] = weakref.WeakSet()  # timings attached by the patch
 _hook_registered = False
 
 
@@ -120,7 +121,7 @@ def _wrap(owner: Any, attribute: str, wrapper: Any) -> None:
     _wrappers.append((owner, attribute, wrapt.wrap_function_wrapper(owner, attribute, wrapper)))
 
 
-def _add_attribute(owner: type, attribute: str, value: Any) -> "_AddedAttribute":
+def _add_attribute(owner: type, attribute: str, value: Any) -> _AddedAttribute:
     """Add an attribute timm does not have; ``unwrap_object`` removes it again (it wraps ``MISSING``)."""
     added = _AddedAttribute(wrapt.MISSING)
     added._self_value = value

@@ -12,7 +12,8 @@ import math
 import numbers
 import warnings
 import weakref
-from typing import Any, Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -39,7 +40,7 @@ class ScheduleLagError(RuntimeError):
     """Raised for a lagging index when ``on_lag="raise"``."""
 
 
-def timing_of(scheduler: Any) -> Optional["ScheduleTiming"]:
+def timing_of(scheduler: Any) -> ScheduleTiming | None:
     """The timing of a fixed scheduler, or None for a stock one."""
     return vars(scheduler).get(TIMING_KEY)
 
@@ -77,13 +78,14 @@ def attach(
     options: Options,
     owner: str,
     *,
-    groups_before: Optional[list[dict]] = None,
+    groups_before: list[dict] | None = None,
     initialize: bool = True,
-) -> "ScheduleTiming":
+) -> ScheduleTiming:
     """Fix a constructed scheduler (idempotent) and pre-advance it.
 
     ``groups_before`` are the param-group values from before construction: tensor LRs among them keep
-    their identity, and with ``initialize=False`` (resume, position unknown) the LRs are put back.
+    their identity, and with ``initialize=False`` (resume, position unknown) the LRs are put back as
+    they were instead of pre-advancing.
     """
     timing = timing_of(scheduler)
     if timing is not None:
@@ -91,20 +93,39 @@ def attach(
     timing = ScheduleTiming(scheduler, options, owner)
     vars(scheduler)[TIMING_KEY] = timing
     field = timing.field
+    groups = scheduler.optimizer.param_groups
+    if groups_before is not None:
+        for group, before in zip(groups, groups_before):
+            if not initialize or isinstance(before.get(field), torch.Tensor):
+                group[field] = before[field]  # resume: the LRs as they were; tensors: the same objects
+    _separate_tensor_lrs(scheduler, field)
     if initialize:
         timing.move_to(0)
-    elif groups_before is not None:
-        for group, before in zip(scheduler.optimizer.param_groups, groups_before):
-            if field in before:
-                group[field] = before[field]
-    if groups_before is not None:
-        for group, before in zip(scheduler.optimizer.param_groups, groups_before):
-            if isinstance(before.get(field), torch.Tensor):
-                _write_into_tensor(group, field, before[field])
     return timing
 
 
-def group_values(optimizer: Any) -> Optional[list[dict]]:
+def _separate_tensor_lrs(scheduler: Any, field: str) -> None:
+    """Give each param group an LR tensor of its own, distinct from ``initial_lr`` and the base values,
+    so that writing one group's LR in place cannot change another group's LR or the schedule itself
+    (torch optimizers share one ``lr`` tensor between groups by default; timm keeps it as ``initial_lr``)."""
+    groups = scheduler.optimizer.param_groups
+    live: set[int] = set()
+    for group in groups:
+        value = group.get(field)
+        if isinstance(value, torch.Tensor):
+            if id(value) in live:
+                group[field] = value = value.clone()
+            live.add(id(value))
+    initial_field = f"initial_{field}"
+    for i, group in enumerate(groups):
+        initial = group.get(initial_field)
+        if isinstance(initial, torch.Tensor) and id(initial) in live:
+            group[initial_field] = initial.clone()
+            if i < len(scheduler.base_values) and scheduler.base_values[i] is initial:
+                scheduler.base_values[i] = group[initial_field]
+
+
+def group_values(optimizer: Any) -> list[dict] | None:
     groups = getattr(optimizer, "param_groups", None)
     if groups is None:
         return None
@@ -129,7 +150,7 @@ def _check_index(index: Any, name: str) -> None:
         raise ValueError(f"{name}() index must be a finite, non-negative number, got {index!r}")
 
 
-def _before_optimizer_step_hook(timing_ref: "weakref.ref[ScheduleTiming]") -> Callable[..., None]:
+def _before_optimizer_step_hook(timing_ref: weakref.ref[ScheduleTiming]) -> Callable[..., None]:
     def before_optimizer_step(optimizer: Any, args: Any, kwargs: Any) -> None:
         timing = timing_ref()
         if timing is not None:
@@ -152,8 +173,8 @@ class ScheduleTiming:
         self.owner = owner
         self.field: str = scheduler.param_group_field
         self.on_epochs = compat.is_epoch_schedule(scheduler)
-        self.last_t: Optional[float] = None
-        self.next_count: Optional[float] = None
+        self.last_t: float | None = None
+        self.next_count: float | None = None
         self.steps_since_apply = 0
         self.lag_shift = 0
         self.in_stock_call = False
@@ -181,10 +202,10 @@ class ScheduleTiming:
 
     # -- routed methods -----------------------------------------------------------------------
 
-    def step(self, epoch: Optional[float] = None, metric: Any = None) -> None:
+    def step(self, epoch: float | None = None, metric: Any = None) -> None:
         self._on_call("step", epoch, metric, epoch_call=True)
 
-    def step_update(self, num_updates: Optional[float] = None, metric: Any = None) -> None:
+    def step_update(self, num_updates: float | None = None, metric: Any = None) -> None:
         self._on_call("step_update", num_updates, metric, epoch_call=False)
 
     def state_dict(self) -> dict[str, Any]:
@@ -315,7 +336,7 @@ class ScheduleTiming:
         finally:
             self.in_stock_call = False
 
-    def _check_own_state(self, ours: Any) -> Optional[float]:
+    def _check_own_state(self, ours: Any) -> float | None:
         if not isinstance(ours, Mapping) or not {"scheduler", "last_t", "next_count", "lag_shift"} <= set(ours):
             raise ValueError(f"state_dict[{STATE_KEY!r}] is not a timm_sched_fix position record: {ours!r}")
         expected = type(self.scheduler).__name__
@@ -350,7 +371,7 @@ class FixedAttributes:
     """What a fixed scheduler has beyond stock timm; drop-in classes inherit it, ``patch()`` adds it."""
 
     @property
-    def last_t(self) -> Optional[float]:
+    def last_t(self) -> float | None:
         """The schedule index most recently applied; None before any was (or while unknown)."""
         return _require_timing(self).last_t
 
