@@ -6,6 +6,7 @@ module instead of testing versions itself.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -14,10 +15,6 @@ import timm.scheduler
 from timm.scheduler.scheduler import Scheduler
 
 TIMM_VERSION: str = getattr(timm, "__version__", "unknown")
-
-#: Methods that decide when which value is applied; adapters route these to the timing core.
-ROUTED_METHODS = ("step", "step_update", "state_dict", "load_state_dict")
-
 
 def scheduler_classes() -> dict[str, type[Scheduler]]:
     """The scheduler classes the installed ``timm.scheduler`` exports, by name."""
@@ -43,21 +40,26 @@ def is_epoch_schedule(scheduler: Scheduler) -> bool:
     return is_plateau(scheduler) or bool(getattr(scheduler, "t_in_epochs", True))
 
 
-def apply_stock(scheduler: Scheduler, t: float, metric: Any, on_epochs: bool) -> None:
-    """Write v(t) through the scheduler's own ``step``/``step_update``, so noise and overrides apply.
+def stock_writer(scheduler: Scheduler, stock_method: Callable[..., Any]) -> Callable[[float, Any], None]:
+    """A function ``(t, metric)`` that writes v(t) through the scheduler's own ``step``/``step_update``
+    (``stock_method``, unbound), so noise and subclass overrides apply.
 
     Quirk ``plateau_step0_without_warmup`` (every timm release): ``PlateauLRScheduler.step(0)`` with
     ``warmup_t=0`` takes the warmup branch and writes ``warmup_lr_init`` (0 by default), although the
     schedule's value for epoch 0 is the base LR; timm's train.py never calls ``step(0)``, so the quirk
     only bites a pre-advance or a "begin"-convention loop. The base values are written instead.
     """
-    if on_epochs:
-        if t == 0 and is_plateau(scheduler) and not scheduler.warmup_t:
+    write = functools.partial(stock_method, scheduler)
+    if not is_plateau(scheduler):
+        return write
+
+    def write_plateau(t: float, metric: Any) -> None:
+        if t == 0 and not scheduler.warmup_t:
             scheduler.update_groups(scheduler.base_values)
         else:
-            scheduler.step(t, metric)
-    else:
-        scheduler.step_update(t, metric)
+            write(t, metric)
+
+    return write_plateau
 
 
 #: Attributes the base ``Scheduler.__init__`` sets in some timm release (``noise_type`` and ``t_in_epochs``

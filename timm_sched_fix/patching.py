@@ -28,6 +28,7 @@ _options: Options | None = None  # None while not patched
 _wrappers: list[tuple[Any, str, Any]] = []  # (owner, attribute, wrapt handle), in installation order
 _fixed: weakref.WeakSet[Any] = weakref.WeakSet()  # timings attached by the patch
 _hook_registered = False
+route: Any = None  # timing.route, imported with timm (this module must not import torch)
 
 
 def patch(*, convention: Convention = "end", auto: bool = False, on_lag: LagPolicy = "warn") -> None:
@@ -90,7 +91,9 @@ def _on_timm_scheduler_imported(module: Any) -> None:
 
 
 def _instrument(module: Any) -> None:
+    global route
     from .compat import Scheduler
+    from .timing import route
 
     _wrap(Scheduler, "__init_subclass__", _instrument_new_subclass)
     for cls in _with_subclasses(Scheduler):
@@ -154,10 +157,9 @@ def _construct(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> None:
 
 def _router(name: str) -> Any:
     def route_to_timing(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-        from .timing import route
-
         return route(name, instance, wrapped, args, kwargs)
 
+    route_to_timing.__timm_sched_fix_route__ = True  # type: ignore[attr-defined]  # see timing.stock_method
     return route_to_timing
 
 

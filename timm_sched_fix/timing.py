@@ -3,7 +3,10 @@
 Every adapter (``patch()``, ``wrap()``, the drop-in classes) routes a fixed scheduler's ``step``,
 ``step_update``, ``state_dict`` and ``load_state_dict`` to the :class:`ScheduleTiming` stored on the
 scheduler. The schedule math is never touched: v(t) is always written by the scheduler's own
-``step(t)``/``step_update(t)`` (see :func:`timm_sched_fix.compat.apply_stock`).
+``step(t)``/``step_update(t)`` (see :func:`timm_sched_fix.compat.stock_writer`).
+
+This module runs on every optimizer step, so the per-call path avoids repeated lookups: what can be
+resolved once per scheduler is resolved in ``ScheduleTiming.__init__``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,24 @@ class ScheduleCallWarning(UserWarning):
 
 class ScheduleLagError(RuntimeError):
     """Raised for a lagging index when ``on_lag="raise"``."""
+
+
+def routes_to_timing(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark an adapter function that routes a scheduler method here, so the stock method is found past it."""
+    function.__timm_sched_fix_route__ = True  # type: ignore[attr-defined]
+    return function
+
+
+def stock_method(cls: type, name: str) -> Callable[..., Any]:
+    """The scheduler class's own ``name`` method, past the adapters' routing methods and wrappers."""
+    for klass in cls.__mro__:
+        function = vars(klass).get(name)
+        if function is None or getattr(function, "__timm_sched_fix_route__", False):
+            continue
+        if getattr(getattr(function, "_self_wrapper", None), "__timm_sched_fix_route__", False):
+            return function.__wrapped__  # a patch() wrapper
+        return function
+    raise AttributeError(f"{cls.__qualname__} has no {name}()")
 
 
 def timing_of(scheduler: Any) -> ScheduleTiming | None:
@@ -179,6 +200,10 @@ class ScheduleTiming:
         self.lag_shift = 0
         self.in_stock_call = False
         self.proxy: Any = None  # the FixedScheduler of wrap(), made on request
+        self._auto_updates = options.auto and not self.on_epochs
+        self._write = compat.stock_writer(scheduler, stock_method(type(scheduler), "step" if self.on_epochs else "step_update"))
+        self._tensor_lrs: list[tuple[dict, torch.Tensor]] = []
+        self._groups_seen = -1
         self._saw_matching_call = False
         self._warned: set[str] = set()
         self._register_hook()
@@ -191,7 +216,7 @@ class ScheduleTiming:
 
     def before_optimizer_step(self) -> None:
         """Runs right before every optimizer step: counts it, and in auto mode applies v(k)."""
-        if self.steps_since_apply and self.options.auto and not self.on_epochs and self.last_t is not None:
+        if self._auto_updates and self.steps_since_apply and self.last_t is not None:
             self._apply(self.last_t + 1, None)
         self.steps_since_apply += 1
 
@@ -256,9 +281,9 @@ class ScheduleTiming:
         self.next_count = t + 1 if self.options.convention == "end" else t
 
     def _on_call(self, name: str, index: Any, metric: Any, epoch_call: bool) -> None:
-        if index is not None:
+        if not (type(index) is int and index >= 0) and index is not None:
             _check_index(index, name)
-        if epoch_call != self.on_epochs:
+        if epoch_call is not self.on_epochs:
             self._on_mismatched_call(name, index)
             return
         self._saw_matching_call = True
@@ -313,19 +338,28 @@ class ScheduleTiming:
 
     def _apply(self, t: float, metric: Any) -> None:
         """Write v(t) through the stock method; tensor LRs are filled in place, not replaced."""
-        field = self.field
         groups = self.optimizer.param_groups
-        tensors = [(group, group[field]) for group in groups if isinstance(group[field], torch.Tensor)]
+        groups_changed = len(groups) != self._groups_seen
+        if groups_changed:
+            self._find_tensor_lrs(groups)
         self.in_stock_call = True
         try:
-            compat.apply_stock(self.scheduler, t, metric, self.on_epochs)
+            self._write(t, metric)
         finally:
             self.in_stock_call = False
-        for group, tensor in tensors:
-            _write_into_tensor(group, field, tensor)
+        for group, tensor in self._tensor_lrs:
+            _write_into_tensor(group, self.field, tensor)
+        if groups_changed:  # adopt tensors the stock write itself produced (tensor base values)
+            self._find_tensor_lrs(groups)
         self.last_t = t
         self.next_count = t + 1
         self.steps_since_apply = 0
+
+    def _find_tensor_lrs(self, groups: list[dict]) -> None:
+        """Remember the groups whose LR is a tensor (checked again only when the groups change)."""
+        _separate_tensor_lrs(self.scheduler, self.field)
+        self._tensor_lrs = [(group, group[self.field]) for group in groups if isinstance(group[self.field], torch.Tensor)]
+        self._groups_seen = len(groups)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -360,6 +394,8 @@ class ScheduleTiming:
         state = dict(self.__dict__)
         del state["_hook_finalizer"]
         state["proxy"] = None
+        state["_groups_seen"] = -1  # the copy's groups are other objects: look again
+        state["_tensor_lrs"] = []
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
