@@ -1,8 +1,9 @@
 import pytest
 import timm
-from defect_cases import table_lines
 
 import timm_sched_fix
+
+from defect_cases import table_lines
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import timm.scheduler
-from support import StepRecorder, make_optimizer
 from timm.scheduler.scheduler import Scheduler
 
 import timm_sched_fix
+
+from support import StepRecorder, make_optimizer
 
 MODES = ("stock", "patch", "wrap", "dropin")
 

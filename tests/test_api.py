@@ -9,9 +9,10 @@ import warnings
 import pytest
 import timm.scheduler
 import torch
-from support import StepRecorder, group_lrs, make_optimizer
 
 import timm_sched_fix
+
+from support import StepRecorder, group_lrs, make_optimizer
 
 
 def cosine(optimizer, **kwargs):

@@ -1,6 +1,7 @@
 """Each first-step defect of stock timm fails stock and passes with every adapter of the fix."""
 
 import pytest
+
 from defect_cases import CASES, MODES, applicable, first_step_lr, schedule_value
 
 

@@ -6,9 +6,10 @@ import warnings
 
 import pytest
 import timm.scheduler
-from support import StepRecorder, expected_trace, make_optimizer, reference_values
 
 import timm_sched_fix
+
+from support import StepRecorder, expected_trace, make_optimizer, reference_values
 
 EPOCHS, BATCHES = 6, 3
 KWARGS = dict(t_initial=6, warmup_t=2, warmup_lr_init=1e-3)

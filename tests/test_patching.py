@@ -8,10 +8,11 @@ import textwrap
 
 import pytest
 import timm.scheduler
-from support import StepRecorder, make_optimizer
 from timm.scheduler.scheduler import Scheduler
 
 import timm_sched_fix
+
+from support import StepRecorder, make_optimizer
 
 
 def class_attributes():

@@ -2,6 +2,7 @@
 through every adapter: each optimizer step runs with v(k) (updates) or v(e) (epochs)."""
 
 import pytest
+
 from support import (
     ADAPTERS,
     StepRecorder,

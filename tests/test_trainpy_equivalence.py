@@ -5,9 +5,10 @@ import contextlib
 
 import pytest
 import timm.scheduler
-from support import ADAPTERS, StepRecorder, make_optimizer, no_warnings_from_fix
 
 import timm_sched_fix
+
+from support import ADAPTERS, StepRecorder, make_optimizer, no_warnings_from_fix
 
 EPOCHS, BATCHES = 5, 4
 
