@@ -214,27 +214,33 @@ def test_bad_options_are_refused_before_anything_happens(options):
     assert hooks(optimizer) == 0
 
 
+@pytest.mark.parametrize("index", [None, 3])
 @pytest.mark.parametrize("on_epochs, call", [(True, "step_update"), (False, "step")])
-def test_call_without_index_for_the_other_unit_warns_once_and_changes_nothing(on_epochs, call):
+def test_call_for_the_other_unit_warns_once_and_changes_nothing(on_epochs, call, index):
     optimizer = make_optimizer()
     scheduler = timm_sched_fix.CosineLRScheduler(optimizer, t_initial=10, t_in_epochs=on_epochs)
+    optimizer.step()
     before = group_lrs(optimizer)
-    with pytest.warns(timm_sched_fix.ScheduleCallWarning, match="does nothing"):
-        getattr(scheduler, call)()
+    arguments = () if index is None else (index,)
+    with pytest.warns(timm_sched_fix.ScheduleCallWarning, match="changes nothing"):
+        getattr(scheduler, call)(*arguments)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        getattr(scheduler, call)()  # once per scheduler
+        getattr(scheduler, call)(*arguments)  # once per scheduler
     assert group_lrs(optimizer) == before and scheduler.last_t == 0
 
 
-def test_step_on_update_schedule_that_never_gets_step_update_warns():
+@pytest.mark.parametrize("on_epochs", [True, False])
+def test_train_py_calls_to_both_methods_stay_silent(on_epochs):
+    """train.py calls step_update(n, metric=loss) and step(epoch + 1, metric) on every schedule."""
     optimizer = make_optimizer()
-    scheduler = timm_sched_fix.CosineLRScheduler(optimizer, t_initial=10, t_in_epochs=False)
-    optimizer.step()
-    before = group_lrs(optimizer)
-    with pytest.warns(timm_sched_fix.ScheduleCallWarning, match="step_update\\(\\) was never called"):
-        scheduler.step(1)
-    assert group_lrs(optimizer) == before
+    scheduler = timm_sched_fix.CosineLRScheduler(optimizer, t_initial=10, t_in_epochs=on_epochs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for update in range(1, 4):
+            optimizer.step()
+            scheduler.step_update(num_updates=update, metric=1.0)
+        scheduler.step(1, 0.5)
 
 
 def test_state_dict_of_another_class_is_refused_and_changes_nothing():

@@ -284,7 +284,7 @@ class ScheduleTiming:
         if not (type(index) is int and index >= 0) and index is not None:
             _check_index(index, name)
         if epoch_call is not self.on_epochs:
-            self._on_mismatched_call(name, index)
+            self._on_mismatched_call(name, index, metric)
             return
         self._saw_matching_call = True
         if index is None:
@@ -320,19 +320,26 @@ class ScheduleTiming:
             self._warn_once("lag", message, ScheduleLagWarning)
         return t
 
-    def _on_mismatched_call(self, name: str, index: Any) -> None:
+    def _on_mismatched_call(self, name: str, index: Any, metric: Any) -> None:
+        """A call for the other unit changes nothing, as in stock timm, but says so when it is a mistake.
+
+        timm's own train.py calls ``step_update(num_updates, metric=loss)`` and ``step(epoch + 1, metric)``
+        on every schedule; those calls stay silent: a mismatched call with a metric, or once the right
+        method has been called too.
+        """
         kind = "per-epoch (t_in_epochs=True)" if self.on_epochs else "per-update (t_in_epochs=False)"
         right = "step(epoch + 1) after each epoch" if self.on_epochs else "step_update(num_updates) after each optimizer step"
         if index is None:
-            self._warn_once(
-                "mismatch", f"{name}() on a {kind} schedule does nothing; call {right}", ScheduleCallWarning
-            )
-        elif not self.on_epochs and not self._saw_matching_call and self.steps_since_apply and not self.options.auto:
-            # timm's own train.py calls both methods, so only warn when the right one was never called.
+            mistake = True
+        elif self.on_epochs:
+            mistake = metric is None and not self._saw_matching_call
+        else:  # step(e) on an update schedule: by the end of an epoch, step_update() should have come
+            mistake = not self._saw_matching_call and self.steps_since_apply > 0 and not self._auto_updates
+        if mistake:
             self._warn_once(
                 "mismatch",
-                f"{name}({index!r}) on a {kind} schedule does nothing and step_update() was never called, so "
-                f"the LR has not moved; call {right}, or pass auto=True",
+                f"{name}({'' if index is None else repr(index)}) on a {kind} schedule changes nothing; call {right}"
+                + ("" if self.on_epochs else ", or pass auto=True"),
                 ScheduleCallWarning,
             )
 
