@@ -9,10 +9,9 @@ import warnings
 from pathlib import Path
 
 import pytest
-import torch
-from torch.optim.optimizer import register_optimizer_step_pre_hook
 from accelerate.state import AcceleratorState, GradientState
 from support import expected_trace, reference_values
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCH_SCHEDULE = dict(t_initial=6, warmup_t=2, warmup_lr_init=1e-3)
@@ -57,7 +56,7 @@ def test_python_snippets_run_and_every_step_is_right(section, lr_of_every_step):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers).*")
         for block in integration_blocks(section, "python"):
-            exec(compile(block, f"README.md ({section})", "exec"), namespace)
+            exec(compile(block, f"README.md ({section})", "exec"), namespace)  # noqa: S102 (our own README)
     kwargs, epochs, batches, on_epochs = SECTIONS[section]
     periods = epochs if on_epochs else epochs * batches
     values = reference_values("CosineLRScheduler", kwargs, 1, periods, on_epochs=on_epochs)
