@@ -132,6 +132,39 @@ def test_patch_with_on_lag_fix_corrects_the_documented_override():
 def test_resume_from_a_checkpoint_mid_run_continues_the_schedule(tmp_path, module_class, make_scheduler, interval):
     resume_epoch = 2  # resume from the checkpoint ModelCheckpoint wrote at the end of epoch 2 (0-based)
     assert wrong_steps(fit(module_class(make_scheduler(interval), interval), checkpoint_dir=tmp_path), interval) == 0
-    resumed = fit(module_class(make_scheduler(interval), interval), checkpoint_dir=tmp_path / "resumed",
+    resumed = fit(module_class(make_scheduler(interval), interval), checkpoint_dir=tmp_path,
                   ckpt_path=tmp_path / f"epoch={resume_epoch}.ckpt")
     assert wrong_steps(resumed, interval, first_step=(resume_epoch + 1) * BATCHES) == 0
+
+
+PLATEAU_METRIC = 1.0
+PLATEAU_KWARGS = dict(warmup_t=2, warmup_lr_init=1e-3, patience_t=1, decay_rate=0.5, mode="min")
+
+
+class PlateauModule(TinyModule):
+    """Logs a metric that never improves; Lightning passes it to the scheduler (``reduce_on_plateau``)."""
+
+    def training_step(self, batch, batch_idx):
+        self.log("score", PLATEAU_METRIC, on_step=False, on_epoch=True)
+        return super().training_step(batch, batch_idx)
+
+    def configure_optimizers(self):
+        config = super().configure_optimizers()
+        config["lr_scheduler"].update(reduce_on_plateau=True, monitor="score")
+        return config
+
+
+def plateau_adapter(optimizer):
+    return timm_sched_fix.TorchScheduler(timm.scheduler.PlateauLRScheduler(optimizer, **PLATEAU_KWARGS))
+
+
+def test_plateau_adapter_gets_the_metric_from_lightning():
+    trace = fit(PlateauModule(plateau_adapter, "epoch"))
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=BASE_LR)
+    reference = timm.scheduler.PlateauLRScheduler(optimizer, **PLATEAU_KWARGS)
+    values = []
+    for epoch in range(EPOCHS):
+        reference.step(epoch, PLATEAU_METRIC)
+        values.append(optimizer.param_groups[0]["lr"])
+    assert len(set(values[PLATEAU_KWARGS["warmup_t"]:])) > 1, "the metric must change the LR for this test to mean something"
+    assert trace == pytest.approx([value for value in values for _ in range(BATCHES)], rel=1e-12)
