@@ -120,7 +120,8 @@ def test_missing_script_or_module_is_a_clear_error(script, capsys):
     assert not timm_sched_fix.is_patched()
 
 
-def test_console_script_exits_with_the_scripts_exit_code(tmp_path):
-    (tmp_path / "exits.py").write_text("import sys\nsys.exit(int(sys.argv[1]))\n")
+def test_console_script_exits_with_the_scripts_exit_code_and_imports_no_torch_for_it(tmp_path):
+    (tmp_path / "exits.py").write_text(
+        "import sys\nsys.exit(99 if 'torch' in sys.modules or 'timm' in sys.modules else int(sys.argv[1]))\n")
     result = subprocess.run([str(CONSOLE_SCRIPT), "run", "exits.py", "5"], cwd=tmp_path, check=False)
     assert result.returncode == 5

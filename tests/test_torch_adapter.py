@@ -19,6 +19,7 @@ from support import (
 )
 
 import timm_sched_fix
+from timm_sched_fix.timing import timing_of
 
 EPOCHS, BATCHES = 5, 3
 METRIC = 1.0  # a metric that never improves, so PlateauLRScheduler decays after its patience
@@ -223,3 +224,14 @@ def test_bad_state_dict_is_refused_and_changes_nothing(bad, message):
     with pytest.raises(ValueError, match=message):
         scheduler.load_state_dict(bad)
     assert (group_lrs(optimizer), scheduler.state_dict()) == before
+
+
+def test_unknown_convention_is_refused_before_anything_is_fixed():
+    optimizer = make_optimizer()
+    inner = timm_sched_fix.CosineLRScheduler(optimizer, t_initial=EPOCHS)
+    with pytest.raises(ValueError, match="convention must be one of"):
+        timm_sched_fix.TorchScheduler(inner, convention="middle")
+    stock = build("CosineLRScheduler", optimizer, on_epochs=True)
+    with pytest.raises(ValueError, match="convention must be one of"):
+        timm_sched_fix.TorchScheduler(stock, convention="middle")
+    assert timing_of(stock) is None

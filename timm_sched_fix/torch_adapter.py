@@ -14,7 +14,7 @@ from typing import Any, Literal, Mapping, Optional
 from torch.optim.lr_scheduler import LRScheduler
 
 from . import compat
-from .options import Convention
+from .options import Convention, Options
 from .proxy import FixedScheduler, wrap
 from .timing import ScheduleCallWarning, ScheduleTiming, timing_of
 
@@ -109,6 +109,7 @@ class TorchScheduler(LRScheduler):
 
 def _fixed(scheduler: Any, convention: Convention) -> FixedScheduler:
     """The fixed form of a stock or fixed timm scheduler; an already fixed one must have this convention."""
+    Options(convention=convention)  # refuse an unknown convention before anything else
     stock = scheduler.__wrapped__ if isinstance(scheduler, FixedScheduler) else scheduler
     timing = timing_of(stock) if isinstance(stock, compat.Scheduler) else None
     if timing is None:
