@@ -71,7 +71,8 @@ def fit(module, *, max_epochs=EPOCHS, checkpoint_dir=None, ckpt_path=None):
                          enable_checkpointing=bool(checkpoint_dir), callbacks=callbacks, enable_progress_bar=False,
                          enable_model_summary=False, log_every_n_steps=1)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers).*")
+        # Lightning's own notices about this tiny setup, not about scheduling
+        warnings.filterwarnings("ignore", message=".*(does not have many workers|exists and is not empty|LeafSpec).*")
         trainer.fit(module, ckpt_path=ckpt_path)
     return module.recorder.first_group()
 

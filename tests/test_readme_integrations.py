@@ -54,7 +54,7 @@ def lr_of_every_step():
 def test_python_snippets_run_and_every_step_is_right(section, lr_of_every_step):
     namespace = {"__name__": "readme_snippet"}
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers).*")
+        warnings.filterwarnings("ignore", message=".*(does not have many workers|LeafSpec).*")
         for block in integration_blocks(section, "python"):
             exec(compile(block, f"README.md ({section})", "exec"), namespace)  # noqa: S102 (our own README)
     kwargs, epochs, batches, on_epochs = SECTIONS[section]
