@@ -146,17 +146,18 @@ def test_takes_an_already_fixed_scheduler(fixed_by):
 
 # -- bad input: a clear error or warning, and nothing changes ------------------------------------------
 
-def test_interval_of_the_other_unit_is_refused():
+@pytest.mark.parametrize("interval, message", [("step", "t_in_epochs=False"), ("batch", "interval must be one of")])
+def test_interval_of_the_other_unit_is_refused_before_anything_is_fixed(interval, message):
     optimizer = make_optimizer()
-    with pytest.raises(ValueError, match="t_in_epochs=False"):
-        timm_sched_fix.TorchScheduler(build("CosineLRScheduler", optimizer, on_epochs=True), interval="step")
-    with pytest.raises(ValueError, match="interval must be one of"):
-        timm_sched_fix.TorchScheduler(build("CosineLRScheduler", optimizer, on_epochs=True), interval="batch")
+    stock = timm.scheduler.TanhLRScheduler(optimizer, t_initial=EPOCHS)  # stock leaves 0.1, v(0) is 0.0999999
+    with pytest.raises(ValueError, match=message):
+        timm_sched_fix.TorchScheduler(stock, interval=interval)
+    assert timing_of(stock) is None and group_lrs(optimizer) == [0.1]
 
 
 def test_not_a_timm_scheduler_is_refused():
     optimizer = make_optimizer()
-    with pytest.raises(TypeError, match="expects a timm scheduler"):
+    with pytest.raises(TypeError, match="TorchScheduler expects a timm scheduler"):
         timm_sched_fix.TorchScheduler(torch.optim.lr_scheduler.StepLR(optimizer, step_size=1))
 
 
@@ -231,7 +232,7 @@ def test_unknown_convention_is_refused_before_anything_is_fixed():
     inner = timm_sched_fix.CosineLRScheduler(optimizer, t_initial=EPOCHS)
     with pytest.raises(ValueError, match="convention must be one of"):
         timm_sched_fix.TorchScheduler(inner, convention="middle")
-    stock = build("CosineLRScheduler", optimizer, on_epochs=True)
+    stock = timm.scheduler.TanhLRScheduler(optimizer, t_initial=EPOCHS)
     with pytest.raises(ValueError, match="convention must be one of"):
         timm_sched_fix.TorchScheduler(stock, convention="middle")
-    assert timing_of(stock) is None
+    assert timing_of(stock) is None and group_lrs(optimizer) == [0.1]

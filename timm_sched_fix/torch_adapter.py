@@ -36,9 +36,13 @@ class TorchScheduler(LRScheduler):
     """
 
     def __init__(self, timm_scheduler: Any, interval: Optional[Interval] = None, convention: Convention = "end") -> None:
-        self.timm_scheduler: FixedScheduler = _fixed(timm_scheduler, convention)
+        stock = timm_scheduler.__wrapped__ if isinstance(timm_scheduler, FixedScheduler) else timm_scheduler
+        if not isinstance(stock, compat.Scheduler):
+            raise TypeError("TorchScheduler expects a timm scheduler (such as timm.scheduler.CosineLRScheduler), got "
+                            f"{type(stock).__module__}.{type(stock).__qualname__}")
+        self.interval: Interval = _checked_interval(interval, stock)  # before anything is fixed
+        self.timm_scheduler: FixedScheduler = _fixed(stock, convention)
         self._timing: ScheduleTiming = self.timm_scheduler._self_timing
-        self.interval: Interval = _checked_interval(interval, self._timing)
         self._counting = False  # LRScheduler.__init__ calls step() once: that call only starts the count
         super().__init__(self._timing.optimizer)
         self._counting = True
@@ -107,28 +111,27 @@ class TorchScheduler(LRScheduler):
             )
 
 
-def _fixed(scheduler: Any, convention: Convention) -> FixedScheduler:
-    """The fixed form of a stock or fixed timm scheduler; an already fixed one must have this convention."""
-    Options(convention=convention)  # refuse an unknown convention before anything else
-    stock = scheduler.__wrapped__ if isinstance(scheduler, FixedScheduler) else scheduler
-    timing = timing_of(stock) if isinstance(stock, compat.Scheduler) else None
+def _fixed(stock: compat.Scheduler, convention: Convention) -> FixedScheduler:
+    """The fixed form of a timm scheduler; an already fixed one must have this convention."""
+    Options(convention=convention)  # refuse an unknown convention before anything is fixed
+    timing = timing_of(stock)
     if timing is None:
-        return wrap(scheduler, convention=convention)
+        return wrap(stock, convention=convention)
     if timing.options.convention != convention:
         raise ValueError(f"this scheduler is already fixed with convention={timing.options.convention!r}; "
                          f"pass convention={timing.options.convention!r} to TorchScheduler")
     return wrap(stock, convention=convention, auto=timing.options.auto, on_lag=timing.options.on_lag)
 
 
-def _checked_interval(interval: Optional[str], timing: ScheduleTiming) -> Interval:
+def _checked_interval(interval: Optional[str], stock: compat.Scheduler) -> Interval:
     """The schedule's own unit, or ``interval`` if it names that unit; anything else is refused."""
-    own: Interval = "epoch" if timing.on_epochs else "step"
+    on_epochs = compat.is_epoch_schedule(stock)
+    own: Interval = "epoch" if on_epochs else "step"
     if interval is None or interval == own:
         return own
     if interval not in INTERVALS:
         raise ValueError(f"interval must be one of {INTERVALS}, got {interval!r}")
-    name = type(timing.scheduler).__name__
     fix = ("build it with t_in_epochs=False (and t_initial etc. in updates)" if interval == "step"
            else "build it with t_in_epochs=True (the default)")
-    raise ValueError(f"interval={interval!r} does not match this {name}, which counts "
-                     f"{'epochs' if timing.on_epochs else 'updates'}: {fix}, or pass interval={own!r}")
+    raise ValueError(f"interval={interval!r} does not match this {type(stock).__name__}, which counts "
+                     f"{'epochs' if on_epochs else 'updates'}: {fix}, or pass interval={own!r}")
