@@ -7,7 +7,10 @@ import importlib
 from typing import Optional, Sequence
 
 #: Subcommand name -> module (relative to this package) defining ``add_parser(subparsers)`` and ``run(args)``.
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {
+    "check": "check",
+    "trace": "trace",
+}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
