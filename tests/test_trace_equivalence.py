@@ -10,9 +10,9 @@ import warnings
 
 import pytest
 import timm.scheduler
-
 from support import StepRecorder, assert_trace, make_optimizer
-from timm_sched_fix import compat
+
+from timm_sched_fix import compat, trace_steps
 from timm_sched_fix import trace as tr
 
 EPOCHS, UPDATES = 6, 3
@@ -37,7 +37,7 @@ def real_run(settings, loop, fixed):
     """A real loop with the calls ``loop`` names; the LR every optimizer step ran with."""
     optimizer = make_optimizer(lr=settings.lr)
     options = tr.LOOPS[loop].fixed_options if fixed else {}
-    scheduler, epochs = tr._create(settings, optimizer, fixed=fixed, updates_per_epoch=UPDATES, options=options)
+    scheduler, epochs = trace_steps._create(settings, optimizer, fixed=fixed, updates_per_epoch=UPDATES, options=options)
     on_epochs = compat.is_epoch_schedule(scheduler)
     recorder = StepRecorder(optimizer)
     num_updates = 0
@@ -78,7 +78,7 @@ def test_fast_trace_equals_real_loops(label, on_updates, loop):
         warnings.simplefilter("error", UserWarning)  # the fixed scheduler must not need to warn
         stock = real_run(settings, loop, fixed=False)
         fixed = real_run(settings, loop, fixed=True)
-    trace = tr.compute_trace(settings, loop, UPDATES)
+    trace = trace_steps.compute_trace(settings, loop, UPDATES)
     assert_trace([[lr] for lr in trace.stock_lr.tolist()], stock)
     assert_trace([[lr] for lr in trace.fixed_lr.tolist()], fixed)
 
@@ -86,6 +86,6 @@ def test_fast_trace_equals_real_loops(label, on_updates, loop):
 def test_every_loop_of_a_noisy_warmup_differs_somewhere():
     """Guards the test above against comparing two constant traces: the loops do differ."""
     settings = _settings(SETTINGS["cosine-warmup-noise"], on_updates=False)
-    counts = {loop: int(tr.compute_trace(settings, loop, UPDATES).differs.sum()) for loop in tr.LOOPS}
+    counts = {loop: int(trace_steps.compute_trace(settings, loop, UPDATES).differs.sum()) for loop in tr.LOOPS}
     assert counts["timm"] == UPDATES  # noise from t=0: stock runs epoch 0 without it
     assert counts["lightning"] == counts["enumerate"] == EPOCHS * UPDATES

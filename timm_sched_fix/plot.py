@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from .trace import Trace
+    from .trace_steps import Trace
 
 #: The PNG is FIGSIZE * DPI pixels: 1200 x 600.
 FIGSIZE = (12.0, 6.0)
