@@ -69,7 +69,7 @@ def test_train_py_loop_differs_only_where_stock_has_a_first_step_defect():
     tanh = cli("trace", "--sched", "tanh", "--epochs", "6", "--updates-per-epoch", "3", "--warmup-epochs", "0",
                "--lr", "0.1", "--per-update")
     assert "3 of 18 optimizer steps differ, first at step 0 (epoch 0)" in tanh.stdout, tanh.stdout
-    rows = [line.split() for line in tanh.stdout.splitlines() if line.split()[:1] in (["0"], ["1"], ["2"], ["3"])]
+    rows = [line.split() for line in tanh.stdout.splitlines() if line.split()[:1] in (["0"], ["1"], ["2"], ["3"]) and line.split()[1].isdigit()]
     assert [row[-1] == "*" for row in rows] == [True, True, True, False]
 
 
@@ -154,7 +154,7 @@ def test_long_trace_is_summarised_and_shows_progress_on_a_terminal():
     assert os.waitstatus_to_exitcode(status) == 0, output
     assert "computing the schedule:" in output
     assert "1,500,000 of 1,550,000 optimizer steps differ, first at step 1 (epoch 0)" in output
-    table = [line for line in output.splitlines() if line.strip()]
+    table = [line for line in output.splitlines() if line.strip() and "computing the schedule" not in line]
     assert len(table) < 60
     assert sum("rows" in line and line.startswith("...") for line in table) >= 2
 
