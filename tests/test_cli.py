@@ -69,7 +69,8 @@ def test_train_py_loop_differs_only_where_stock_has_a_first_step_defect():
     tanh = cli("trace", "--sched", "tanh", "--epochs", "6", "--updates-per-epoch", "3", "--warmup-epochs", "0",
                "--lr", "0.1", "--per-update")
     assert "3 of 18 optimizer steps differ, first at step 0 (epoch 0)" in tanh.stdout, tanh.stdout
-    rows = [line.split() for line in tanh.stdout.splitlines() if line.split()[:1] in (["0"], ["1"], ["2"], ["3"]) and line.split()[1].isdigit()]
+    rows = [line.split() for line in tanh.stdout.splitlines()
+            if line.split()[:1] in (["0"], ["1"], ["2"], ["3"]) and line.split()[1].isdigit()]
     assert [row[-1] == "*" for row in rows] == [True, True, True, False]
 
 

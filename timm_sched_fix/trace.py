@@ -122,7 +122,7 @@ def load_args_yaml(path: str) -> dict[str, Any]:
     try:
         import yaml
     except ImportError:
-        raise UsageError("--config needs PyYAML: pip install pyyaml") from None
+        raise UsageError("--config needs PyYAML: pip install 'timm-sched-fix[config]'") from None
     try:
         text = Path(path).read_text()
     except OSError as error:
