@@ -141,14 +141,14 @@ def check_row(name: str, config: Config) -> Row:
     for column, compute in (
         ("stock", lambda: first_step_lrs(lambda o: cls(o, **run_kwargs), optimizer())),
         ("fixed", lambda: first_step_lrs(lambda o: fixed_cls(o, **run_kwargs), optimizer())),
-        ("schedule", lambda: schedule_value(cls, kwargs, config.groups, config.t)),
+        ("v(t)", lambda: schedule_value(cls, kwargs, config.groups, config.t)),
     ):
         try:
             results[column] = compute()
         except Exception as error:  # noqa: BLE001 (a class this timm/torch cannot build: reported in the row, not a crash)
             results[column] = None
             errors.setdefault(f"{type(error).__name__}: {error}", []).append(column)
-    stock, fixed, schedule = results["stock"], results["fixed"], results["schedule"]
+    stock, fixed, schedule = results["stock"], results["fixed"], results["v(t)"]
     if errors:
         verdict = "ERROR"
     elif not _same(fixed, schedule):

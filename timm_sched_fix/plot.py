@@ -41,6 +41,7 @@ def plot_trace(trace: Trace, path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     steps = torch.arange(trace.steps + 1).numpy()
     # one extra point so the last step's value is drawn as a full step
@@ -61,12 +62,13 @@ def plot_trace(trace: Trace, path: str) -> None:
         axes.axvline(warmup * per_epoch, color="tab:green", ls="--", lw=1.2, label=f"end of warmup (epoch {warmup})")
     axes.plot(steps, stock, drawstyle="steps-post", color="tab:red", lw=1.6, label=f"stock timm (--loop {trace.loop})")
     axes.plot(steps, fixed, drawstyle="steps-post", color="tab:blue", lw=1.2, ls=(0, (4, 2)),
-              label="timm_sched_fix")
+              label="fixed (timm_sched_fix)")
     axes.set_xlim(0, trace.steps)
     axes.set_xlabel("optimizer step")
     axes.set_ylabel("learning rate the step runs with")
     top = axes.secondary_xaxis("top", functions=(lambda k: k / per_epoch, lambda e: e * per_epoch))
     top.set_xlabel("epoch")
+    top.xaxis.set_major_locator(MaxNLocator(integer=True))
     unit = "epoch" if trace.on_epochs else "update"
     axes.set_title(f"--sched {trace.settings.sched} (per {unit}), {trace.epochs} epochs x {per_epoch} updates: "
                    f"stock vs fixed", fontsize=11)
