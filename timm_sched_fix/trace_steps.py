@@ -192,8 +192,9 @@ def compute_trace(settings: argparse.Namespace, loop: str, updates_per_epoch: in
         except UsageError:
             raise
         except (ValueError, AssertionError, TypeError, KeyError) as error:
-            _refuse_unknown_schedule(settings.sched)
-            raise UsageError(f"timm {timm.__version__} refused these settings: {error}") from None
+            if settings.sched not in KNOWN_SCHEDULES:
+                _refuse_unknown_schedule(settings.sched)
+            raise UsageError(f"timm {timm.__version__} could not build the scheduler from these settings: {error}") from None
     if stock is None:
         _refuse_unknown_schedule(settings.sched)
         raise UsageError(f"timm {timm.__version__} built no scheduler for --sched {settings.sched!r}")
@@ -312,6 +313,6 @@ def write_out(trace: Trace, path: str) -> None:
                            "on_epochs": trace.on_epochs, "epochs": trace.epochs,
                            "updates_per_epoch": trace.updates_per_epoch, "summary": summary_line(trace),
                            "settings": vars(trace.settings), "t_init_means": "-1 = the value the constructor left",
-                           "steps": columns}, stream)
+                           "steps": columns}, stream, default=str)
     except OSError as error:
         raise UsageError(f"--out {path}: cannot write it ({error.strerror})") from None
