@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-import timm
 import torch
 
 from . import compat
