@@ -170,7 +170,8 @@ def test_no_progress_line_when_not_on_a_terminal():
 @pytest.mark.parametrize("args, fragments", [
     (["--sched", "cosin"], ["--sched 'cosin'", "valid: cosine", "step"]),
     (["--epochs", "-3"], ["--epochs must be positive"]),
-    (["--epochs", "5", "--warmup-epochs", "5"], ["--warmup-epochs 5 is not shorter than --epochs 5", "--warmup-prefix"]),
+    (["--epochs", "5", "--warmup-epochs", "5"],
+     ["--warmup-epochs 5 is not shorter than --epochs 5", "--warmup-prefix"]),
     (["--sched", "multistep", "--decay-milestones", "30", "20"], ["--decay-milestones must be increasing"]),
     (["--lr", "-0.1"], ["--lr must be positive"]),
     (["--sched-on-updates"], ["--updates-per-epoch"]),

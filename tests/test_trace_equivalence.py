@@ -37,7 +37,8 @@ def real_run(settings, loop, fixed):
     """A real loop with the calls ``loop`` names; the LR every optimizer step ran with."""
     optimizer = make_optimizer(lr=settings.lr)
     options = tr.LOOPS[loop].fixed_options if fixed else {}
-    scheduler, epochs = trace_steps._create(settings, optimizer, fixed=fixed, updates_per_epoch=UPDATES, options=options)
+    scheduler, epochs = trace_steps._create(settings, optimizer, fixed=fixed, updates_per_epoch=UPDATES,
+                                            options=options)
     on_epochs = compat.is_epoch_schedule(scheduler)
     recorder = StepRecorder(optimizer)
     num_updates = 0

@@ -247,6 +247,8 @@ def _run(args: argparse.Namespace) -> int:
     print(f"stock: --loop {args.loop}: {LOOPS[args.loop].description}")
     options = ", ".join(f"{k}={v!r}" for k, v in LOOPS[args.loop].fixed_options.items())
     print(f"fixed: the same calls on timm_sched_fix's scheduler{f' ({options})' if options else ''}")
+    if not trace.on_epochs and not args.per_update:
+        print("per-epoch rows show each epoch's first step (--per-update for every step)")
     if settings.sched == "plateau":
         print("note: without an eval metric the trace shows plateau's warmup and noise, not its decays")
     print()

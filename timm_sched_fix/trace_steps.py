@@ -194,7 +194,9 @@ def compute_trace(settings: argparse.Namespace, loop: str, updates_per_epoch: in
         except (ValueError, AssertionError, TypeError, KeyError) as error:
             if settings.sched not in KNOWN_SCHEDULES:
                 _refuse_unknown_schedule(settings.sched)
-            raise UsageError(f"timm {timm.__version__} could not build the scheduler from these settings: {error}") from None
+            raise UsageError(
+                f"timm {timm.__version__} could not build the scheduler from these settings: {error}"
+            ) from None
     if stock is None:
         _refuse_unknown_schedule(settings.sched)
         raise UsageError(f"timm {timm.__version__} built no scheduler for --sched {settings.sched!r}")
