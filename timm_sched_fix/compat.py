@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import timm.scheduler
@@ -60,6 +61,32 @@ def stock_writer(scheduler: Scheduler, stock_method: Callable[..., Any]) -> Call
             write(t, metric)
 
     return write_plateau
+
+
+@dataclass(frozen=True)
+class Quirk:
+    """One difference the fix works around: its name, the releases it concerns, and what the fix does."""
+
+    name: str
+    versions: str
+    description: str
+    applies: Callable[[], bool]
+
+
+#: Every quirk handled in this module; ``active_quirks()`` reports the ones that apply to the installed versions.
+QUIRKS: tuple[Quirk, ...] = (
+    Quirk(
+        "plateau_step0_without_warmup",
+        "every timm release",
+        "PlateauLRScheduler.step(0) with warmup_t=0 writes warmup_lr_init; the fix writes the base LRs",
+        lambda: hasattr(timm.scheduler, "PlateauLRScheduler"),
+    ),
+)
+
+
+def active_quirks() -> list[Quirk]:
+    """The quirks of ``QUIRKS`` that apply to the installed timm and torch (what ``check`` lists)."""
+    return [quirk for quirk in QUIRKS if quirk.applies()]
 
 
 #: Attributes the base ``Scheduler.__init__`` sets in some timm release (``noise_type`` and ``t_in_epochs``
