@@ -10,6 +10,8 @@ import inspect
 from typing import Any, Callable, Optional
 
 import timm.scheduler
+import torch.optim.lr_scheduler
+import wrapt
 from timm.scheduler.scheduler import Scheduler
 
 TIMM_VERSION: str = getattr(timm, "__version__", "unknown")
@@ -53,10 +55,78 @@ def apply_stock(scheduler: Scheduler, t: float, metric: Any, on_epochs: bool) ->
     if on_epochs:
         if t == 0 and is_plateau(scheduler) and not scheduler.warmup_t:
             scheduler.update_groups(scheduler.base_values)
+        elif is_plateau(scheduler) and PLATEAU_STEP_PASSES_NONE_METRIC:
+            _torch_plateau_step_as_timm_1_0_24(scheduler.lr_scheduler)(scheduler.step)(t, metric)
         else:
             scheduler.step(t, metric)
     else:
         scheduler.step_update(t, metric)
+
+
+# -- timm versions vs the installed torch ------------------------------------------------------------
+
+
+def _plateau_class() -> Optional[type]:
+    return getattr(timm.scheduler, "PlateauLRScheduler", None)
+
+
+def _parameters(function: Callable[..., Any]) -> frozenset:
+    return frozenset(inspect.signature(function).parameters)
+
+
+#: Quirk ``plateau_verbose`` (timm 0.4.12 - 1.0.15 on torch >= 2.7): ``PlateauLRScheduler.__init__`` passes
+#: ``verbose=`` to ``torch.optim.lr_scheduler.ReduceLROnPlateau``, which no longer accepts it, so the
+#: constructor raises ``TypeError`` after it already reset the optimizer's LRs.
+PLATEAU_PASSES_VERBOSE: bool = (
+    _plateau_class() is not None
+    and "verbose" in _parameters(_plateau_class().__init__)
+    and "verbose" not in _parameters(torch.optim.lr_scheduler.ReduceLROnPlateau.__init__)
+)
+
+#: Quirk ``plateau_step_without_metric`` (timm 0.4.12 - 1.0.15): past the warmup,
+#: ``PlateauLRScheduler.step(epoch)`` calls ``ReduceLROnPlateau.step(metric, epoch)`` even when ``metric``
+#: is None (``float(None)`` raises ``TypeError``), and passes the ``epoch`` argument torch deprecated
+#: (a ``UserWarning`` on every step). timm 1.0.24 steps the torch scheduler only with a metric, and
+#: without ``epoch``. Detected by the ``verbose`` parameter, which timm removed in the same change.
+PLATEAU_STEP_PASSES_NONE_METRIC: bool = (
+    _plateau_class() is not None and "verbose" in _parameters(_plateau_class().__init__)
+)
+
+
+@wrapt.transient_function_wrapper(torch.optim.lr_scheduler, "ReduceLROnPlateau")
+def _reduce_lr_on_plateau_without_verbose(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    """``ReduceLROnPlateau`` for the duration of one call, dropping the ``verbose`` torch removed."""
+    kwargs.pop("verbose", None)
+    return wrapped(*args, **kwargs)
+
+
+def for_installed_torch(call: Callable[..., Any]) -> Callable[..., Any]:
+    """A timm scheduler constructor or factory, made to run on the installed torch.
+
+    Applies quirk ``plateau_verbose`` where it exists: for the duration of the call only,
+    ``ReduceLROnPlateau`` accepts and ignores ``verbose`` (torch removed those log messages).
+    """
+    return _reduce_lr_on_plateau_without_verbose(call) if PLATEAU_PASSES_VERBOSE else call
+
+
+def _torch_plateau_step_as_timm_1_0_24(torch_plateau: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Quirk ``plateau_step_without_metric``: during one timm ``step`` call, the torch scheduler steps
+    only with a metric, and takes the epoch as its ``last_epoch`` instead of the deprecated argument."""
+
+    @wrapt.transient_function_wrapper(torch_plateau, "step")
+    def step_with_metric_only(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> None:
+        metrics, epoch = _bind_plateau_step(*args, **kwargs)
+        if metrics is None:
+            return
+        if epoch is not None:
+            torch_plateau.last_epoch = epoch - 1  # torch's step() without epoch counts last_epoch + 1
+        wrapped(metrics)
+
+    return step_with_metric_only
+
+
+def _bind_plateau_step(metrics: Any, epoch: Optional[float] = None) -> tuple[Any, Optional[float]]:
+    return metrics, epoch
 
 
 #: Attributes the base ``Scheduler.__init__`` sets in some timm release (``noise_type`` and ``t_in_epochs``
