@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 import timm.scheduler
 import torch.optim.lr_scheduler
 import wrapt
+from timm.scheduler.plateau_lr import PlateauLRScheduler
 from timm.scheduler.scheduler import Scheduler
 
 TIMM_VERSION: str = getattr(timm, "__version__", "unknown")
@@ -30,8 +31,7 @@ def scheduler_classes() -> dict[str, type[Scheduler]]:
 
 
 def is_plateau(scheduler: Scheduler) -> bool:
-    plateau = getattr(timm.scheduler, "PlateauLRScheduler", None)
-    return plateau is not None and isinstance(scheduler, plateau)
+    return isinstance(scheduler, PlateauLRScheduler)
 
 
 def is_epoch_schedule(scheduler: Scheduler) -> bool:
@@ -66,10 +66,6 @@ def apply_stock(scheduler: Scheduler, t: float, metric: Any, on_epochs: bool) ->
 # -- timm versions vs the installed torch ------------------------------------------------------------
 
 
-def _plateau_class() -> Optional[type]:
-    return getattr(timm.scheduler, "PlateauLRScheduler", None)
-
-
 def _parameters(function: Callable[..., Any]) -> frozenset:
     return frozenset(inspect.signature(function).parameters)
 
@@ -78,8 +74,7 @@ def _parameters(function: Callable[..., Any]) -> frozenset:
 #: ``verbose=`` to ``torch.optim.lr_scheduler.ReduceLROnPlateau``, which no longer accepts it, so the
 #: constructor raises ``TypeError`` after it already reset the optimizer's LRs.
 PLATEAU_PASSES_VERBOSE: bool = (
-    _plateau_class() is not None
-    and "verbose" in _parameters(_plateau_class().__init__)
+    "verbose" in _parameters(PlateauLRScheduler.__init__)
     and "verbose" not in _parameters(torch.optim.lr_scheduler.ReduceLROnPlateau.__init__)
 )
 
@@ -88,9 +83,7 @@ PLATEAU_PASSES_VERBOSE: bool = (
 #: is None (``float(None)`` raises ``TypeError``), and passes the ``epoch`` argument torch deprecated
 #: (a ``UserWarning`` on every step). timm 1.0.24 steps the torch scheduler only with a metric, and
 #: without ``epoch``. Detected by the ``verbose`` parameter, which timm removed in the same change.
-PLATEAU_STEP_PASSES_NONE_METRIC: bool = (
-    _plateau_class() is not None and "verbose" in _parameters(_plateau_class().__init__)
-)
+PLATEAU_STEP_PASSES_NONE_METRIC: bool = "verbose" in _parameters(PlateauLRScheduler.__init__)
 
 
 @wrapt.transient_function_wrapper(torch.optim.lr_scheduler, "ReduceLROnPlateau")
