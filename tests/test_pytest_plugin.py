@@ -26,8 +26,8 @@ def test_state():
 
 
 def test_loading_the_plugin_imports_neither_timm_nor_torch():
-    result = subprocess.run([sys.executable, "-c", "import sys, timm_sched_fix.pytest_plugin; "
-                             "assert 'timm' not in sys.modules and 'torch' not in sys.modules"], capture_output=True)
+    code = "import sys, timm_sched_fix.pytest_plugin; assert 'timm' not in sys.modules and 'torch' not in sys.modules"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
     assert result.returncode == 0, result.stderr
 
 

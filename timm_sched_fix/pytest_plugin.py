@@ -19,8 +19,11 @@ OPTION = "--timm-sched-fix"
 CONVENTIONS = ("end", "begin")
 
 #: Tests of timm's ``tests/test_scheduler.py`` (timm >= 1.0.24) whose assertion the fix changes on purpose:
-#: node-id pattern (matched against the end of the id, after the file name) -> why.
+#: regular expression for the node id after ``test_scheduler.py::`` -> why the fix changes the result.
 EXPECTED_DEVIATIONS: dict[str, str] = {}
+
+#: (node id, reason) of the tests marked as expected deviations in this session.
+_DEVIATED = pytest.StashKey[list]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -66,9 +69,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         import timm_sched_fix
 
         timm_sched_fix.unpatch()
-
-
-_DEVIATED = pytest.StashKey[list]()
 
 
 def expected_deviation(nodeid: str) -> str | None:
