@@ -70,9 +70,9 @@ def _parameters(function: Callable[..., Any]) -> frozenset:
     return frozenset(inspect.signature(function).parameters)
 
 
-#: Quirk ``plateau_verbose`` (timm 0.4.12 - 1.0.15 on torch >= 2.7): ``PlateauLRScheduler.__init__`` passes
-#: ``verbose=`` to ``torch.optim.lr_scheduler.ReduceLROnPlateau``, which no longer accepts it, so the
-#: constructor raises ``TypeError`` after it already reset the optimizer's LRs.
+#: Quirk ``plateau_verbose`` (timm 0.4.12 - 1.0.15, on a torch without the argument such as 2.14):
+#: ``PlateauLRScheduler.__init__`` passes ``verbose=`` to ``torch.optim.lr_scheduler.ReduceLROnPlateau``,
+#: which no longer accepts it, so the constructor raises ``TypeError`` after it already reset the LRs.
 PLATEAU_PASSES_VERBOSE: bool = (
     "verbose" in _parameters(PlateauLRScheduler.__init__)
     and "verbose" not in _parameters(torch.optim.lr_scheduler.ReduceLROnPlateau.__init__)
