@@ -75,8 +75,9 @@ def matrix(session: nox.Session, timm: str) -> None:
 
 @nox.session
 @nox.parametrize("timm", _peer_versions(), ids=_peer_versions())
-def peer(session: nox.Session, timm: str) -> None:
-    """timm's own tests/test_scheduler.py (fetched from its sdist) with ``pytest --timm-sched-fix``."""
+@nox.parametrize("convention", ["end", "begin"], ids=["end", "begin"])
+def peer(session: nox.Session, timm: str, convention: str) -> None:
+    """timm's own tests/test_scheduler.py (fetched from its sdist) with ``pytest --timm-sched-fix=<convention>``."""
     env = {"PYTHONPATH": str(_install_timm(session, timm))}
     _check_timm(session, timm, env)
     suite = WORK / "peer" / timm
@@ -86,11 +87,12 @@ def peer(session: nox.Session, timm: str) -> None:
         session.run(sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
                     f"timm=={timm}", "-d", str(sdists))
         with tarfile.open(sdists / f"timm-{timm}.tar.gz") as sdist:
-            member = sdist.extractfile(f"timm-{timm}/tests/test_scheduler.py")
-            if member is None:
+            try:
+                member = sdist.extractfile(f"timm-{timm}/tests/test_scheduler.py")
+            except KeyError:
                 session.error(f"timm {timm} sdist has no tests/test_scheduler.py")
             suite.mkdir(parents=True, exist_ok=True)
             test_file.write_bytes(member.read())
     (suite / "pytest.ini").write_text("[pytest]\n")  # keep this project's pytest settings out of timm's suite
-    session.run(*PYTEST, "-rxX", "--timm-sched-fix", "--rootdir", str(suite), "-c", str(suite / "pytest.ini"),
-                str(test_file), *session.posargs, env=env)
+    session.run(*PYTEST, "-rxX", f"--timm-sched-fix={convention}", "--rootdir", str(suite),
+                "-c", str(suite / "pytest.ini"), str(test_file), *session.posargs, env=env)
