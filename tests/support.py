@@ -18,6 +18,7 @@ import torch
 from timm.scheduler.scheduler import Scheduler
 
 import timm_sched_fix
+from timm_sched_fix import compat
 
 BASE_LR = 0.1
 LR_SCALES = (1.0, 0.5, 0.25)
@@ -86,6 +87,17 @@ def stock_kwargs(name: str, periods: int, on_epochs: bool) -> dict[str, Any]:
     return kwargs
 
 
+def stock_scheduler(name: str, optimizer: torch.optim.Optimizer, kwargs: dict[str, Any]) -> Scheduler:
+    """A stock timm scheduler. timm 0.4.12 - 1.0.15 cannot construct PlateauLRScheduler on this torch
+    (quirk ``plateau_verbose``), so its constructor runs under that one compat fix, nothing else."""
+    return compat.for_installed_torch(getattr(timm.scheduler, name))(optimizer, **kwargs)
+
+
+#: The metric the stock PlateauLRScheduler gets in references: constant, so with the default patience the
+#: LR never drops, exactly as in a run without metrics (timm <= 1.0.15 cannot step without one).
+PLATEAU_REFERENCE_METRIC = 1.0
+
+
 def reference_values(name: str, kwargs: dict[str, Any], groups: int, periods: int, on_epochs: bool) -> list[list[float]]:
     """v(0..periods) per group, from a stock scheduler driven with step(t) or step_update(t) in order.
 
@@ -93,11 +105,14 @@ def reference_values(name: str, kwargs: dict[str, Any], groups: int, periods: in
     (see compat.stock_writer); every configuration here has warmup, so no exception is needed.
     """
     optimizer = make_optimizer(groups)
-    stock = getattr(timm.scheduler, name)(optimizer, **kwargs)
+    stock = stock_scheduler(name, optimizer, kwargs)
+    metric = PLATEAU_REFERENCE_METRIC if name == "PlateauLRScheduler" else None
     values = []
     for t in range(periods + 1):
         if on_epochs:
-            stock.step(t)
+            with warnings.catch_warnings():  # timm <= 1.0.15 passes the epoch torch deprecated
+                warnings.filterwarnings("ignore", "The epoch parameter", UserWarning)
+                stock.step(t, metric)
         else:
             stock.step_update(t)
         values.append(group_lrs(optimizer))
@@ -112,7 +127,7 @@ def fixed_scheduler(adapter: str, name: str, optimizer: torch.optim.Optimizer, k
         with timm_sched_fix.patched(**options):
             yield getattr(timm.scheduler, name)(optimizer, **kwargs)
     elif adapter == "wrap":
-        yield timm_sched_fix.wrap(getattr(timm.scheduler, name)(optimizer, **kwargs), **options)
+        yield timm_sched_fix.wrap(stock_scheduler(name, optimizer, kwargs), **options)
     elif adapter == "dropin":
         yield getattr(timm_sched_fix, name)(optimizer, **kwargs, **options)
     else:

@@ -12,7 +12,7 @@ from timm.scheduler.scheduler import Scheduler
 
 import timm_sched_fix
 
-from support import StepRecorder, make_optimizer
+from support import StepRecorder, make_optimizer, reference_values
 
 
 def class_attributes():
@@ -51,6 +51,9 @@ def test_subclass_defined_while_patched_is_fixed_and_restored():
 
             def _get_lr(self, t):
                 return [base * min(1.0, (t + 1) / self.warmup) for base in self.base_values]
+
+            def get_epoch_values(self, epoch):  # timm < 0.9 asks this instead of _get_lr
+                return self._get_lr(epoch)
 
         wrapped_init = vars(Warmup)["__init__"]
         optimizer = make_optimizer()
@@ -111,13 +114,15 @@ def test_patch_before_timm_import_does_not_import_timm_or_torch():
         timm_sched_fix.patch()
         assert "timm" not in sys.modules and "torch" not in sys.modules, sorted(sys.modules)
         import torch
-        from timm.scheduler import MultiStepLRScheduler
+        from timm.scheduler import TanhLRScheduler
         optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-        scheduler = MultiStepLRScheduler(optimizer, decay_t=[1, 3], decay_rate=0.5)
-        print(optimizer.param_groups[0]["lr"], scheduler.last_t)
+        scheduler = TanhLRScheduler(optimizer, t_initial=10)
+        print(repr(optimizer.param_groups[0]["lr"]), scheduler.last_t)
     """)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["0.05", "0"]
+    v0 = reference_values("TanhLRScheduler", dict(t_initial=10), groups=1, periods=0, on_epochs=True)[0][0]
+    assert v0 != 0.1  # stock leaves the base LR for the first step
+    assert result.stdout.split() == [repr(v0), "0"]
 
 
 @pytest.mark.parametrize("env, expected", [

@@ -8,7 +8,7 @@ import timm.scheduler
 
 import timm_sched_fix
 
-from support import ADAPTERS, StepRecorder, make_optimizer, no_warnings_from_fix
+from support import ADAPTERS, StepRecorder, make_optimizer, no_warnings_from_fix, stock_scheduler
 
 EPOCHS, BATCHES = 5, 4
 
@@ -52,7 +52,7 @@ def trace(adapter, name, kwargs, groups):
     if adapter == "dropin":
         scheduler = getattr(timm_sched_fix, name)(optimizer, **kwargs)
     else:
-        scheduler = getattr(timm.scheduler, name)(optimizer, **kwargs)
+        scheduler = stock_scheduler(name, optimizer, kwargs)
         if adapter == "wrap":
             scheduler = timm_sched_fix.wrap(scheduler)
     recorder = StepRecorder(optimizer)

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import timm.scheduler
+import torch.optim.lr_scheduler
+import wrapt
+from timm.scheduler.plateau_lr import PlateauLRScheduler
 from timm.scheduler.scheduler import Scheduler
 
 TIMM_VERSION: str = getattr(timm, "__version__", "unknown")
@@ -27,8 +30,7 @@ def scheduler_classes() -> dict[str, type[Scheduler]]:
 
 
 def is_plateau(scheduler: Scheduler) -> bool:
-    plateau = getattr(timm.scheduler, "PlateauLRScheduler", None)
-    return plateau is not None and isinstance(scheduler, plateau)
+    return isinstance(scheduler, PlateauLRScheduler)
 
 
 def is_epoch_schedule(scheduler: Scheduler) -> bool:
@@ -57,6 +59,8 @@ def stock_writer(scheduler: Scheduler, stock_method: Callable[..., Any]) -> Call
     def write_plateau(t: float, metric: Any) -> None:
         if t == 0 and not scheduler.warmup_t:
             scheduler.update_groups(scheduler.base_values)
+        elif PLATEAU_STEP_PASSES_NONE_METRIC:
+            _torch_plateau_step_as_timm_1_0_24(scheduler.lr_scheduler)(write)(t, metric)
         else:
             write(t, metric)
 
@@ -81,12 +85,84 @@ QUIRKS: tuple[Quirk, ...] = (
         "PlateauLRScheduler.step(0) with warmup_t=0 writes warmup_lr_init; the fix writes the base LRs",
         lambda: hasattr(timm.scheduler, "PlateauLRScheduler"),
     ),
+    Quirk(
+        "plateau_verbose",
+        "timm 0.4.12 - 1.0.15 on torch without ReduceLROnPlateau(verbose=) (2.14)",
+        "PlateauLRScheduler(...) raises TypeError for verbose; the fix drops verbose during construction",
+        lambda: PLATEAU_PASSES_VERBOSE,
+    ),
+    Quirk(
+        "plateau_step_without_metric",
+        "timm 0.4.12 - 1.0.15",
+        "PlateauLRScheduler.step(epoch) without a metric raises TypeError past warmup; the fix keeps the LR "
+        "as timm 1.0.24 does",
+        lambda: PLATEAU_STEP_PASSES_NONE_METRIC,
+    ),
 )
 
 
 def active_quirks() -> list[Quirk]:
     """The quirks of ``QUIRKS`` that apply to the installed timm and torch (what ``check`` lists)."""
     return [quirk for quirk in QUIRKS if quirk.applies()]
+
+
+# -- timm versions vs the installed torch ------------------------------------------------------------
+
+
+def _parameters(function: Callable[..., Any]) -> frozenset:
+    return frozenset(inspect.signature(function).parameters)
+
+
+#: Quirk ``plateau_verbose`` (timm 0.4.12 - 1.0.15, on a torch without the argument such as 2.14):
+#: ``PlateauLRScheduler.__init__`` passes ``verbose=`` to ``torch.optim.lr_scheduler.ReduceLROnPlateau``,
+#: which no longer accepts it, so the constructor raises ``TypeError`` after it already reset the LRs.
+PLATEAU_PASSES_VERBOSE: bool = (
+    "verbose" in _parameters(PlateauLRScheduler.__init__)
+    and "verbose" not in _parameters(torch.optim.lr_scheduler.ReduceLROnPlateau.__init__)
+)
+
+#: Quirk ``plateau_step_without_metric`` (timm 0.4.12 - 1.0.15): past the warmup,
+#: ``PlateauLRScheduler.step(epoch)`` calls ``ReduceLROnPlateau.step(metric, epoch)`` even when ``metric``
+#: is None (``float(None)`` raises ``TypeError``), and passes the ``epoch`` argument torch deprecated
+#: (a ``UserWarning`` on every step). timm 1.0.24 steps the torch scheduler only with a metric, and
+#: without ``epoch``. Detected by the ``verbose`` parameter, which timm removed in the same change.
+PLATEAU_STEP_PASSES_NONE_METRIC: bool = "verbose" in _parameters(PlateauLRScheduler.__init__)
+
+
+@wrapt.transient_function_wrapper(torch.optim.lr_scheduler, "ReduceLROnPlateau")
+def _reduce_lr_on_plateau_without_verbose(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    """``ReduceLROnPlateau`` for the duration of one call, dropping the ``verbose`` torch removed."""
+    kwargs.pop("verbose", None)
+    return wrapped(*args, **kwargs)
+
+
+def for_installed_torch(call: Callable[..., Any]) -> Callable[..., Any]:
+    """A timm scheduler constructor or factory, made to run on the installed torch.
+
+    Applies quirk ``plateau_verbose`` where it exists: for the duration of the call only,
+    ``ReduceLROnPlateau`` accepts and ignores ``verbose`` (torch removed those log messages).
+    """
+    return _reduce_lr_on_plateau_without_verbose(call) if PLATEAU_PASSES_VERBOSE else call
+
+
+def _torch_plateau_step_as_timm_1_0_24(torch_plateau: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Quirk ``plateau_step_without_metric``: during one timm ``step`` call, the torch scheduler steps
+    only with a metric, and takes the epoch as its ``last_epoch`` instead of the deprecated argument."""
+
+    @wrapt.transient_function_wrapper(torch_plateau, "step")
+    def step_with_metric_only(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> None:
+        metrics, epoch = _bind_plateau_step(*args, **kwargs)
+        if metrics is None:
+            return
+        if epoch is not None:
+            torch_plateau.last_epoch = epoch - 1  # torch's step() without epoch counts last_epoch + 1
+        wrapped(metrics)
+
+    return step_with_metric_only
+
+
+def _bind_plateau_step(metrics: Any, epoch: Optional[float] = None) -> tuple[Any, Optional[float]]:
+    return metrics, epoch
 
 
 #: Attributes the base ``Scheduler.__init__`` sets in some timm release (``noise_type`` and ``t_in_epochs``

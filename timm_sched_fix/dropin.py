@@ -81,7 +81,7 @@ def _fixed_factory(stock: Callable[..., Any]) -> Callable[..., Any]:
         options = Options(convention=convention, auto=auto, on_lag=on_lag)  # type: ignore[arg-type]
         optimizer, _ = compat.construction_args(stock, args, kwargs)
         groups_before = group_values(optimizer)
-        result = stock(*args, **kwargs)
+        result = compat.for_installed_torch(stock)(*args, **kwargs)
         scheduler = result[0] if isinstance(result, tuple) else result
         if scheduler is None:  # sched='none'
             return result

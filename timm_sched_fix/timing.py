@@ -88,7 +88,7 @@ def construct(scheduler: Any, init: Callable[..., Any], args: tuple, kwargs: dic
     groups_before = group_values(optimizer)
     state[CONSTRUCTING_KEY] = True
     try:
-        init(*args, **kwargs)
+        compat.for_installed_torch(init)(*args, **kwargs)
     finally:
         state.pop(CONSTRUCTING_KEY, None)
     attach(scheduler, options, owner, groups_before=groups_before, initialize=initialize)

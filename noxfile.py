@@ -1,0 +1,98 @@
+"""The timm version matrix and timm's own scheduler tests under the fix (``.venv/bin/nox``).
+
+Every session runs in the calling environment (``venv_backend="none"``), so torch is installed once: each
+timm version is installed without dependencies into ``.nox/timm/<version>`` and put first on
+``PYTHONPATH``. Sessions: ``tests`` (the suite against the installed timm), ``matrix`` (the suite against
+every version in ``MATRIX``) and ``peer`` (timm's ``tests/test_scheduler.py`` from the sdist, run with
+``pytest --timm-sched-fix``, for every version that ships it). pytest's exit code 5 (nothing collected)
+fails a session like any other non-zero code.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import sys
+import tarfile
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+WORK = ROOT / ".nox"
+PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+
+#: Supported range, oldest first: the releases the README names, the newest last.
+MATRIX = ["0.4.12", "0.5.4", "0.6.13", "0.9.2", "0.9.16", "1.0.3", "1.0.15", "1.0.24", "1.0.31"]
+#: The first release whose sdist ships tests/test_scheduler.py.
+FIRST_WITH_SCHEDULER_TESTS = (1, 0, 24)
+
+nox.options.default_venv_backend = "none"
+nox.options.error_on_missing_interpreters = True
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".")[:3])
+
+
+def _peer_versions() -> list[str]:
+    """Matrix versions with timm's scheduler tests, plus the installed timm if it is newer (a new release)."""
+    versions = [v for v in MATRIX if _release(v) >= FIRST_WITH_SCHEDULER_TESTS]
+    installed = importlib.metadata.version("timm")
+    if installed not in versions and _release(installed) >= FIRST_WITH_SCHEDULER_TESTS:
+        versions.append(installed)
+    return versions
+
+
+def _install_timm(session: nox.Session, version: str) -> Path:
+    """timm ``version`` without dependencies in its own directory (reused when already there)."""
+    target = WORK / "timm" / version
+    if not (target / "timm" / "__init__.py").exists():
+        session.run(sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                    f"timm=={version}")
+    return target
+
+
+def _check_timm(session: nox.Session, version: str, env: dict[str, str]) -> None:
+    session.run(sys.executable, "-c", f"import timm, torch; assert timm.__version__ == {version!r}, timm.__version__; "
+                f"print('timm', timm.__version__, 'torch', torch.__version__)", env=env)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The suite against the installed timm (the newest, as ``pip install timm`` resolves it)."""
+    session.run(*PYTEST, *session.posargs, env={"PYTHONPATH": str(ROOT)})
+
+
+@nox.session
+@nox.parametrize("timm", MATRIX, ids=MATRIX)
+def matrix(session: nox.Session, timm: str) -> None:
+    """The whole suite against one timm release, on the shared torch."""
+    env = {"PYTHONPATH": os.pathsep.join([str(_install_timm(session, timm)), str(ROOT)])}
+    _check_timm(session, timm, env)
+    session.run(*PYTEST, *session.posargs, env=env)
+
+
+@nox.session
+@nox.parametrize("timm", _peer_versions(), ids=_peer_versions())
+@nox.parametrize("convention", ["end", "begin"], ids=["end", "begin"])
+def peer(session: nox.Session, timm: str, convention: str) -> None:
+    """timm's own tests/test_scheduler.py (fetched from its sdist) with ``pytest --timm-sched-fix=<convention>``."""
+    env = {"PYTHONPATH": str(_install_timm(session, timm))}
+    _check_timm(session, timm, env)
+    suite = WORK / "peer" / timm
+    test_file = suite / "test_scheduler.py"
+    if not test_file.exists():
+        sdists = WORK / "sdist"
+        session.run(sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                    f"timm=={timm}", "-d", str(sdists))
+        with tarfile.open(sdists / f"timm-{timm}.tar.gz") as sdist:
+            try:
+                member = sdist.extractfile(f"timm-{timm}/tests/test_scheduler.py")
+            except KeyError:
+                session.error(f"timm {timm} sdist has no tests/test_scheduler.py")
+            suite.mkdir(parents=True, exist_ok=True)
+            test_file.write_bytes(member.read())
+    (suite / "pytest.ini").write_text("[pytest]\n")  # keep this project's pytest settings out of timm's suite
+    session.run(*PYTEST, "-rxX", f"--timm-sched-fix={convention}", "--rootdir", str(suite),
+                "-c", str(suite / "pytest.ini"), str(test_file), *session.posargs, env=env)
