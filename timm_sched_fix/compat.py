@@ -161,7 +161,7 @@ def _torch_plateau_step_as_timm_1_0_24(torch_plateau: Any) -> Callable[[Callable
     return step_with_metric_only
 
 
-def _bind_plateau_step(metrics: Any, epoch: Optional[float] = None) -> tuple[Any, Optional[float]]:
+def _bind_plateau_step(metrics: Any, epoch: float | None = None) -> tuple[Any, float | None]:
     return metrics, epoch
 
 

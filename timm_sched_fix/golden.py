@@ -13,11 +13,11 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 #: How a config is given: ``create_scheduler_v2`` keyword arguments, or a function building the
 #: scheduler (or timm's ``(scheduler, num_epochs)`` tuple) for the optimizer it receives.
-SchedulerConfig = Union[Mapping[str, Any], Callable[[Any], Any]]
+SchedulerConfig = Mapping[str, Any] | Callable[[Any], Any]
 
 UPDATE_HINT = "rerun with --lr-trace-update (pytest) or GoldenTraces(..., update=True) to accept the new trace"
 
