@@ -100,7 +100,7 @@ def attach(
     if groups_before is not None:
         for group, before in zip(scheduler.optimizer.param_groups, groups_before):
             if isinstance(before.get(field), torch.Tensor):
-                _write_into_tensor(group, field, before[field])
+                _write_into_tensor(scheduler, group, field, before[field])
     return timing
 
 
@@ -111,10 +111,21 @@ def group_values(optimizer: Any) -> Optional[list[dict]]:
     return [{key: value for key, value in group.items() if key != "params"} for group in groups]
 
 
-def _write_into_tensor(group: dict, field: str, tensor: torch.Tensor) -> None:
-    """Keep a tensor LR the same object: copy the value stock timm wrote into it."""
+def _write_into_tensor(scheduler: Any, group: dict, field: str, tensor: torch.Tensor) -> None:
+    """Keep a tensor LR the same object: copy the value stock timm wrote into it.
+
+    Stock timm's ``group.setdefault("initial_lr", group["lr"])`` makes the tensor the schedule's base value
+    too (``initial_lr`` and ``base_values``); those get a copy first, or filling in v(t) would move the base.
+    """
     value = group[field]
     if value is not tensor:
+        initial = f"initial_{field}"
+        if group.get(initial) is tensor:
+            group[initial] = tensor.detach().clone()
+        base_values = getattr(scheduler, "base_values", None) or []
+        for i, base in enumerate(base_values):
+            if base is tensor:
+                base_values[i] = tensor.detach().clone()
         with torch.no_grad():
             tensor.fill_(value)
         group[field] = tensor
@@ -301,7 +312,7 @@ class ScheduleTiming:
         finally:
             self.in_stock_call = False
         for group, tensor in tensors:
-            _write_into_tensor(group, field, tensor)
+            _write_into_tensor(self.scheduler, group, field, tensor)
         self.last_t = t
         self.next_count = t + 1
         self.steps_since_apply = 0

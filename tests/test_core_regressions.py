@@ -1,0 +1,25 @@
+"""Core defects found by the property, resume and copy tests of issue 7, each kept as a direct test."""
+
+import torch
+import timm.scheduler
+
+import timm_sched_fix
+from support import StepRecorder
+
+
+def test_tensor_lr_filled_in_place_does_not_move_the_schedule_base():
+    """Stock timm stores the LR tensor itself as ``initial_lr`` and base value; filling v(0) = 0 into it
+    made every later value 0 (found by hypothesis: WSD, warmup_lr_init=0, tensor LR)."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=torch.tensor(0.1, dtype=torch.float64))
+    tensor = optimizer.param_groups[0]["lr"]
+    scheduler = timm_sched_fix.CosineLRScheduler(optimizer, t_initial=10, warmup_t=1, warmup_lr_init=0.0)
+    recorder = StepRecorder(optimizer)
+    optimizer.step()
+    scheduler.step(1)
+    optimizer.step()
+    reference = timm.scheduler.CosineLRScheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1),
+                                                 t_initial=10, warmup_t=1, warmup_lr_init=0.0)
+    reference.step(1)
+    assert optimizer.param_groups[0]["lr"] is tensor
+    assert recorder.first_group() == [0.0, reference.optimizer.param_groups[0]["lr"]]
+    assert float(optimizer.param_groups[0]["initial_lr"]) == 0.1
