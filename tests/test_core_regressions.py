@@ -23,3 +23,22 @@ def test_tensor_lr_filled_in_place_does_not_move_the_schedule_base():
     assert optimizer.param_groups[0]["lr"] is tensor
     assert recorder.first_group() == [0.0, reference.optimizer.param_groups[0]["lr"]]
     assert float(optimizer.param_groups[0]["initial_lr"]) == 0.1
+
+
+def test_auto_mode_round_trip_after_steps_keeps_advancing():
+    """A state dict saved after optimizer steps ran with v(t) forgot them: after loading, auto mode ran the
+    next step with v(t) again instead of v(t + 1) (found by hypothesis: Cosine, auto, round trip)."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = timm_sched_fix.CosineLRScheduler(optimizer, t_initial=4, t_in_epochs=False, auto=True)
+    recorder = StepRecorder(optimizer)
+    optimizer.step()
+    optimizer.step()
+    scheduler.load_state_dict(scheduler.state_dict())
+    optimizer.step()
+    reference = timm.scheduler.CosineLRScheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1),
+                                                 t_initial=4, t_in_epochs=False)
+    expected = []
+    for t in range(3):
+        reference.step_update(t)
+        expected.append(reference.optimizer.param_groups[0]["lr"])
+    assert recorder.first_group() == expected

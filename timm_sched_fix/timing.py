@@ -208,6 +208,7 @@ class ScheduleTiming:
             "next_count": self.next_count,
             "lag_shift": self.lag_shift,
             "convention": self.options.convention,
+            "steps_since_apply": self.steps_since_apply,
         }
         return state
 
@@ -233,6 +234,8 @@ class ScheduleTiming:
         else:
             self._apply(position, None)
             self.next_count = ours["next_count"]
+            # optimizer steps that already ran with last_t: auto mode advances before the next one
+            self.steps_since_apply = ours.get("steps_since_apply", 0)
 
     def get_last_lr(self) -> list[float]:
         """The value each param group's LR field holds now, one per group."""
@@ -335,6 +338,9 @@ class ScheduleTiming:
         for key in ("last_t", "next_count"):
             if ours[key] is not None:
                 _check_index(ours[key], f"load_state_dict: {key}")
+        steps = ours.get("steps_since_apply", 0)
+        if type(steps) is not int or steps < 0:
+            raise ValueError(f"state_dict[{STATE_KEY!r}]['steps_since_apply'] must be a non-negative int, got {steps!r}")
         if ours["lag_shift"] not in (0, 1):
             raise ValueError(f"state_dict[{STATE_KEY!r}]['lag_shift'] must be 0 or 1, got {ours['lag_shift']!r}")
         return ours["last_t"]
