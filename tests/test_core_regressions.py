@@ -42,3 +42,22 @@ def test_auto_mode_round_trip_after_steps_keeps_advancing():
         reference.step_update(t)
         expected.append(reference.optimizer.param_groups[0]["lr"])
     assert recorder.first_group() == expected
+
+
+def test_plateau_keeps_its_reduced_lr_through_a_state_dict():
+    """Past warmup a Plateau's LR lives in the optimizer; re-wrapping (v(0) pre-advance) then loading the
+    state dict put back the base LR instead of the reduced one (found by hypothesis: Plateau, rewrap)."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = timm_sched_fix.wrap(timm.scheduler.PlateauLRScheduler(optimizer, patience_t=0, decay_rate=0.5,
+                                                                      mode="min"))
+    for epoch in range(1, 4):
+        optimizer.step()
+        scheduler.step(epoch, 1.0)  # no improvement after the first: halves every epoch
+    reduced = optimizer.param_groups[0]["lr"]
+    saved = scheduler.state_dict()
+    scheduler = timm_sched_fix.wrap(timm_sched_fix.unwrap(scheduler))
+    assert optimizer.param_groups[0]["lr"] == 0.1  # the pre-advance to v(0)
+    scheduler.load_state_dict(saved)
+    assert reduced < 0.1 and optimizer.param_groups[0]["lr"] == reduced
+    scheduler.step(4, 1.0)
+    assert optimizer.param_groups[0]["lr"] == reduced * 0.5

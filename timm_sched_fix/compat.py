@@ -59,6 +59,42 @@ def apply_stock(scheduler: Scheduler, t: float, metric: Any, on_epochs: bool) ->
         scheduler.step_update(t, metric)
 
 
+def plateau_state(scheduler: Scheduler) -> Optional[dict[str, Any]]:
+    """What a PlateauLRScheduler needs to resume past warmup, which its stock state dict lacks.
+
+    Quirk ``plateau_state_outside_state_dict`` (every timm release): past warmup the LR lives in the
+    optimizer (reduced by torch's ``ReduceLROnPlateau``, noise undone via ``restore_lr``) and the stock state
+    dict keeps only ``best`` and ``last_epoch``, so re-applying v(t) after a resume or a re-wrap cannot
+    recompute it. The un-noised LRs and the ``ReduceLROnPlateau`` counters are recorded instead.
+    """
+    if not is_plateau(scheduler):
+        return None
+    field = scheduler.param_group_field
+    current = scheduler.restore_lr
+    if current is None:
+        current = [group[field] for group in scheduler.optimizer.param_groups]
+    return {"lrs": [float(value) for value in current], "reduce_on_plateau": dict(scheduler.lr_scheduler.state_dict())}
+
+
+def check_plateau_state(scheduler: Scheduler, state: Any) -> None:
+    """Refuse a malformed plateau record before anything is loaded."""
+    if state is None:
+        return
+    groups = len(scheduler.optimizer.param_groups)
+    if (not isinstance(state, dict) or not isinstance(state.get("reduce_on_plateau"), dict)
+            or not isinstance(state.get("lrs"), list) or len(state["lrs"]) != groups):
+        raise ValueError(f"malformed PlateauLRScheduler record for {groups} param group(s): {state!r}")
+
+
+def restore_plateau_state(scheduler: Scheduler, state: Optional[dict[str, Any]], t: Optional[float]) -> None:
+    """Put back what :func:`plateau_state` recorded; past warmup the next ``step(t)`` restores the LRs."""
+    if state is None or not is_plateau(scheduler):
+        return
+    scheduler.lr_scheduler.load_state_dict(state["reduce_on_plateau"])
+    if t is not None and t > scheduler.warmup_t:
+        scheduler.restore_lr = list(state["lrs"])
+
+
 #: Attributes the base ``Scheduler.__init__`` sets in some timm release (``noise_type`` and ``t_in_epochs``
 #: moved into the base class in 0.9); they do not tell scheduler classes apart.
 BASE_STATE_KEYS = frozenset({

@@ -209,6 +209,7 @@ class ScheduleTiming:
             "lag_shift": self.lag_shift,
             "convention": self.options.convention,
             "steps_since_apply": self.steps_since_apply,
+            "plateau": compat.plateau_state(self.scheduler),
         }
         return state
 
@@ -228,6 +229,7 @@ class ScheduleTiming:
         if ours is None:
             self.last_t = self.next_count = None
             return
+        compat.restore_plateau_state(self.scheduler, ours.get("plateau"), position)
         self.lag_shift = ours["lag_shift"]
         if position is None:
             self.last_t = self.next_count = None
@@ -341,6 +343,7 @@ class ScheduleTiming:
         steps = ours.get("steps_since_apply", 0)
         if type(steps) is not int or steps < 0:
             raise ValueError(f"state_dict[{STATE_KEY!r}]['steps_since_apply'] must be a non-negative int, got {steps!r}")
+        compat.check_plateau_state(self.scheduler, ours.get("plateau"))
         if ours["lag_shift"] not in (0, 1):
             raise ValueError(f"state_dict[{STATE_KEY!r}]['lag_shift'] must be 0 or 1, got {ours['lag_shift']!r}")
         return ours["last_t"]
