@@ -61,3 +61,16 @@ def test_plateau_keeps_its_reduced_lr_through_a_state_dict():
     assert reduced < 0.1 and optimizer.param_groups[0]["lr"] == reduced
     scheduler.step(4, 1.0)
     assert optimizer.param_groups[0]["lr"] == reduced * 0.5
+
+
+def test_auto_mode_call_without_index_after_a_skipped_call_follows_the_optimizer_steps():
+    """Auto mode needs no calls; under "begin" a first ``step_update()`` made only before step 1 counted
+    as call 0 and re-applied v(0) (found by hypothesis: Cosine, begin, auto, skip then counting)."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = timm_sched_fix.CosineLRScheduler(optimizer, t_initial=2, t_in_epochs=False, auto=True,
+                                                 convention="begin")
+    recorder = StepRecorder(optimizer)
+    optimizer.step()
+    scheduler.step_update()
+    optimizer.step()
+    assert recorder.first_group() == [0.1, 0.05]

@@ -181,9 +181,12 @@ class ScheduleTiming:
 
     def before_optimizer_step(self) -> None:
         """Runs right before every optimizer step: counts it, and in auto mode applies v(k)."""
-        if self.steps_since_apply and self.options.auto and not self.on_epochs and self.last_t is not None:
+        auto_updates = self.options.auto and not self.on_epochs and self.last_t is not None
+        if self.steps_since_apply and auto_updates:
             self._apply(self.last_t + 1, None)
         self.steps_since_apply += 1
+        if auto_updates:  # the count follows the optimizer steps, so skipping a call without an index is fine
+            self.next_count = self.last_t + 1
 
     def detach(self) -> None:
         """Stop fixing: remove the hook and the timing from the scheduler."""
