@@ -5,6 +5,7 @@ import timm.scheduler
 
 import timm_sched_fix
 from support import StepRecorder
+from timm_sched_fix.timing import timing_of
 
 
 def test_tensor_lr_filled_in_place_does_not_move_the_schedule_base():
@@ -74,3 +75,35 @@ def test_auto_mode_call_without_index_after_a_skipped_call_follows_the_optimizer
     scheduler.step_update()
     optimizer.step()
     assert recorder.first_group() == [0.1, 0.05]
+
+
+def test_constructor_begun_before_patch_is_not_fixed_half_way():
+    """patch() while a subclass constructor ran: the parent's patched ``__init__`` fixed and pre-advanced the
+    half-built scheduler (AttributeError 'warmup_t' under contention, test_patch_contention)."""
+
+    class PatchesMidway(timm.scheduler.CosineLRScheduler):
+        def __init__(self, optimizer):
+            timm_sched_fix.patch()
+            super().__init__(optimizer, t_initial=10, warmup_t=2, warmup_lr_init=1e-3)
+
+    try:
+        scheduler = PatchesMidway(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1))
+        assert timing_of(scheduler) is None
+    finally:
+        timm_sched_fix.unpatch()
+
+
+def test_unpatch_during_construction_leaves_no_fixed_scheduler_behind():
+    """A constructor in flight during unpatch() attached its timing afterwards and stayed fixed, hook included."""
+    with timm_sched_fix.patched():
+        class UnpatchesMidway(timm.scheduler.CosineLRScheduler):
+            def __init__(self, optimizer):
+                timm_sched_fix.unpatch()
+                super().__init__(optimizer, t_initial=10)
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    timm_sched_fix.patch()
+    scheduler = UnpatchesMidway(optimizer)
+    assert not timm_sched_fix.is_patched()
+    assert timing_of(scheduler) is None
+    assert len(optimizer._optimizer_step_pre_hooks) == 0
