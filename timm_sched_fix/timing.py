@@ -227,7 +227,19 @@ class ScheduleTiming:
         ours = state_dict.get(STATE_KEY)
         stock_state = {key: value for key, value in state_dict.items() if key != STATE_KEY}
         position = self._check_own_state(ours) if ours is not None else None
-        compat.check_state_dict(self.scheduler, stock_state, self._stock_call(self.scheduler.state_dict))
+        own = {key: value for key, value in self._stock_call(self.scheduler.state_dict).items() if key != TIMING_KEY}
+        compat.check_state_dict(self.scheduler, stock_state, own)
+        snapshot = self._snapshot()
+        try:
+            self._load_checked(stock_state, ours, position)
+        except Exception as error:
+            self._restore(snapshot)
+            raise ValueError(
+                f"state dict could not be loaded into a {type(self.scheduler).__name__} ({error!r}); the scheduler "
+                "and the optimizer's param groups are unchanged"
+            ) from error
+
+    def _load_checked(self, stock_state: dict, ours: Optional[Mapping[str, Any]], position: Optional[float]) -> None:
         self._stock_call(self.scheduler.load_state_dict, stock_state)
         if ours is None:
             self.last_t = self.next_count = None
@@ -350,6 +362,29 @@ class ScheduleTiming:
         if ours["lag_shift"] not in (0, 1):
             raise ValueError(f"state_dict[{STATE_KEY!r}]['lag_shift'] must be 0 or 1, got {ours['lag_shift']!r}")
         return ours["last_t"]
+
+    def _snapshot(self) -> tuple:
+        """Everything a load may change: scheduler, timing, param groups (tensor values too), Plateau's state."""
+        groups = [(group, dict(group), {key: value.clone() for key, value in group.items()
+                                        if key != "params" and isinstance(value, torch.Tensor)})
+                  for group in self.optimizer.param_groups]
+        plateau = getattr(self.scheduler, "lr_scheduler", None)
+        return dict(vars(self.scheduler)), dict(vars(self)), groups, plateau, dict(vars(plateau)) if plateau else None
+
+    def _restore(self, snapshot: tuple) -> None:
+        scheduler_state, timing_state, groups, plateau, plateau_state = snapshot
+        vars(self.scheduler).clear()
+        vars(self.scheduler).update(scheduler_state)
+        vars(self).update(timing_state)
+        for group, values, tensors in groups:
+            group.clear()
+            group.update(values)
+            with torch.no_grad():
+                for key, value in tensors.items():
+                    group[key].copy_(value)
+        if plateau is not None:
+            vars(plateau).clear()
+            vars(plateau).update(plateau_state)
 
     def _warn_once(self, kind: str, message: str, category: type[Warning]) -> None:
         if kind not in self._warned:
