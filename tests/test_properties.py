@@ -202,8 +202,9 @@ class Run:
             if self.scheduler._self_timing.owner == "wrap":
                 saved = self.scheduler.state_dict()
                 options = dict(convention=scenario.convention, auto=scenario.auto)
-                self.scheduler = timm_sched_fix.wrap(timm_sched_fix.unwrap(self.scheduler), **options)
-                self.scheduler.load_state_dict(saved)
+                scheduler = timm_sched_fix.wrap(timm_sched_fix.unwrap(self.scheduler), **options)
+                scheduler.load_state_dict(saved)
+                self.switch_to(self.optimizer, scheduler)  # the recorder goes after the new auto-mode hook
 
     def run(self) -> list[list[float]]:
         scenario = self.scenario

@@ -10,6 +10,7 @@ import inspect
 from typing import Any, Callable, Optional
 
 import timm.scheduler
+import torch
 from timm.scheduler.scheduler import Scheduler
 
 TIMM_VERSION: str = getattr(timm, "__version__", "unknown")
@@ -98,30 +99,64 @@ def restore_plateau_state(scheduler: Scheduler, state: Optional[dict[str, Any]],
 #: Attributes the base ``Scheduler.__init__`` sets in some timm release (``noise_type`` and ``t_in_epochs``
 #: moved into the base class in 0.9); they do not tell scheduler classes apart.
 BASE_STATE_KEYS = frozenset({
-    "param_group_field", "_initial_param_group_field", "base_values", "metric", "t_in_epochs",
+    "param_group_field", "_initial_param_group_field", "metric", "t_in_epochs",
     "noise_range_t", "noise_pct", "noise_type", "noise_std", "noise_seed",
 })
+#: State-dict keys a class has in some timm releases only (measured on 0.4.12 ... 1.0.31): ``k_decay``
+#: arrived in Cosine with 0.5.4, ``warmup_prefix`` in Step/MultiStep with 0.9.
+VERSION_STATE_KEYS = {
+    "CosineLRScheduler": frozenset({"k_decay"}),
+    "StepLRScheduler": frozenset({"warmup_prefix"}),
+    "MultiStepLRScheduler": frozenset({"warmup_prefix"}),
+    "PlateauLRScheduler": frozenset({"last_epoch"}),
+}
+#: Quirk ``cycle_args_renamed_0_5`` (timm 0.4.12 -> 0.5.4): Cosine/Tanh ``t_mul``/``decay_rate`` became
+#: ``cycle_mul``/``cycle_decay`` and ``cycle_limit=0`` changed from "unlimited" to "no cycle", so such a state
+#: dict cannot be translated by renaming; it is refused with this explanation.
+RENAMED_IN_0_5 = {"t_mul": "cycle_mul", "decay_rate": "cycle_decay"}
 #: Keys stock ``PlateauLRScheduler.load_state_dict`` reads without checking (every timm release).
 PLATEAU_REQUIRED_KEYS = frozenset({"best"})
 
 
 def check_state_dict(scheduler: Scheduler, given: dict, own: dict) -> None:
-    """Refuse a stock state dict of another scheduler class before anything is loaded.
+    """Refuse, before anything is loaded, a stock state dict of another scheduler class, a truncated one,
+    or one whose base values do not fit the optimizer.
 
-    A state dict that both lacks keys of this class and brings keys this class does not have comes
-    from another class; one that only adds or only lacks keys may come from another timm release.
+    Keys that only some timm releases have (:data:`BASE_STATE_KEYS`, :data:`VERSION_STATE_KEYS`) may be
+    missing or extra, so state dicts move between releases where the class exists.
     """
+    name = type(scheduler).__name__
     if is_plateau(scheduler):
         missing_required = PLATEAU_REQUIRED_KEYS - set(given)
         if missing_required:
-            raise ValueError(f"state dict for {type(scheduler).__name__} lacks {sorted(missing_required)}")
-    unexpected = set(given) - set(own) - BASE_STATE_KEYS
-    missing = set(own) - set(given) - BASE_STATE_KEYS
-    if unexpected and missing:
+            raise ValueError(f"state dict for {name} lacks {sorted(missing_required)}")
+    renamed = sorted(old for old, new in RENAMED_IN_0_5.items() if old in given and new in own)
+    renamed += sorted(new for old, new in RENAMED_IN_0_5.items() if new in given and old in own)
+    if renamed and name in ("CosineLRScheduler", "TanhLRScheduler"):
         raise ValueError(
-            f"state dict does not belong to a {type(scheduler).__name__}: it has {sorted(unexpected)} "
-            f"and lacks {sorted(missing)}"
+            f"state dict of a {name} from another side of timm 0.5 (it has {renamed}): t_mul/decay_rate were "
+            "renamed cycle_mul/cycle_decay in 0.5.4 and cycle_limit=0 changed meaning, so it cannot be loaded; "
+            f"build the {name} with the equivalent arguments and resume with step(epoch) instead"
         )
+    tolerated = BASE_STATE_KEYS | VERSION_STATE_KEYS.get(name, frozenset())
+    unexpected = sorted(set(given) - set(own) - tolerated)
+    missing = sorted(set(own) - set(given) - tolerated)
+    if unexpected or missing:
+        raise ValueError(
+            f"state dict does not belong to a {name}: "
+            + " and ".join(([f"it has {unexpected}"] if unexpected else []) + ([f"it lacks {missing}"] if missing else []))
+            + " (another scheduler class, or a truncated state dict)"
+        )
+    if name == "MultiStepLRScheduler" or name == "StepLRScheduler":
+        if isinstance(given.get("decay_t"), (list, tuple)) != (name == "MultiStepLRScheduler"):
+            raise ValueError(f"state dict does not belong to a {name}: decay_t={given.get('decay_t')!r}")
+    groups = len(scheduler.optimizer.param_groups)
+    base_values = given.get("base_values", own.get("base_values"))
+    if base_values is not None and (
+        not isinstance(base_values, (list, tuple)) or len(base_values) != groups
+        or not all(isinstance(value, (int, float, torch.Tensor)) and not isinstance(value, bool)
+                   for value in base_values)):
+        raise ValueError(f"state dict base_values {base_values!r} do not fit an optimizer with {groups} param group(s)")
 
 
 def construction_args(init: Callable[..., Any], args: tuple, kwargs: dict) -> tuple[Optional[Any], bool]:
