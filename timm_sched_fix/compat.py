@@ -118,6 +118,11 @@ RENAMED_IN_0_5 = {"t_mul": "cycle_mul", "decay_rate": "cycle_decay"}
 PLATEAU_REQUIRED_KEYS = frozenset({"best"})
 
 
+def timm_class_name(scheduler: Scheduler) -> str:
+    """The name of the timm class a scheduler is (drop-in classes and user subclasses map to their timm base)."""
+    return next(cls.__name__ for cls in scheduler.__class__.__mro__ if cls.__module__.startswith("timm.scheduler"))
+
+
 def check_state_dict(scheduler: Scheduler, given: dict, own: dict) -> None:
     """Refuse, before anything is loaded, a stock state dict of another scheduler class, a truncated one,
     or one whose base values do not fit the optimizer.
@@ -125,14 +130,14 @@ def check_state_dict(scheduler: Scheduler, given: dict, own: dict) -> None:
     Keys that only some timm releases have (:data:`BASE_STATE_KEYS`, :data:`VERSION_STATE_KEYS`) may be
     missing or extra, so state dicts move between releases where the class exists.
     """
-    name = type(scheduler).__name__
+    name = timm_class_name(scheduler)
     if is_plateau(scheduler):
         missing_required = PLATEAU_REQUIRED_KEYS - set(given)
         if missing_required:
             raise ValueError(f"state dict for {name} lacks {sorted(missing_required)}")
     renamed = sorted(old for old, new in RENAMED_IN_0_5.items() if old in given and new in own)
     renamed += sorted(new for old, new in RENAMED_IN_0_5.items() if new in given and old in own)
-    if renamed and name in ("CosineLRScheduler", "TanhLRScheduler"):
+    if {"t_mul", "cycle_mul"} & set(renamed) and name in ("CosineLRScheduler", "TanhLRScheduler"):
         raise ValueError(
             f"state dict of a {name} from another side of timm 0.5 (it has {renamed}): t_mul/decay_rate were "
             "renamed cycle_mul/cycle_decay in 0.5.4 and cycle_limit=0 changed meaning, so it cannot be loaded; "
