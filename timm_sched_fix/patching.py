@@ -101,6 +101,16 @@ def _instrument(module: Any) -> None:
         _wrappers.append((Scheduler, attribute, added))
 
 
+def adopt(timing: Any) -> bool:
+    """Track a copy of a patched scheduler's timing (deepcopy, pickle) so that ``unpatch()`` detaches it too;
+    False when not patched any more (the copy is then stock)."""
+    with _lock:
+        if _options is None:
+            return False
+        _fixed.add(timing)
+        return True
+
+
 def _with_subclasses(cls: type) -> list[type]:
     found = [cls]
     for subclass in cls.__subclasses__():

@@ -41,13 +41,14 @@ class ScheduleLagError(RuntimeError):
 
 def timing_of(scheduler: Any) -> Optional["ScheduleTiming"]:
     """The timing of a fixed scheduler, or None for a stock one."""
-    return vars(scheduler).get(TIMING_KEY)
+    timing = vars(scheduler).get(TIMING_KEY)
+    return None if timing is None or timing.orphaned else timing
 
 
 def route(name: str, scheduler: Any, stock: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
     """Send a routed method call to the scheduler's timing; stock schedulers and the timing's own
     calls into the stock method go straight through."""
-    timing = vars(scheduler).get(TIMING_KEY)
+    timing = timing_of(scheduler)
     if timing is None or timing.in_stock_call:
         return stock(*args, **kwargs)
     return getattr(timing, name)(*args, **kwargs)
@@ -171,6 +172,7 @@ class ScheduleTiming:
         self.proxy: Any = None  # the FixedScheduler of wrap(), made on request
         self._saw_matching_call = False
         self._warned: set[str] = set()
+        self.orphaned = False  # a patch() copy unpickled after unpatch(): stock, like its original
         self._register_hook()
 
     # -- optimizer step hook ------------------------------------------------------------------
@@ -401,6 +403,14 @@ class ScheduleTiming:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        if self.owner == "patch":
+            from .patching import adopt
+
+            # a copy of a patched scheduler is patched too: unpatch() must make it stock like the original
+            self.orphaned = not adopt(self)
+            if self.orphaned:
+                self._hook_finalizer = lambda: None
+                return
         self._register_hook()
 
 
