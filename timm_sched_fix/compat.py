@@ -7,6 +7,7 @@ module instead of testing versions itself.
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Callable, Optional
 
 import timm.scheduler
@@ -41,6 +42,19 @@ def is_epoch_schedule(scheduler: Scheduler) -> bool:
     as their ``step`` is what works).
     """
     return is_plateau(scheduler) or bool(getattr(scheduler, "t_in_epochs", True))
+
+
+def check_metric(scheduler: Scheduler, metric: Any) -> None:
+    """Refuse a NaN, infinite or non-numeric metric for PlateauLRScheduler before it reaches torch's
+    ``ReduceLROnPlateau``, which counts NaN as "no improvement" and silently lowers the LR (every timm release)."""
+    if metric is None or not is_plateau(scheduler):
+        return
+    try:
+        value = float(metric)
+    except (TypeError, ValueError):
+        raise TypeError(f"PlateauLRScheduler metric must be a number, got {metric!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"PlateauLRScheduler metric must be finite, got {metric!r}; no LR was changed")
 
 
 def apply_stock(scheduler: Scheduler, t: float, metric: Any, on_epochs: bool) -> None:

@@ -64,6 +64,7 @@ def construct(scheduler: Any, init: Callable[..., Any], args: tuple, kwargs: dic
         init(*args, **kwargs)
         return
     optimizer, initialize = compat.construction_args(init, args, kwargs)
+    check_optimizer(optimizer)
     groups_before = group_values(optimizer)
     state[CONSTRUCTING_KEY] = True
     try:
@@ -103,6 +104,19 @@ def attach(
             if isinstance(before.get(field), torch.Tensor):
                 _write_into_tensor(scheduler, group, field, before[field])
     return timing
+
+
+def check_optimizer(optimizer: Any) -> None:
+    """Refuse, before anything runs, an optimizer a fixed scheduler cannot work with: it counts optimizer steps
+    with ``register_step_pre_hook`` and writes each param group's ``lr``."""
+    if not hasattr(optimizer, "param_groups") or not callable(getattr(optimizer, "register_step_pre_hook", None)):
+        raise TypeError(
+            "a fixed timm scheduler needs a torch.optim.Optimizer (param_groups and register_step_pre_hook), got "
+            f"{type(optimizer).__module__}.{type(optimizer).__qualname__}"
+        )
+    for i, group in enumerate(optimizer.param_groups):
+        if "lr" not in group:
+            raise ValueError(f"optimizer.param_groups[{i}] has no 'lr': every param group needs one")
 
 
 def group_values(optimizer: Any) -> Optional[list[dict]]:
@@ -158,6 +172,7 @@ class ScheduleTiming:
     """
 
     def __init__(self, scheduler: Any, options: Options, owner: str) -> None:
+        check_optimizer(scheduler.optimizer)
         self.scheduler = scheduler
         self.optimizer = scheduler.optimizer
         self.options = options
@@ -273,6 +288,7 @@ class ScheduleTiming:
         if epoch_call != self.on_epochs:
             self._on_mismatched_call(name, index)
             return
+        compat.check_metric(self.scheduler, metric)
         self._saw_matching_call = True
         if index is None:
             if self.next_count is None:
@@ -327,6 +343,13 @@ class ScheduleTiming:
         """Write v(t) through the stock method; tensor LRs are filled in place, not replaced."""
         field = self.field
         groups = self.optimizer.param_groups
+        if len(groups) != len(self.scheduler.base_values):
+            # stock timm zips the two and silently leaves the extra groups at whatever LR they have
+            raise ValueError(
+                f"the optimizer has {len(groups)} param groups but the scheduler was built for "
+                f"{len(self.scheduler.base_values)}: build the scheduler after the last add_param_group(); "
+                "no LR was changed"
+            )
         tensors = [(group, group[field]) for group in groups if isinstance(group[field], torch.Tensor)]
         self.in_stock_call = True
         try:
