@@ -61,8 +61,9 @@ CALLS = [
     ("malformed position record", True,
      lambda s: s.load_state_dict(dict(s.state_dict(), timm_sched_fix={"last_t": -1})), ValueError, "position record"),
     ("0.4.12 Cosine state dict (t_mul/decay_rate)", True,
-     lambda s: s.load_state_dict(dict({k: v for k, v in s.state_dict().items() if k not in ("cycle_mul", "cycle_decay")},
-                                      t_mul=1.0, decay_rate=1.0)), ValueError, "timm 0.5"),
+     lambda s: s.load_state_dict(dict({k: v for k, v in s.state_dict().items()
+                                       if k not in ("cycle_mul", "cycle_decay")}, t_mul=1.0, decay_rate=1.0)),
+     ValueError, "timm 0.5"),
 ]
 
 

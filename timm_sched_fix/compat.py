@@ -161,10 +161,10 @@ def check_state_dict(scheduler: Scheduler, given: dict, own: dict) -> None:
     unexpected = sorted(set(given) - set(own) - tolerated)
     missing = sorted(set(own) - set(given) - tolerated)
     if unexpected or missing:
+        differences = ([f"it has {unexpected}"] if unexpected else []) + ([f"it lacks {missing}"] if missing else [])
         raise ValueError(
-            f"state dict does not belong to a {name}: "
-            + " and ".join(([f"it has {unexpected}"] if unexpected else []) + ([f"it lacks {missing}"] if missing else []))
-            + " (another scheduler class, or a truncated state dict)"
+            f"state dict does not belong to a {name}: {' and '.join(differences)} "
+            "(another scheduler class, or a truncated state dict)"
         )
     if name == "MultiStepLRScheduler" or name == "StepLRScheduler":
         if isinstance(given.get("decay_t"), (list, tuple)) != (name == "MultiStepLRScheduler"):

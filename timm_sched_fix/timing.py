@@ -382,7 +382,9 @@ class ScheduleTiming:
                 _check_index(ours[key], f"load_state_dict: {key}")
         steps = ours.get("steps_since_apply", 0)
         if type(steps) is not int or steps < 0:
-            raise ValueError(f"state_dict[{STATE_KEY!r}]['steps_since_apply'] must be a non-negative int, got {steps!r}")
+            raise ValueError(
+                f"state_dict[{STATE_KEY!r}]['steps_since_apply'] must be a non-negative int, got {steps!r}"
+            )
         compat.check_plateau_state(self.scheduler, ours.get("plateau"))
         if ours["lag_shift"] not in (0, 1):
             raise ValueError(f"state_dict[{STATE_KEY!r}]['lag_shift'] must be 0 or 1, got {ours['lag_shift']!r}")
