@@ -18,7 +18,7 @@ from typing import Any, Optional
 import pytest
 import timm.scheduler
 import torch
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 import timm_sched_fix
@@ -241,11 +241,16 @@ def expected(scenario: Scenario) -> list[list[float]]:
 
 @given(scenarios())
 def test_every_optimizer_step_runs_with_its_scheduled_lr(scenario: Scenario) -> None:
-    with no_warnings_from_fix(), (timm_sched_fix.patched(convention=scenario.convention, auto=scenario.auto)
-                                  if scenario.adapter == "patch" or any(op[1] == "patch" for op in scenario.operations)
-                                  else _nothing()):
+    with no_warnings_from_fix(), patch_for(scenario):
         actual = Run(scenario).run()
     assert_trace(actual, expected(scenario))
+
+
+def patch_for(scenario: Scenario) -> Any:
+    """Patched for the whole run when the scenario builds a scheduler through ``patch()`` at any point."""
+    if scenario.adapter == "patch" or any(op[1] == "patch" for op in scenario.operations):
+        return timm_sched_fix.patched(convention=scenario.convention, auto=scenario.auto)
+    return _nothing()
 
 
 class _nothing:
@@ -271,3 +276,38 @@ def test_the_invariant_catches_stock_timm():
         stock.step(epoch + 1)
     with pytest.raises(AssertionError, match="optimizer step 0"):
         assert_trace(recorder.steps, expected(scenario))
+
+
+JUNK = st.one_of(st.none(), st.integers(-3, 3), st.floats(allow_nan=True), st.text(max_size=3),
+                 st.lists(st.floats(0, 1), max_size=3), st.dictionaries(st.text(max_size=2), st.integers(), max_size=2))
+
+
+@given(scenarios(), st.data())
+def test_a_state_dict_either_loads_or_changes_nothing(scenario: Scenario, data: st.DataObject) -> None:
+    """Random truncation and corruption of a fixed or a stock state dict: a load that raises leaves the
+    scheduler, its position and every param group (tensor LRs included, same objects) exactly as they were."""
+    with no_warnings_from_fix(), patch_for(scenario):
+        run = Run(scenario)
+        run.run()
+        source = getattr(timm.scheduler, scenario.name)(make_groups(scenario), **scenario.kwargs) \
+            if data.draw(st.booleans(), label="stock source") else run.scheduler
+        state = dict(source.state_dict())
+        for key in data.draw(st.lists(st.sampled_from(sorted(state)), max_size=2), label="dropped"):
+            state.pop(key, None)
+        for key in data.draw(st.lists(st.sampled_from(sorted(state) or ["x"]), max_size=2), label="corrupted"):
+            state[key] = data.draw(JUNK, label=f"value of {key}")
+        scheduler, optimizer = run.scheduler, run.optimizer
+        before = (repr(scheduler.state_dict()),
+                  [{k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in group.items() if k != "params"}
+                   for group in optimizer.param_groups],
+                  [id(group["lr"]) for group in optimizer.param_groups])
+        try:
+            scheduler.load_state_dict(state)
+            event("loaded")
+        except (ValueError, TypeError):
+            event("refused")
+            after = (repr(scheduler.state_dict()),
+                     [{k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in group.items() if k != "params"}
+                      for group in optimizer.param_groups],
+                     [id(group["lr"]) for group in optimizer.param_groups])
+            assert after == before
