@@ -4,8 +4,8 @@
 schedule one epoch late; the fixed scheduler (``on_lag="fix"``) runs every step with v(epoch).
 """
 
-import torch
 import timm.scheduler
+import torch
 
 import timm_sched_fix
 
@@ -46,7 +46,7 @@ def main():
     for k, (s, f, w) in enumerate(zip(stock, fixed, wanted)):
         mark = "  <- stock wrong" if abs(s - w) > 1e-12 else ""
         print(f"{k:>4} {k // BATCHES:>5} {s:>10.6f} {f:>10.6f} {w:>10.6f}{mark}")
-    wrong = lambda trace: sum(abs(a - b) > 1e-12 for a, b in zip(trace, wanted))  # noqa: E731
+    wrong = lambda trace: sum(abs(a - b) > 1e-12 for a, b in zip(trace, wanted))
     print(f"steps with the wrong LR: stock {wrong(stock)}/{len(wanted)}, fixed {wrong(fixed)}/{len(wanted)}")
 
 

@@ -6,13 +6,15 @@ Each case builds a scheduler on an optimizer the way a training script does, thr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import timm.scheduler
 from timm.scheduler.scheduler import Scheduler
 
 import timm_sched_fix
+
 from support import StepRecorder, make_optimizer
 
 MODES = ("stock", "patch", "wrap", "dropin")
@@ -38,7 +40,7 @@ class LinearWarmupFromZero(Scheduler):
 class DefectCase:
     label: str
     build: Callable[[Any, dict], Any]  # (optimizer, extra kwargs) -> scheduler, for the stock class
-    dropin: Optional[str]  # name of the drop-in class, None for a user subclass
+    dropin: str | None  # name of the drop-in class, None for a user subclass
     kwargs: dict
     t: int = 0  # the schedule index the first step should run with
     resume: bool = False

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import timm.scheduler
@@ -89,7 +90,7 @@ def reference_values(name: str, kwargs: dict[str, Any], groups: int, periods: in
     """v(0..periods) per group, from a stock scheduler driven with step(t) or step_update(t) in order.
 
     PlateauLRScheduler without warmup is the one case where v(0) is not what stock ``step(0)`` writes
-    (see compat.apply_stock); every configuration here has warmup, so no exception is needed.
+    (see compat.stock_writer); every configuration here has warmup, so no exception is needed.
     """
     optimizer = make_optimizer(groups)
     stock = getattr(timm.scheduler, name)(optimizer, **kwargs)

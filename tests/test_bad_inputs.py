@@ -45,9 +45,9 @@ CALLS = [
     ("non-numeric index", False, lambda s: s.step_update("3"), TypeError, "non-negative number"),
     ("tensor index", True, lambda s: s.step(torch.tensor([1, 2])), TypeError, "non-negative number"),
     ("step() without an index on an update schedule", False, lambda s: s.step(), timm_sched_fix.ScheduleCallWarning,
-     "does nothing"),
+     "changes nothing"),
     ("step_update() without an index on an epoch schedule", True, lambda s: s.step_update(),
-     timm_sched_fix.ScheduleCallWarning, "does nothing"),
+     timm_sched_fix.ScheduleCallWarning, "changes nothing"),
     ("lagging index with on_lag='raise'", True, lambda s: s.step(2), timm_sched_fix.ScheduleLagError, "late"),
     ("state dict that is not a mapping", True, lambda s: s.load_state_dict([("a", 1)]), TypeError, "mapping"),
     ("state dict of another class", True,
@@ -183,7 +183,7 @@ def test_update_call_on_epoch_schedule_without_step_update_ever_warns_once():
     scheduler = timm_sched_fix.CosineLRScheduler(optimizer, **COSINE, t_in_epochs=False)
     optimizer.step()
     before = lrs(optimizer)
-    with pytest.warns(timm_sched_fix.ScheduleCallWarning, match="never called"):
+    with pytest.warns(timm_sched_fix.ScheduleCallWarning, match="changes nothing"):
         scheduler.step(1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

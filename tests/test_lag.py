@@ -8,6 +8,7 @@ import pytest
 import timm.scheduler
 
 import timm_sched_fix
+
 from support import StepRecorder, expected_trace, make_optimizer, reference_values
 
 EPOCHS, BATCHES = 6, 3
@@ -43,9 +44,9 @@ def test_lag_is_warned_once_and_keeps_stock_values(adapter):
         "wrap": lambda o: timm_sched_fix.wrap(timm.scheduler.CosineLRScheduler(o, **KWARGS)),
         "dropin": lambda o: timm_sched_fix.CosineLRScheduler(o, **KWARGS),
     }
-    with timm_sched_fix.patched() if adapter == "patch" else contextlib.nullcontext():
-        with pytest.warns(timm_sched_fix.ScheduleLagWarning, match=r"step\(1\)") as caught:
-            trace = lightning_style_run(builders[adapter])
+    patch = timm_sched_fix.patched() if adapter == "patch" else contextlib.nullcontext()
+    with patch, pytest.warns(timm_sched_fix.ScheduleLagWarning, match=r"step\(1\)") as caught:
+        trace = lightning_style_run(builders[adapter])
     assert len([w for w in caught if issubclass(w.category, timm_sched_fix.ScheduleLagWarning)]) == 1
     assert wrong_steps(trace) == 15  # "warn" applies exactly what was asked, like stock timm
 

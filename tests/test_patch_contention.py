@@ -4,6 +4,7 @@ timm's attributes are the originals again (identity)."""
 
 import sys
 import threading
+import time
 
 import timm.scheduler
 
@@ -34,6 +35,7 @@ def test_patch_and_unpatch_under_contention():
                 with patching._lock:  # the test's bookkeeping and the patch state change together
                     timm_sched_fix.patch()
                     state["patched_generation"] = state["generation"]
+                time.sleep(0.001)  # let builders run while patched too, not only between cycles
                 with patching._lock:
                     state["generation"] += 1
                     timm_sched_fix.unpatch()

@@ -4,8 +4,17 @@ through every adapter: each optimizer step runs with v(k) (updates) or v(e) (epo
 import pytest
 
 from support import (
-    ADAPTERS, StepRecorder, assert_trace, expected_trace, fixed_scheduler, installed_classes, make_optimizer,
-    no_warnings_from_fix, reference_values, run_loop, stock_kwargs,
+    ADAPTERS,
+    StepRecorder,
+    assert_trace,
+    expected_trace,
+    fixed_scheduler,
+    installed_classes,
+    make_optimizer,
+    no_warnings_from_fix,
+    reference_values,
+    run_loop,
+    stock_kwargs,
 )
 
 EPOCHS, BATCHES = 4, 3

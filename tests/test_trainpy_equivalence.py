@@ -7,6 +7,7 @@ import pytest
 import timm.scheduler
 
 import timm_sched_fix
+
 from support import ADAPTERS, StepRecorder, make_optimizer, no_warnings_from_fix
 
 EPOCHS, BATCHES = 5, 4

@@ -1,7 +1,8 @@
 """Every optimizer step runs with the learning rate its timm schedule defines.
 
 ``patch()`` fixes every timm scheduler constructed afterwards, ``wrap()`` fixes one that exists, and the
-drop-in classes (``timm_sched_fix.CosineLRScheduler``, ...) are fixed from construction. Importing this
+drop-in classes (``timm_sched_fix.CosineLRScheduler``, ...) are fixed from construction; ``TorchScheduler``
+gives any of them PyTorch's ``LRScheduler`` protocol (Lightning, Accelerate). Importing this
 package imports neither timm nor torch; the names that need them load on first use.
 """
 
@@ -22,6 +23,7 @@ _LAZY = {
     "ScheduleLagWarning": "timing",
     "ScheduleCallWarning": "timing",
     "ScheduleLagError": "timing",
+    "TorchScheduler": "torch_adapter",
 }
 
 
@@ -40,4 +42,4 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["Options", "is_patched", "patch", "patched", "unpatch", "wrap", "unwrap", "FixedScheduler"]
+__all__ = ["FixedScheduler", "Options", "TorchScheduler", "is_patched", "patch", "patched", "unpatch", "unwrap", "wrap"]

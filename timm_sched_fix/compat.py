@@ -6,19 +6,18 @@ module instead of testing versions itself.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import timm.scheduler
 import torch
 from timm.scheduler.scheduler import Scheduler
 
 TIMM_VERSION: str = getattr(timm, "__version__", "unknown")
-
-#: Methods that decide when which value is applied; adapters route these to the timing core.
-ROUTED_METHODS = ("step", "step_update", "state_dict", "load_state_dict")
-
 
 def scheduler_classes() -> dict[str, type[Scheduler]]:
     """The scheduler classes the installed ``timm.scheduler`` exports, by name."""
@@ -57,24 +56,74 @@ def check_metric(scheduler: Scheduler, metric: Any) -> None:
         raise ValueError(f"PlateauLRScheduler metric must be finite, got {metric!r}; no LR was changed")
 
 
-def apply_stock(scheduler: Scheduler, t: float, metric: Any, on_epochs: bool) -> None:
-    """Write v(t) through the scheduler's own ``step``/``step_update``, so noise and overrides apply.
+def stock_writer(scheduler: Scheduler, stock_method: Callable[..., Any]) -> Callable[[float, Any], None]:
+    """A function ``(t, metric)`` that writes v(t) through the scheduler's own ``step``/``step_update``
+    (``stock_method``, unbound), so noise and subclass overrides apply.
 
     Quirk ``plateau_step0_without_warmup`` (every timm release): ``PlateauLRScheduler.step(0)`` with
     ``warmup_t=0`` takes the warmup branch and writes ``warmup_lr_init`` (0 by default), although the
     schedule's value for epoch 0 is the base LR; timm's train.py never calls ``step(0)``, so the quirk
     only bites a pre-advance or a "begin"-convention loop. The base values are written instead.
     """
-    if on_epochs:
-        if t == 0 and is_plateau(scheduler) and not scheduler.warmup_t:
+    write = functools.partial(stock_method, scheduler)
+    if not is_plateau(scheduler):
+        return write
+
+    def write_plateau(t: float, metric: Any) -> None:
+        if t == 0 and not scheduler.warmup_t:
             scheduler.update_groups(scheduler.base_values)
         else:
-            scheduler.step(t, metric)
-    else:
-        scheduler.step_update(t, metric)
+            write(t, metric)
+
+    return write_plateau
 
 
-def plateau_state(scheduler: Scheduler) -> Optional[dict[str, Any]]:
+@dataclass(frozen=True)
+class Quirk:
+    """One difference the fix works around: its name, the releases it concerns, and what the fix does."""
+
+    name: str
+    versions: str
+    description: str
+    applies: Callable[[], bool]
+
+
+#: Every quirk handled in this module; ``active_quirks()`` reports the ones that apply to the installed versions.
+QUIRKS: tuple[Quirk, ...] = (
+    Quirk(
+        "plateau_step0_without_warmup",
+        "every timm release",
+        "PlateauLRScheduler.step(0) with warmup_t=0 writes warmup_lr_init; the fix writes the base LRs",
+        lambda: hasattr(timm.scheduler, "PlateauLRScheduler"),
+    ),
+    Quirk(
+        "plateau_state_outside_state_dict",
+        "every timm release",
+        "PlateauLRScheduler's state dict lacks its LR and ReduceLROnPlateau counters; the fix records them",
+        lambda: hasattr(timm.scheduler, "PlateauLRScheduler"),
+    ),
+    Quirk(
+        "plateau_nan_metric",
+        "every timm release",
+        "a NaN metric makes ReduceLROnPlateau lower the LR; the fix refuses non-finite metrics",
+        lambda: hasattr(timm.scheduler, "PlateauLRScheduler"),
+    ),
+    Quirk(
+        "cycle_args_renamed_0_5",
+        "0.4.12 vs 0.5.4+",
+        "Cosine/Tanh t_mul/decay_rate became cycle_mul/cycle_decay with a new cycle_limit=0; such state dicts "
+        "are refused with the reason",
+        lambda: True,
+    ),
+)
+
+
+def active_quirks() -> list[Quirk]:
+    """The quirks of ``QUIRKS`` that apply to the installed timm and torch (what ``check`` lists)."""
+    return [quirk for quirk in QUIRKS if quirk.applies()]
+
+
+def plateau_state(scheduler: Scheduler) -> dict[str, Any] | None:
     """What a PlateauLRScheduler needs to resume past warmup, which its stock state dict lacks.
 
     Quirk ``plateau_state_outside_state_dict`` (every timm release): past warmup the LR lives in the
@@ -101,7 +150,7 @@ def check_plateau_state(scheduler: Scheduler, state: Any) -> None:
         raise ValueError(f"malformed PlateauLRScheduler record for {groups} param group(s): {state!r}")
 
 
-def restore_plateau_state(scheduler: Scheduler, state: Optional[dict[str, Any]], t: Optional[float]) -> None:
+def restore_plateau_state(scheduler: Scheduler, state: dict[str, Any] | None, t: float | None) -> None:
     """Put back what :func:`plateau_state` recorded; past warmup the next ``step(t)`` restores the LRs."""
     if state is None or not is_plateau(scheduler):
         return
@@ -178,7 +227,7 @@ def check_state_dict(scheduler: Scheduler, given: dict, own: dict) -> None:
         raise ValueError(f"state dict base_values {base_values!r} do not fit an optimizer with {groups} param group(s)")
 
 
-def construction_args(init: Callable[..., Any], args: tuple, kwargs: dict) -> tuple[Optional[Any], bool]:
+def construction_args(init: Callable[..., Any], args: tuple, kwargs: dict) -> tuple[Any | None, bool]:
     """The optimizer and the ``initialize`` flag of a scheduler constructor call.
 
     Read from the constructor's own signature, so user subclasses with their own parameters work;

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import timm.scheduler
 
 from . import compat
 from .options import Options
 from .proxy import wrap
-from .timing import FixedAttributes, attach, construct, group_values, route
+from .timing import TIMING_KEY, FixedAttributes, attach, construct, group_values, route, routes_to_timing
 
 _OPTION_PARAMETERS = [
     inspect.Parameter("convention", inspect.Parameter.KEYWORD_ONLY, default="end"),
@@ -34,15 +35,25 @@ class DropInScheduler(FixedAttributes):
         options = Options(convention=convention, auto=auto, on_lag=on_lag)  # type: ignore[arg-type]
         construct(self, super().__init__, args, kwargs, options, owner="dropin")
 
-    def step(self, *args: Any, **kwargs: Any) -> None:
-        route("step", self, super().step, args, kwargs)  # type: ignore[misc]
+    @routes_to_timing
+    def step(self, epoch: Any = None, metric: Any = None) -> None:
+        timing = vars(self).get(TIMING_KEY)
+        if timing is None or timing.in_stock_call:
+            return super().step(epoch, metric)  # type: ignore[misc]
+        timing.step(epoch, metric)
 
-    def step_update(self, *args: Any, **kwargs: Any) -> None:
-        route("step_update", self, super().step_update, args, kwargs)  # type: ignore[misc]
+    @routes_to_timing
+    def step_update(self, num_updates: Any = None, metric: Any = None) -> None:
+        timing = vars(self).get(TIMING_KEY)
+        if timing is None or timing.in_stock_call:
+            return super().step_update(num_updates, metric)  # type: ignore[misc]
+        timing.step_update(num_updates, metric)
 
+    @routes_to_timing
     def state_dict(self) -> dict[str, Any]:
         return route("state_dict", self, super().state_dict, (), {})  # type: ignore[misc]
 
+    @routes_to_timing
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         route("load_state_dict", self, super().load_state_dict, (state_dict,), {})  # type: ignore[misc]
 

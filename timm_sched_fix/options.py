@@ -5,8 +5,9 @@ Kept free of torch and timm imports so that ``import timm_sched_fix.auto`` stays
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import Literal
 
 Convention = Literal["end", "begin"]
 LagPolicy = Literal["warn", "fix", "raise", "ignore"]

@@ -13,7 +13,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import wrapt
 
@@ -23,10 +24,11 @@ _TARGET_MODULE = "timm.scheduler"
 _INSTRUMENTED = ("__init__",) + ("step", "step_update", "state_dict", "load_state_dict")
 
 _lock = threading.RLock()
-_options: Optional[Options] = None  # None while not patched
+_options: Options | None = None  # None while not patched
 _wrappers: list[tuple[Any, str, Any]] = []  # (owner, attribute, wrapt handle), in installation order
-_fixed: "weakref.WeakSet[Any]" = weakref.WeakSet()  # timings attached by the patch
+_fixed: weakref.WeakSet[Any] = weakref.WeakSet()  # timings attached by the patch
 _hook_registered = False
+route: Any = None  # timing.route, imported with timm (this module must not import torch)
 
 
 def patch(*, convention: Convention = "end", auto: bool = False, on_lag: LagPolicy = "warn") -> None:
@@ -89,7 +91,9 @@ def _on_timm_scheduler_imported(module: Any) -> None:
 
 
 def _instrument(module: Any) -> None:
+    global route
     from .compat import Scheduler
+    from .timing import route
 
     _wrap(Scheduler, "__init_subclass__", _instrument_new_subclass)
     for cls in _with_subclasses(Scheduler):
@@ -130,7 +134,7 @@ def _wrap(owner: Any, attribute: str, wrapper: Any) -> None:
     _wrappers.append((owner, attribute, wrapt.wrap_function_wrapper(owner, attribute, wrapper)))
 
 
-def _add_attribute(owner: type, attribute: str, value: Any) -> "_AddedAttribute":
+def _add_attribute(owner: type, attribute: str, value: Any) -> _AddedAttribute:
     """Add an attribute timm does not have; ``unwrap_object`` removes it again (it wraps ``MISSING``)."""
     added = _AddedAttribute(wrapt.MISSING)
     added._self_value = value
@@ -170,17 +174,16 @@ def _constructor(cls: type) -> Any:
     return construct_fixed
 
 
-def _defines_init(cls: type) -> Optional[type]:
+def _defines_init(cls: type) -> type | None:
     """The class whose ``__init__`` constructs instances of ``cls``."""
     return next((klass for klass in cls.__mro__ if "__init__" in vars(klass)), None)
 
 
 def _router(name: str) -> Any:
     def route_to_timing(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-        from .timing import route
-
         return route(name, instance, wrapped, args, kwargs)
 
+    route_to_timing.__timm_sched_fix_route__ = True  # type: ignore[attr-defined]  # see timing.stock_method
     return route_to_timing
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import wrapt
 
@@ -20,10 +21,10 @@ class FixedScheduler(wrapt.ObjectProxy):
         super().__init__(scheduler)
         self._self_timing = timing
 
-    def step(self, epoch: Optional[float] = None, metric: Any = None) -> None:
+    def step(self, epoch: float | None = None, metric: Any = None) -> None:
         self._self_timing.step(epoch, metric)
 
-    def step_update(self, num_updates: Optional[float] = None, metric: Any = None) -> None:
+    def step_update(self, num_updates: float | None = None, metric: Any = None) -> None:
         self._self_timing.step_update(num_updates, metric)
 
     def state_dict(self) -> dict[str, Any]:
@@ -33,7 +34,7 @@ class FixedScheduler(wrapt.ObjectProxy):
         self._self_timing.load_state_dict(state_dict)
 
     @property
-    def last_t(self) -> Optional[float]:
+    def last_t(self) -> float | None:
         """The schedule index most recently applied; None before any was (or while unknown)."""
         return self._self_timing.last_t
 
@@ -41,10 +42,10 @@ class FixedScheduler(wrapt.ObjectProxy):
         """The LR each param group holds now, one per group."""
         return self._self_timing.get_last_lr()
 
-    def __copy__(self) -> "FixedScheduler":
+    def __copy__(self) -> FixedScheduler:
         return _proxy_for(copy.copy(self.__wrapped__))
 
-    def __deepcopy__(self, memo: dict) -> "FixedScheduler":
+    def __deepcopy__(self, memo: dict) -> FixedScheduler:
         return _proxy_for(copy.deepcopy(self.__wrapped__, memo))
 
     def __reduce_ex__(self, protocol: Any) -> tuple:

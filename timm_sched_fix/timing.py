@@ -3,7 +3,10 @@
 Every adapter (``patch()``, ``wrap()``, the drop-in classes) routes a fixed scheduler's ``step``,
 ``step_update``, ``state_dict`` and ``load_state_dict`` to the :class:`ScheduleTiming` stored on the
 scheduler. The schedule math is never touched: v(t) is always written by the scheduler's own
-``step(t)``/``step_update(t)`` (see :func:`timm_sched_fix.compat.apply_stock`).
+``step(t)``/``step_update(t)`` (see :func:`timm_sched_fix.compat.stock_writer`).
+
+This module runs on every optimizer step, so the per-call path avoids repeated lookups: what can be
+resolved once per scheduler is resolved in ``ScheduleTiming.__init__``.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import math
 import numbers
 import warnings
 import weakref
-from typing import Any, Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -39,7 +43,25 @@ class ScheduleLagError(RuntimeError):
     """Raised for a lagging index when ``on_lag="raise"``."""
 
 
-def timing_of(scheduler: Any) -> Optional["ScheduleTiming"]:
+def routes_to_timing(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark an adapter function that routes a scheduler method here, so the stock method is found past it."""
+    function.__timm_sched_fix_route__ = True  # type: ignore[attr-defined]
+    return function
+
+
+def stock_method(cls: type, name: str) -> Callable[..., Any]:
+    """The scheduler class's own ``name`` method, past the adapters' routing methods and wrappers."""
+    for klass in cls.__mro__:
+        function = vars(klass).get(name)
+        if function is None or getattr(function, "__timm_sched_fix_route__", False):
+            continue
+        if getattr(getattr(function, "_self_wrapper", None), "__timm_sched_fix_route__", False):
+            return function.__wrapped__  # a patch() wrapper
+        return function
+    raise AttributeError(f"{cls.__qualname__} has no {name}()")
+
+
+def timing_of(scheduler: Any) -> ScheduleTiming | None:
     """The timing of a fixed scheduler, or None for a stock one."""
     timing = vars(scheduler).get(TIMING_KEY)
     return None if timing is None or timing.orphaned else timing
@@ -79,13 +101,14 @@ def attach(
     options: Options,
     owner: str,
     *,
-    groups_before: Optional[list[dict]] = None,
+    groups_before: list[dict] | None = None,
     initialize: bool = True,
-) -> "ScheduleTiming":
+) -> ScheduleTiming:
     """Fix a constructed scheduler (idempotent) and pre-advance it.
 
     ``groups_before`` are the param-group values from before construction: tensor LRs among them keep
-    their identity, and with ``initialize=False`` (resume, position unknown) the LRs are put back.
+    their identity, and with ``initialize=False`` (resume, position unknown) the LRs are put back as
+    they were instead of pre-advancing.
     """
     timing = timing_of(scheduler)
     if timing is not None:
@@ -93,16 +116,14 @@ def attach(
     timing = ScheduleTiming(scheduler, options, owner)
     vars(scheduler)[TIMING_KEY] = timing
     field = timing.field
+    groups = scheduler.optimizer.param_groups
+    if groups_before is not None:
+        for group, before in zip(groups, groups_before):
+            if not initialize or isinstance(before.get(field), torch.Tensor):
+                group[field] = before[field]  # resume: the LRs as they were; tensors: the same objects
+    _separate_tensor_lrs(scheduler, field)
     if initialize:
         timing.move_to(0)
-    elif groups_before is not None:
-        for group, before in zip(scheduler.optimizer.param_groups, groups_before):
-            if field in before:
-                group[field] = before[field]
-    if groups_before is not None:
-        for group, before in zip(scheduler.optimizer.param_groups, groups_before):
-            if isinstance(before.get(field), torch.Tensor):
-                _write_into_tensor(scheduler, group, field, before[field])
     return timing
 
 
@@ -119,28 +140,38 @@ def check_optimizer(optimizer: Any) -> None:
             raise ValueError(f"optimizer.param_groups[{i}] has no 'lr': every param group needs one")
 
 
-def group_values(optimizer: Any) -> Optional[list[dict]]:
+def _separate_tensor_lrs(scheduler: Any, field: str) -> None:
+    """Give each param group an LR tensor of its own, distinct from ``initial_lr`` and the base values,
+    so that writing one group's LR in place cannot change another group's LR or the schedule itself
+    (torch optimizers share one ``lr`` tensor between groups by default; timm keeps it as ``initial_lr``)."""
+    groups = scheduler.optimizer.param_groups
+    live: set[int] = set()
+    for group in groups:
+        value = group.get(field)
+        if isinstance(value, torch.Tensor):
+            if id(value) in live:
+                group[field] = value = value.clone()
+            live.add(id(value))
+    initial_field = f"initial_{field}"
+    for i, group in enumerate(groups):
+        initial = group.get(initial_field)
+        if isinstance(initial, torch.Tensor) and id(initial) in live:
+            group[initial_field] = initial.clone()
+            if i < len(scheduler.base_values) and scheduler.base_values[i] is initial:
+                scheduler.base_values[i] = group[initial_field]
+
+
+def group_values(optimizer: Any) -> list[dict] | None:
     groups = getattr(optimizer, "param_groups", None)
     if groups is None:
         return None
     return [{key: value for key, value in group.items() if key != "params"} for group in groups]
 
 
-def _write_into_tensor(scheduler: Any, group: dict, field: str, tensor: torch.Tensor) -> None:
-    """Keep a tensor LR the same object: copy the value stock timm wrote into it.
-
-    Stock timm's ``group.setdefault("initial_lr", group["lr"])`` makes the tensor the schedule's base value
-    too (``initial_lr`` and ``base_values``); those get a copy first, or filling in v(t) would move the base.
-    """
+def _write_into_tensor(group: dict, field: str, tensor: torch.Tensor) -> None:
+    """Keep a tensor LR the same object: copy the value stock timm wrote into it."""
     value = group[field]
     if value is not tensor:
-        initial = f"initial_{field}"
-        if group.get(initial) is tensor:
-            group[initial] = tensor.detach().clone()
-        base_values = getattr(scheduler, "base_values", None) or []
-        for i, base in enumerate(base_values):
-            if base is tensor:
-                base_values[i] = tensor.detach().clone()
         with torch.no_grad():
             tensor.fill_(value)
         group[field] = tensor
@@ -155,7 +186,7 @@ def _check_index(index: Any, name: str) -> None:
         raise ValueError(f"{name}() index must be a finite, non-negative number, got {index!r}")
 
 
-def _before_optimizer_step_hook(timing_ref: "weakref.ref[ScheduleTiming]") -> Callable[..., None]:
+def _before_optimizer_step_hook(timing_ref: weakref.ref[ScheduleTiming]) -> Callable[..., None]:
     def before_optimizer_step(optimizer: Any, args: Any, kwargs: Any) -> None:
         timing = timing_ref()
         if timing is not None:
@@ -179,16 +210,24 @@ class ScheduleTiming:
         self.owner = owner
         self.field: str = scheduler.param_group_field
         self.on_epochs = compat.is_epoch_schedule(scheduler)
-        self.last_t: Optional[float] = None
-        self.next_count: Optional[float] = None
+        self.last_t: float | None = None
+        self.next_count: float | None = None
         self.steps_since_apply = 0
         self.lag_shift = 0
         self.in_stock_call = False
         self.proxy: Any = None  # the FixedScheduler of wrap(), made on request
+        self._auto_updates = options.auto and not self.on_epochs
+        self._write = self._stock_writer()
+        self._tensor_lrs: list[tuple[dict, torch.Tensor]] = []
+        self._groups_seen = -1
         self._saw_matching_call = False
         self._warned: set[str] = set()
         self.orphaned = False  # a patch() copy unpickled after unpatch(): stock, like its original
         self._register_hook()
+
+    def _stock_writer(self) -> Callable[[float, Any], None]:
+        return compat.stock_writer(self.scheduler, stock_method(type(self.scheduler),
+                                                                "step" if self.on_epochs else "step_update"))
 
     # -- optimizer step hook ------------------------------------------------------------------
 
@@ -198,8 +237,8 @@ class ScheduleTiming:
 
     def before_optimizer_step(self) -> None:
         """Runs right before every optimizer step: counts it, and in auto mode applies v(k)."""
-        auto_updates = self.options.auto and not self.on_epochs and self.last_t is not None
-        if self.steps_since_apply and auto_updates:
+        auto_updates = self._auto_updates and self.last_t is not None
+        if auto_updates and self.steps_since_apply:
             self._apply(self.last_t + 1, None)
         self.steps_since_apply += 1
         if auto_updates:  # the count follows the optimizer steps, so skipping a call without an index is fine
@@ -212,10 +251,10 @@ class ScheduleTiming:
 
     # -- routed methods -----------------------------------------------------------------------
 
-    def step(self, epoch: Optional[float] = None, metric: Any = None) -> None:
+    def step(self, epoch: float | None = None, metric: Any = None) -> None:
         self._on_call("step", epoch, metric, epoch_call=True)
 
-    def step_update(self, num_updates: Optional[float] = None, metric: Any = None) -> None:
+    def step_update(self, num_updates: float | None = None, metric: Any = None) -> None:
         self._on_call("step_update", num_updates, metric, epoch_call=False)
 
     def state_dict(self) -> dict[str, Any]:
@@ -256,7 +295,7 @@ class ScheduleTiming:
                 "and the optimizer's param groups are unchanged"
             ) from error
 
-    def _load_checked(self, stock_state: dict, ours: Optional[Mapping[str, Any]], position: Optional[float]) -> None:
+    def _load_checked(self, stock_state: dict, ours: Mapping[str, Any] | None, position: float | None) -> None:
         self._stock_call(self.scheduler.load_state_dict, stock_state)
         if ours is None:
             self.last_t = self.next_count = None
@@ -283,10 +322,10 @@ class ScheduleTiming:
         self.next_count = t + 1 if self.options.convention == "end" else t
 
     def _on_call(self, name: str, index: Any, metric: Any, epoch_call: bool) -> None:
-        if index is not None:
+        if not (type(index) is int and index >= 0) and index is not None:
             _check_index(index, name)
-        if epoch_call != self.on_epochs:
-            self._on_mismatched_call(name, index)
+        if epoch_call is not self.on_epochs:
+            self._on_mismatched_call(name, index, metric)
             return
         compat.check_metric(self.scheduler, metric)
         self._saw_matching_call = True
@@ -323,44 +362,60 @@ class ScheduleTiming:
             self._warn_once("lag", message, ScheduleLagWarning)
         return t
 
-    def _on_mismatched_call(self, name: str, index: Any) -> None:
+    def _on_mismatched_call(self, name: str, index: Any, metric: Any) -> None:
+        """A call for the other unit changes nothing, as in stock timm, but says so when it is a mistake.
+
+        timm's own train.py calls ``step_update(num_updates, metric=loss)`` and ``step(epoch + 1, metric)``
+        on every schedule; those calls stay silent: a mismatched call with a metric, or once the right
+        method has been called too.
+        """
         kind = "per-epoch (t_in_epochs=True)" if self.on_epochs else "per-update (t_in_epochs=False)"
         right = "step(epoch + 1) after each epoch" if self.on_epochs else "step_update(num_updates) after each optimizer step"
         if index is None:
-            self._warn_once(
-                "mismatch", f"{name}() on a {kind} schedule does nothing; call {right}", ScheduleCallWarning
-            )
-        elif not self.on_epochs and not self._saw_matching_call and self.steps_since_apply and not self.options.auto:
-            # timm's own train.py calls both methods, so only warn when the right one was never called.
+            mistake = True
+        elif self.on_epochs:
+            mistake = metric is None and not self._saw_matching_call
+        else:  # step(e) on an update schedule: by the end of an epoch, step_update() should have come
+            mistake = not self._saw_matching_call and self.steps_since_apply > 0 and not self._auto_updates
+        if mistake:
             self._warn_once(
                 "mismatch",
-                f"{name}({index!r}) on a {kind} schedule does nothing and step_update() was never called, so "
-                f"the LR has not moved; call {right}, or pass auto=True",
+                f"{name}({'' if index is None else repr(index)}) on a {kind} schedule changes nothing; call {right}"
+                + ("" if self.on_epochs else ", or pass auto=True"),
                 ScheduleCallWarning,
             )
 
     def _apply(self, t: float, metric: Any) -> None:
         """Write v(t) through the stock method; tensor LRs are filled in place, not replaced."""
-        field = self.field
         groups = self.optimizer.param_groups
-        if len(groups) != len(self.scheduler.base_values):
-            # stock timm zips the two and silently leaves the extra groups at whatever LR they have
-            raise ValueError(
-                f"the optimizer has {len(groups)} param groups but the scheduler was built for "
-                f"{len(self.scheduler.base_values)}: build the scheduler after the last add_param_group(); "
-                "no LR was changed"
-            )
-        tensors = [(group, group[field]) for group in groups if isinstance(group[field], torch.Tensor)]
+        groups_changed = len(groups) != self._groups_seen
+        if groups_changed:
+            if len(groups) != len(self.scheduler.base_values):
+                # stock timm zips the two and silently leaves the extra groups at whatever LR they have
+                raise ValueError(
+                    f"the optimizer has {len(groups)} param groups but the scheduler was built for "
+                    f"{len(self.scheduler.base_values)}: build the scheduler after the last add_param_group(); "
+                    "no LR was changed"
+                )
+            self._find_tensor_lrs(groups)
         self.in_stock_call = True
         try:
-            compat.apply_stock(self.scheduler, t, metric, self.on_epochs)
+            self._write(t, metric)
         finally:
             self.in_stock_call = False
-        for group, tensor in tensors:
-            _write_into_tensor(self.scheduler, group, field, tensor)
+        for group, tensor in self._tensor_lrs:
+            _write_into_tensor(group, self.field, tensor)
+        if groups_changed:  # adopt tensors the stock write itself produced (tensor base values)
+            self._find_tensor_lrs(groups)
         self.last_t = t
         self.next_count = t + 1
         self.steps_since_apply = 0
+
+    def _find_tensor_lrs(self, groups: list[dict]) -> None:
+        """Remember the groups whose LR is a tensor (checked again only when the groups change)."""
+        _separate_tensor_lrs(self.scheduler, self.field)
+        self._tensor_lrs = [(group, group[self.field]) for group in groups if isinstance(group[self.field], torch.Tensor)]
+        self._groups_seen = len(groups)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -371,7 +426,7 @@ class ScheduleTiming:
         finally:
             self.in_stock_call = False
 
-    def _check_own_state(self, ours: Any) -> Optional[float]:
+    def _check_own_state(self, ours: Any) -> float | None:
         if not isinstance(ours, Mapping) or not {"scheduler", "last_t", "next_count", "lag_shift"} <= set(ours):
             raise ValueError(f"state_dict[{STATE_KEY!r}] is not a timm_sched_fix position record: {ours!r}")
         expected = type(self.scheduler).__name__
@@ -424,10 +479,14 @@ class ScheduleTiming:
         state = dict(self.__dict__)
         del state["_hook_finalizer"]
         state["proxy"] = None
+        state["_groups_seen"] = -1  # the copy's groups are other objects: look again
+        state["_tensor_lrs"] = []
+        del state["_write"]  # bound to this scheduler (and not picklable): the copy binds its own
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._write = self._stock_writer()
         if self.owner == "patch":
             from .patching import adopt
 
@@ -443,7 +502,7 @@ class FixedAttributes:
     """What a fixed scheduler has beyond stock timm; drop-in classes inherit it, ``patch()`` adds it."""
 
     @property
-    def last_t(self) -> Optional[float]:
+    def last_t(self) -> float | None:
         """The schedule index most recently applied; None before any was (or while unknown)."""
         return _require_timing(self).last_t
 

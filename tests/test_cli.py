@@ -1,0 +1,204 @@
+"""``timm-sched-fix check`` and ``trace`` run as a user runs them: a subprocess, its output and exit code."""
+
+import csv
+import json
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm.scheduler
+import yaml
+
+from timm_sched_fix import compat
+
+HAS_V2 = hasattr(timm.scheduler, "create_scheduler_v2")
+
+
+def cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "timm_sched_fix", *args], capture_output=True, text=True,
+                          check=False, env=env, timeout=300)
+
+
+def assert_user_error(result, *fragments):
+    """A user mistake: exit code 2, one clear line naming the problem, no traceback."""
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+# -- check -------------------------------------------------------------------------------------
+
+def test_check_table_has_a_row_per_class_and_the_compat_fixes():
+    result = cli("check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in compat.scheduler_classes():
+        assert any(line.startswith(name) for line in result.stdout.splitlines()), name
+    assert "stock wrong, fixed ok" in result.stdout  # tanh's first step, at least, is wrong in stock timm
+    assert "FIXED WRONG" not in result.stdout
+    for quirk in compat.active_quirks():
+        assert quirk.name in result.stdout
+
+
+def test_check_json_says_ok_and_matches_the_table():
+    result = cli("check", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is True
+    assert {row["scheduler"] for row in report["rows"]} == set(compat.scheduler_classes())
+    tanh = next(row for row in report["rows"] if row["scheduler"] == "TanhLRScheduler" and row["config"] == "plain")
+    assert tanh["stock"] != tanh["schedule"] and tanh["fixed"] == tanh["schedule"]
+
+
+# -- trace: what it prints ------------------------------------------------------------------------
+
+def test_lightning_loop_runs_15_of_18_steps_late():
+    """The README's figure: 6 epochs of 3 batches, warmup 2, Lightning's documented override."""
+    result = cli("trace", "--epochs", "6", "--updates-per-epoch", "3", "--warmup-epochs", "2", "--warmup-lr", "1e-3",
+                 "--lr", "0.1", "--loop", "lightning")
+    assert result.returncode == 0, result.stderr
+    assert "15 of 18 optimizer steps differ, first at step 3 (epoch 1)" in result.stdout
+
+
+def test_train_py_loop_differs_only_where_stock_has_a_first_step_defect():
+    warm = cli("trace", "--epochs", "6", "--updates-per-epoch", "3", "--warmup-epochs", "2", "--lr", "0.1")
+    assert "0 of 18 optimizer steps differ" in warm.stdout, warm.stdout
+    tanh = cli("trace", "--sched", "tanh", "--epochs", "6", "--updates-per-epoch", "3", "--warmup-epochs", "0",
+               "--lr", "0.1", "--per-update")
+    assert "3 of 18 optimizer steps differ, first at step 0 (epoch 0)" in tanh.stdout, tanh.stdout
+    rows = [line.split() for line in tanh.stdout.splitlines()
+            if line.split()[:1] in (["0"], ["1"], ["2"], ["3"]) and line.split()[1].isdigit()]
+    assert [row[-1] == "*" for row in rows] == [True, True, True, False]
+
+
+@pytest.mark.skipif(not HAS_V2, reason="--sched-on-updates needs timm >= 0.9")
+def test_per_update_enumerate_loop_lags_every_step_but_the_first():
+    result = cli("trace", "--epochs", "4", "--sched-on-updates", "--updates-per-epoch", "5", "--lr", "0.1",
+                 "--warmup-epochs", "1", "--loop", "enumerate", "--per-update")
+    assert result.returncode == 0, result.stderr
+    assert "19 of 20 optimizer steps differ, first at step 1 (epoch 0)" in result.stdout
+
+
+def test_args_yaml_is_read_and_flags_override_it(tmp_path):
+    args = {"model": "resnet50", "batch_size": 256, "opt": "sgd", "sched": "step", "epochs": 12, "lr": 0.2,
+            "min_lr": 0.0, "warmup_epochs": 1, "warmup_lr": 1e-4, "decay_epochs": 3, "decay_rate": 0.5,
+            "cooldown_epochs": 0, "lr_noise": None, "seed": 0}
+    path = tmp_path / "args.yaml"
+    path.write_text(yaml.safe_dump(args))
+    result = cli("trace", "--config", str(path), "--epochs", "6")
+    assert result.returncode == 0, result.stderr
+    assert "--sched step" in result.stdout and "6 epochs" in result.stdout and "lr 0.2" in result.stdout
+
+
+def test_lr_is_derived_like_train_py_when_not_given():
+    result = cli("trace", "--epochs", "3", "--warmup-epochs", "0", "--batch-size", "512", "--lr-base", "0.1")
+    assert "lr 0.2 (derived from --lr-base" in result.stdout, result.stdout
+
+
+# -- trace: files ---------------------------------------------------------------------------------
+
+def test_out_csv_and_json_hold_every_step(tmp_path):
+    common = ["trace", "--epochs", "5", "--updates-per-epoch", "4", "--warmup-epochs", "1", "--lr", "0.1",
+              "--loop", "lightning"]
+    assert cli(*common, "--out", str(tmp_path / "t.csv")).returncode == 0
+    with open(tmp_path / "t.csv") as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == 20
+    assert rows[4]["stock_t"] == "0" and rows[4]["fixed_t"] == "1" and rows[4]["differs"] == "True"
+    assert cli(*common, "--out", str(tmp_path / "t.json")).returncode == 0
+    data = json.loads((tmp_path / "t.json").read_text())
+    assert len(data["steps"]["fixed_lr"]) == 20 and data["summary"].startswith("16 of 20")
+
+
+def test_plot_is_a_png_of_the_documented_size(tmp_path):
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    path = tmp_path / "trace.png"
+    result = cli("trace", "--epochs", "8", "--updates-per-epoch", "10", "--warmup-epochs", "2", "--lr", "0.1",
+                 "--loop", "lightning", "--plot", str(path))
+    assert result.returncode == 0, result.stderr
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert image.size == (1200, 600)
+
+
+def test_plot_without_matplotlib_says_how_to_install_it(tmp_path):
+    blocker = tmp_path / "matplotlib"
+    blocker.mkdir()
+    (blocker / "__init__.py").write_text("raise ImportError('matplotlib is not installed')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    result = cli("trace", "--epochs", "3", "--plot", str(tmp_path / "t.png"), env=env)
+    assert_user_error(result, "timm-sched-fix[plot]")
+    assert not (tmp_path / "t.png").exists()
+
+
+# -- trace: long runs -----------------------------------------------------------------------------
+
+@pytest.mark.skipif(not HAS_V2, reason="--sched-on-updates needs timm >= 0.9")
+def test_long_trace_is_summarised_and_shows_progress_on_a_terminal():
+    """300 epochs x 5,000 updates on a terminal: a progress line on stderr, a table of a few dozen rows."""
+    command = [sys.executable, "-m", "timm_sched_fix", "trace", "--epochs", "300", "--sched-on-updates",
+               "--updates-per-epoch", "5000", "--lr", "0.1", "--cooldown-epochs", "10", "--loop", "enumerate"]
+    chunks = []
+
+    def read(fd):
+        data = os.read(fd, 65536)
+        chunks.append(data)
+        return data
+
+    status = pty.spawn(command, read)
+    output = b"".join(chunks).decode()
+    assert os.waitstatus_to_exitcode(status) == 0, output
+    assert "computing the schedule:" in output
+    assert "1,500,000 of 1,550,000 optimizer steps differ, first at step 1 (epoch 0)" in output
+    table = [line for line in output.splitlines() if line.strip() and "computing the schedule" not in line]
+    assert len(table) < 60
+    assert sum("rows" in line and line.startswith("...") for line in table) >= 2
+
+
+def test_no_progress_line_when_not_on_a_terminal():
+    result = cli("trace", "--epochs", "3", "--warmup-epochs", "0")
+    assert result.returncode == 0 and "computing" not in result.stderr and "\r" not in result.stderr
+
+
+# -- trace: user mistakes -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--sched", "cosin"], ["--sched 'cosin'", "valid: cosine", "step"]),
+    (["--epochs", "-3"], ["--epochs must be positive"]),
+    (["--epochs", "5", "--warmup-epochs", "5"],
+     ["--warmup-epochs 5 is not shorter than --epochs 5", "--warmup-prefix"]),
+    (["--sched", "multistep", "--decay-milestones", "30", "20"], ["--decay-milestones must be increasing"]),
+    (["--lr", "-0.1"], ["--lr must be positive"]),
+    (["--sched-on-updates"], ["--updates-per-epoch"]),
+    (["--updates-per-epoch", "0"], ["--updates-per-epoch must be positive"]),
+    (["--out", "trace.txt"], ["--out trace.txt", ".csv or .json"]),
+    (["--lr-noise", "0.8", "0.2"], ["--lr-noise", "off point"]),
+])
+def test_impossible_settings_name_the_flag(args, fragments):
+    assert_user_error(cli("trace", *args), *fragments)
+
+
+def test_yaml_that_is_not_train_py_args_is_refused(tmp_path):
+    other = tmp_path / "other.yaml"
+    other.write_text("name: my-experiment\nlayers: [1, 2]\n")
+    assert_user_error(cli("trace", "--config", str(other)), "not an args.yaml written by timm's train.py", "sched")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("sched: [cosine\n")
+    assert_user_error(cli("trace", "--config", str(broken)), "not valid YAML")
+    assert_user_error(cli("trace", "--config", str(tmp_path / "missing.yaml")), "cannot read it")
+    wrong_type = tmp_path / "args.yaml"
+    wrong_type.write_text(yaml.safe_dump({"sched": "cosine", "epochs": "many", "warmup_epochs": 5, "min_lr": 0,
+                                          "decay_rate": 0.1}))
+    assert_user_error(cli("trace", "--config", str(wrong_type)), "--epochs must be an integer, got 'many'")
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).with_name("timm-sched-fix")
+    result = subprocess.run([str(script), "trace", "--epochs", "2", "--warmup-epochs", "0"], capture_output=True,
+                            check=False, text=True, timeout=300)
+    assert result.returncode == 0 and "optimizer steps differ" in result.stdout

@@ -1,0 +1,127 @@
+"""``timm-sched-fix run``: an unedited timm-style training script runs with the fix, seeing its own argv,
+``__name__`` and exit code, as under ``python -m cProfile`` or ``coverage run``."""
+
+import json
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import timm_sched_fix
+from timm_sched_fix import cli
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "timm_style_train.py"
+CONSOLE_SCRIPT = Path(sys.executable).parent / "timm-sched-fix"
+EPOCHS, UPDATES_PER_EPOCH = 3, 4
+
+
+def schedule_values(updates):
+    """v(k) of the example's scheduler, from a stock one driven with step_update(k)."""
+    create_lr_scheduler = runpy.run_path(str(EXAMPLE), run_name="example")["create_lr_scheduler"]
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler, _ = create_lr_scheduler(optimizer, EPOCHS, UPDATES_PER_EPOCH)
+    values = []
+    for k in range(updates):
+        scheduler.step_update(k)
+        values.append(optimizer.param_groups[0]["lr"])
+    return values
+
+
+def trace_of(command, tmp_path):
+    trace_file = tmp_path / "trace.json"
+    args = [str(EXAMPLE), "--epochs", str(EPOCHS), "--updates-per-epoch", str(UPDATES_PER_EPOCH),
+            "--trace", str(trace_file)]
+    result = subprocess.run(command + args, capture_output=True, text=True, cwd=tmp_path, check=False)
+    assert result.returncode == 0, result.stderr
+    return json.loads(trace_file.read_text())
+
+
+def wrong_steps(trace):
+    want = schedule_values(EPOCHS * UPDATES_PER_EPOCH)
+    assert len(trace) == len(want)
+    return [k for k, (got, value) in enumerate(zip(trace, want)) if got != pytest.approx(value, rel=1e-12)]
+
+
+def test_stock_script_runs_its_first_step_without_the_noise(tmp_path):
+    assert wrong_steps(trace_of([sys.executable], tmp_path)) == [0]
+
+
+def test_runner_makes_every_step_of_the_script_right(tmp_path):
+    # the console script runs this script too, in tests/test_readme_integrations.py
+    assert wrong_steps(trace_of([sys.executable, "-m", "timm_sched_fix", "run", "--convention", "end"], tmp_path)) == []
+
+
+# -- the script's view of the world, in this process ----------------------------------------------------
+
+SCRIPT = """
+import json, sys
+import timm.scheduler, torch
+import timm_sched_fix
+from timm_sched_fix.timing import timing_of
+optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+timing = timing_of(timm.scheduler.CosineLRScheduler(optimizer, t_initial=4))
+seen = dict(name=__name__, argv=sys.argv, patched=timm_sched_fix.is_patched(), options=repr(timing and timing.options))
+with open(sys.argv[1], "w") as out:
+    json.dump(seen, out)
+if len(sys.argv) > 2 and sys.argv[2].isdigit():
+    sys.exit(int(sys.argv[2]))
+"""
+
+
+@pytest.fixture
+def script(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my_train.py").write_text(SCRIPT)
+    return tmp_path
+
+
+def seen(script):
+    return json.loads((script / "seen.json").read_text())
+
+
+def test_script_sees_its_argv_main_and_the_patch_then_the_patch_is_gone(script):
+    argv_before = sys.argv[:]
+    assert cli.main(["run", "--convention", "begin", "--auto", "--on-lag", "fix", "my_train.py", "seen.json"]) == 0
+    assert seen(script) == {"name": "__main__", "argv": ["my_train.py", "seen.json"], "patched": True,
+                            "options": "Options(convention='begin', auto=True, on_lag='fix')"}
+    assert not timm_sched_fix.is_patched() and sys.argv == argv_before
+
+
+def test_options_after_the_script_are_the_scripts(script):
+    assert cli.main(["run", "my_train.py", "seen.json", "--auto", "--convention", "begin", "-m"]) == 0
+    assert seen(script)["argv"] == ["my_train.py", "seen.json", "--auto", "--convention", "begin", "-m"]
+    assert seen(script)["options"] == "Options(convention='end', auto=False, on_lag='warn')"
+
+
+def test_module_mode_runs_as_python_m(script):
+    assert cli.main(["run", "-m", "my_train", "seen.json"]) == 0
+    assert seen(script)["name"] == "__main__"
+    assert seen(script)["argv"] == [str(script / "my_train.py"), "seen.json"]
+
+
+def test_exit_code_and_exceptions_are_the_scripts(script):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["run", "my_train.py", "seen.json", "3"])
+    assert exit_info.value.code == 3 and not timm_sched_fix.is_patched()
+    (script / "broken.py").write_text("raise KeyError('from the script')")
+    with pytest.raises(KeyError, match="from the script"):
+        cli.main(["run", "broken.py"])
+    assert not timm_sched_fix.is_patched()
+
+
+def test_missing_script_or_module_is_a_clear_error(script, capsys):
+    assert cli.main(["run", "nowhere.py"]) == 2
+    assert "can't open file 'nowhere.py'" in capsys.readouterr().err
+    assert cli.main(["run", "-m", "no_such_package.train"]) == 1
+    assert "No module named 'no_such_package.train'" in capsys.readouterr().err
+    assert not timm_sched_fix.is_patched()
+
+
+def test_console_script_exits_with_the_scripts_exit_code_and_imports_no_torch_for_it(tmp_path):
+    (tmp_path / "exits.py").write_text(
+        "import sys\nsys.exit(99 if 'torch' in sys.modules or 'timm' in sys.modules else int(sys.argv[1]))\n")
+    result = subprocess.run([str(CONSOLE_SCRIPT), "run", "exits.py", "5"], cwd=tmp_path, check=False)
+    assert result.returncode == 5

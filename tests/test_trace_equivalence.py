@@ -1,0 +1,96 @@
+"""The fast trace (index mapping + one stock call per t) equals what real training loops run with.
+
+``trace`` never runs optimizer steps; this test runs them. For every calling pattern, with stock timm
+and with the fixed scheduler (same factory, same options as the trace), a real SGD optimizer records
+the LR of every step (StepRecorder) and the trace must match it step for step.
+"""
+
+import argparse
+import warnings
+
+import pytest
+import timm.scheduler
+
+import timm_sched_fix
+from timm_sched_fix import compat, trace_steps
+from timm_sched_fix import trace as tr
+
+from support import StepRecorder, assert_trace, make_optimizer
+
+EPOCHS, UPDATES = 6, 3
+
+SETTINGS = {
+    "cosine-warmup-noise": dict(sched="cosine", warmup_epochs=2, warmup_lr=1e-3, lr_noise=[0.0, 1.0]),
+    "tanh-plain": dict(sched="tanh", warmup_epochs=0),
+    "multistep-milestone-at-1": dict(sched="multistep", warmup_epochs=0, decay_milestones=[1, 3], decay_rate=0.5),
+    "step-warmup-cooldown": dict(sched="step", warmup_epochs=1, decay_epochs=2, decay_rate=0.5, cooldown_epochs=2),
+    "poly-warmup-prefix": dict(sched="poly", warmup_epochs=2, warmup_prefix=True, decay_rate=2.0),
+    "plateau-plain": dict(sched="plateau", warmup_epochs=0),
+    "plateau-warmup": dict(sched="plateau", warmup_epochs=2, warmup_lr=1e-3),
+}
+
+
+def _settings(overrides, on_updates):
+    return argparse.Namespace(**dict(tr.TRAIN_DEFAULTS, lr=0.1, epochs=EPOCHS, sched_on_updates=on_updates,
+                                     lr_derived=False, **overrides))
+
+
+def real_run(settings, loop, fixed):
+    """A real loop with the calls ``loop`` names; the LR every optimizer step ran with."""
+    optimizer = make_optimizer(lr=settings.lr)
+    options = tr.LOOPS[loop].fixed_options if fixed else {}
+    scheduler, epochs = trace_steps._create(settings, optimizer, fixed=fixed, updates_per_epoch=UPDATES,
+                                            options=options)
+    on_epochs = compat.is_epoch_schedule(scheduler)
+    recorder = StepRecorder(optimizer)
+    num_updates = 0
+    for epoch in range(epochs):
+        for _ in range(UPDATES):
+            optimizer.step()
+            num_updates += 1
+            if loop == "timm":
+                scheduler.step_update(num_updates=num_updates, metric=0.0)  # train.py passes the loss
+            elif loop == "enumerate":
+                scheduler.step_update(num_updates - 1)
+            elif not on_epochs:  # Lightning, interval="step"
+                scheduler.step(epoch=epoch)
+        if loop == "timm":
+            scheduler.step(epoch + 1)
+        elif loop == "enumerate" or on_epochs:
+            scheduler.step(epoch)
+    return recorder.steps
+
+
+def _runs_on_updates(label):
+    """Per-update schedules need create_scheduler_v2 (timm >= 0.9); plateau is per epoch only."""
+    return hasattr(timm.scheduler, "create_scheduler_v2") and not label.startswith("plateau")
+
+
+CASES = [
+    pytest.param(label, on_updates, loop, id=f"{label}-{'update' if on_updates else 'epoch'}-{loop}")
+    for label in SETTINGS for on_updates in (False, True) for loop in tr.LOOPS
+    if not on_updates or _runs_on_updates(label)
+]
+
+
+@pytest.mark.parametrize("label, on_updates, loop", CASES)
+def test_fast_trace_equals_real_loops(label, on_updates, loop):
+    settings = _settings(SETTINGS[label], on_updates)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("error", UserWarning)  # the fixed scheduler must not need to warn, except:
+        if loop == "enumerate" and not on_updates:  # step_update(i) without a metric on an epoch schedule
+            warnings.simplefilter("ignore", timm_sched_fix.ScheduleCallWarning)
+        stock = real_run(settings, loop, fixed=False)
+        fixed = real_run(settings, loop, fixed=True)
+    trace = trace_steps.compute_trace(settings, loop, UPDATES)
+    assert_trace([[lr] for lr in trace.stock_lr.tolist()], stock)
+    assert_trace([[lr] for lr in trace.fixed_lr.tolist()], fixed)
+
+
+def test_every_loop_of_a_noisy_warmup_differs_somewhere():
+    """Guards the test above against comparing two constant traces: the loops do differ."""
+    settings = _settings(SETTINGS["cosine-warmup-noise"], on_updates=False)
+    counts = {loop: int(trace_steps.compute_trace(settings, loop, UPDATES).differs.sum()) for loop in tr.LOOPS}
+    assert counts["timm"] == UPDATES  # noise from t=0: stock runs epoch 0 without it
+    assert counts["lightning"] == counts["enumerate"] == EPOCHS * UPDATES

@@ -1,0 +1,68 @@
+"""``timm-sched-fix check``: the LR the first optimizer step runs with, stock vs fixed vs the schedule.
+
+Every row builds the installed timm's scheduler class on a real SGD optimizer and records, with an
+optimizer step pre-hook, the LR the first ``optimizer.step()`` runs with: once with stock timm, once
+with the drop-in class of this package; v(t) comes from ``compat.stock_writer`` (see ``first_step``).
+torch and timm are imported when the command runs, not when the parser is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "check",
+        help="which LR the first optimizer step runs with on the installed timm: stock vs fixed vs v(t)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the table (or JSON); exit code 0 when the fixed column equals v(t) in every row."""
+    import timm
+    import torch
+
+    from . import compat
+    from .first_step import BASE_LR, check_rows, format_table
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "PlateauLRScheduler is deprecated", FutureWarning)
+        rows = check_rows()
+    quirks = compat.active_quirks()
+    ok = all(row.fixed_right for row in rows)
+    if args.format == "json":
+        print(json.dumps({
+            "timm": compat.TIMM_VERSION,
+            "torch": torch.__version__,
+            "ok": ok,
+            "rows": [vars(row) for row in rows],
+            "compat_fixes": [{"name": q.name, "versions": q.versions, "description": q.description} for q in quirks],
+        }, indent=2))
+        return 0 if ok else 1
+    print(f"timm {timm.__version__}, torch {torch.__version__}: the LR the first optimizer step runs with "
+          f"(base LR {BASE_LR}; lr_scale groups show every group; t = the index the step should run with)")
+    print()
+    for line in format_table(rows):
+        print(line)
+    for row in rows:
+        if row.error:
+            print(f"{row.scheduler} [{row.config}]: {row.error}")
+    print()
+    print("compat fixes applied on this timm/torch:" if quirks else "compat fixes applied on this timm/torch: none")
+    for quirk in quirks:
+        print(f"  {quirk.name} ({quirk.versions}): {quirk.description}")
+    print()
+    wrong = sum(1 for row in rows if row.verdict == "stock wrong, fixed ok")
+    if ok:
+        print(f"fixed: right in all {len(rows)} rows; stock timm is wrong in {wrong} of them")
+    else:
+        bad = sum(1 for row in rows if not row.fixed_right)
+        print(f"fixed: WRONG or failing in {bad} of {len(rows)} rows")
+    return 0 if ok else 1
