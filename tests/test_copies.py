@@ -1,8 +1,7 @@
 """Copies: ``copy.deepcopy``, ``pickle`` and ``torch.save``/``torch.load`` of fixed schedulers (patched,
 wrapped, drop-in) keep their behaviour; an auto-mode copy never leaves a hook on the original's optimizer;
 state dicts load with ``torch.load(weights_only=True)``.
-
-TODO(lead, after merging issue 4): the same for the torch adapter (TorchScheduler).
+The torch adapter (``TorchScheduler``, from issue 4) is covered too.
 """
 
 from __future__ import annotations
@@ -119,3 +118,36 @@ def test_patched_scheduler_unpickled_after_unpatch_is_stock():
     copied = pickle.loads(data)
     assert timing_of(copied) is None
     assert hooks(copied.optimizer) == 0
+
+
+@pytest.mark.parametrize("copier", COPIERS)
+@pytest.mark.parametrize("name, on_epochs", list(cases()))
+def test_torch_adapter_copy_keeps_behaviour_and_leaves_the_original_alone(name, on_epochs, copier):
+    periods = EPOCHS if on_epochs else EPOCHS * BATCHES
+    kwargs = stock_kwargs(name, periods, on_epochs)
+    expected = expected_trace(reference_values(name, kwargs, 3, periods, on_epochs), epochs=EPOCHS, batches=BATCHES,
+                              on_epochs=on_epochs)
+    optimizer = make_optimizer(3)
+    scheduler = timm_sched_fix.TorchScheduler(getattr(timm.scheduler, name)(optimizer, **kwargs))
+    recorder = StepRecorder(optimizer)
+
+    def torch_train(scheduler, optimizer, updates):
+        """PyTorch's habit: ``step()`` after each optimizer step or epoch (Plateau: ``step(metric)``)."""
+        for update in updates:
+            optimizer.step()
+            if not on_epochs:
+                scheduler.step()
+            elif (update + 1) % BATCHES == 0:
+                scheduler.step(1.0) if name == "PlateauLRScheduler" else scheduler.step()
+
+    torch_train(scheduler, optimizer, range(COPY_AFTER))
+    hooks_before = hooks(optimizer)
+    duplicate = COPIERS[copier](scheduler)
+    copy_optimizer = duplicate.optimizer
+    assert copy_optimizer is not optimizer and hooks(optimizer) == hooks_before
+    copy_recorder = StepRecorder(copy_optimizer)
+    torch_train(duplicate, copy_optimizer, range(COPY_AFTER, EPOCHS * BATCHES))
+    torch_train(scheduler, optimizer, range(COPY_AFTER, EPOCHS * BATCHES))
+    assert hooks(optimizer) == hooks_before
+    assert_trace(recorder.steps, expected)
+    assert_trace(copy_recorder.steps, expected[COPY_AFTER:])
