@@ -1,9 +1,18 @@
 import pytest
 import timm
+from hypothesis import HealthCheck, settings
 
 import timm_sched_fix
 
 from defect_cases import table_lines
+
+# Property tests (tests/test_properties.py): "ci" runs >= 500 examples per property and is the default, so
+# `.ci/run` and a plain `pytest` check the same amount; "soak" is for long local runs:
+# `pytest tests/test_properties.py --hypothesis-profile=soak`.
+settings.register_profile("ci", max_examples=500, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("soak", parent=settings.get_profile("ci"), max_examples=50_000)
+settings.load_profile("ci")
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import timm.scheduler
+import torch
 import torch.optim.lr_scheduler
 import wrapt
 from timm.scheduler.plateau_lr import PlateauLRScheduler
@@ -41,6 +43,19 @@ def is_epoch_schedule(scheduler: Scheduler) -> bool:
     as their ``step`` is what works).
     """
     return is_plateau(scheduler) or bool(getattr(scheduler, "t_in_epochs", True))
+
+
+def check_metric(scheduler: Scheduler, metric: Any) -> None:
+    """Refuse a NaN, infinite or non-numeric metric for PlateauLRScheduler before it reaches torch's
+    ``ReduceLROnPlateau``, which counts NaN as "no improvement" and silently lowers the LR (every timm release)."""
+    if metric is None or not is_plateau(scheduler):
+        return
+    try:
+        value = float(metric)
+    except (TypeError, ValueError):
+        raise TypeError(f"PlateauLRScheduler metric must be a number, got {metric!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"PlateauLRScheduler metric must be finite, got {metric!r}; no LR was changed")
 
 
 def stock_writer(scheduler: Scheduler, stock_method: Callable[..., Any]) -> Callable[[float, Any], None]:
@@ -97,6 +112,25 @@ QUIRKS: tuple[Quirk, ...] = (
         "PlateauLRScheduler.step(epoch) without a metric raises TypeError past warmup; the fix keeps the LR "
         "as timm 1.0.24 does",
         lambda: PLATEAU_STEP_PASSES_NONE_METRIC,
+    ),
+    Quirk(
+        "plateau_state_outside_state_dict",
+        "every timm release",
+        "PlateauLRScheduler's state dict lacks its LR and ReduceLROnPlateau counters; the fix records them",
+        lambda: hasattr(timm.scheduler, "PlateauLRScheduler"),
+    ),
+    Quirk(
+        "plateau_nan_metric",
+        "every timm release",
+        "a NaN metric makes ReduceLROnPlateau lower the LR; the fix refuses non-finite metrics",
+        lambda: hasattr(timm.scheduler, "PlateauLRScheduler"),
+    ),
+    Quirk(
+        "cycle_args_renamed_0_5",
+        "0.4.12 vs 0.5.4+",
+        "Cosine/Tanh t_mul/decay_rate became cycle_mul/cycle_decay with a new cycle_limit=0; such state dicts "
+        "are refused with the reason",
+        lambda: True,
     ),
 )
 
@@ -165,33 +199,108 @@ def _bind_plateau_step(metrics: Any, epoch: float | None = None) -> tuple[Any, f
     return metrics, epoch
 
 
+def plateau_state(scheduler: Scheduler) -> dict[str, Any] | None:
+    """What a PlateauLRScheduler needs to resume past warmup, which its stock state dict lacks.
+
+    Quirk ``plateau_state_outside_state_dict`` (every timm release): past warmup the LR lives in the
+    optimizer (reduced by torch's ``ReduceLROnPlateau``, noise undone via ``restore_lr``) and the stock state
+    dict keeps only ``best`` and ``last_epoch``, so re-applying v(t) after a resume or a re-wrap cannot
+    recompute it. The un-noised LRs and the ``ReduceLROnPlateau`` counters are recorded instead.
+    """
+    if not is_plateau(scheduler):
+        return None
+    field = scheduler.param_group_field
+    current = scheduler.restore_lr
+    if current is None:
+        current = [group[field] for group in scheduler.optimizer.param_groups]
+    return {"lrs": [float(value) for value in current], "reduce_on_plateau": dict(scheduler.lr_scheduler.state_dict())}
+
+
+def check_plateau_state(scheduler: Scheduler, state: Any) -> None:
+    """Refuse a malformed plateau record before anything is loaded."""
+    if state is None:
+        return
+    groups = len(scheduler.optimizer.param_groups)
+    if (not isinstance(state, dict) or not isinstance(state.get("reduce_on_plateau"), dict)
+            or not isinstance(state.get("lrs"), list) or len(state["lrs"]) != groups):
+        raise ValueError(f"malformed PlateauLRScheduler record for {groups} param group(s): {state!r}")
+
+
+def restore_plateau_state(scheduler: Scheduler, state: dict[str, Any] | None, t: float | None) -> None:
+    """Put back what :func:`plateau_state` recorded; past warmup the next ``step(t)`` restores the LRs."""
+    if state is None or not is_plateau(scheduler):
+        return
+    scheduler.lr_scheduler.load_state_dict(state["reduce_on_plateau"])
+    if t is not None and t > scheduler.warmup_t:
+        scheduler.restore_lr = list(state["lrs"])
+
+
 #: Attributes the base ``Scheduler.__init__`` sets in some timm release (``noise_type`` and ``t_in_epochs``
 #: moved into the base class in 0.9); they do not tell scheduler classes apart.
 BASE_STATE_KEYS = frozenset({
-    "param_group_field", "_initial_param_group_field", "base_values", "metric", "t_in_epochs",
+    "param_group_field", "_initial_param_group_field", "metric", "t_in_epochs",
     "noise_range_t", "noise_pct", "noise_type", "noise_std", "noise_seed",
 })
+#: State-dict keys a class has in some timm releases only (measured on 0.4.12 ... 1.0.31): ``k_decay``
+#: arrived in Cosine with 0.5.4, ``warmup_prefix`` in Step/MultiStep with 0.9.
+VERSION_STATE_KEYS = {
+    "CosineLRScheduler": frozenset({"k_decay"}),
+    "StepLRScheduler": frozenset({"warmup_prefix"}),
+    "MultiStepLRScheduler": frozenset({"warmup_prefix"}),
+    "PlateauLRScheduler": frozenset({"last_epoch"}),
+}
+#: Quirk ``cycle_args_renamed_0_5`` (timm 0.4.12 -> 0.5.4): Cosine/Tanh ``t_mul``/``decay_rate`` became
+#: ``cycle_mul``/``cycle_decay`` and ``cycle_limit=0`` changed from "unlimited" to "no cycle", so such a state
+#: dict cannot be translated by renaming; it is refused with this explanation.
+RENAMED_IN_0_5 = {"t_mul": "cycle_mul", "decay_rate": "cycle_decay"}
 #: Keys stock ``PlateauLRScheduler.load_state_dict`` reads without checking (every timm release).
 PLATEAU_REQUIRED_KEYS = frozenset({"best"})
 
 
-def check_state_dict(scheduler: Scheduler, given: dict, own: dict) -> None:
-    """Refuse a stock state dict of another scheduler class before anything is loaded.
+def timm_class_name(scheduler: Scheduler) -> str:
+    """The name of the timm class a scheduler is (drop-in classes and user subclasses map to their timm base)."""
+    return next(cls.__name__ for cls in scheduler.__class__.__mro__ if cls.__module__.startswith("timm.scheduler"))
 
-    A state dict that both lacks keys of this class and brings keys this class does not have comes
-    from another class; one that only adds or only lacks keys may come from another timm release.
+
+def check_state_dict(scheduler: Scheduler, given: dict, own: dict) -> None:
+    """Refuse, before anything is loaded, a stock state dict of another scheduler class, a truncated one,
+    or one whose base values do not fit the optimizer.
+
+    Keys that only some timm releases have (:data:`BASE_STATE_KEYS`, :data:`VERSION_STATE_KEYS`) may be
+    missing or extra, so state dicts move between releases where the class exists.
     """
+    name = timm_class_name(scheduler)
     if is_plateau(scheduler):
         missing_required = PLATEAU_REQUIRED_KEYS - set(given)
         if missing_required:
-            raise ValueError(f"state dict for {type(scheduler).__name__} lacks {sorted(missing_required)}")
-    unexpected = set(given) - set(own) - BASE_STATE_KEYS
-    missing = set(own) - set(given) - BASE_STATE_KEYS
-    if unexpected and missing:
+            raise ValueError(f"state dict for {name} lacks {sorted(missing_required)}")
+    renamed = sorted(old for old, new in RENAMED_IN_0_5.items() if old in given and new in own)
+    renamed += sorted(new for old, new in RENAMED_IN_0_5.items() if new in given and old in own)
+    if {"t_mul", "cycle_mul"} & set(renamed) and name in ("CosineLRScheduler", "TanhLRScheduler"):
         raise ValueError(
-            f"state dict does not belong to a {type(scheduler).__name__}: it has {sorted(unexpected)} "
-            f"and lacks {sorted(missing)}"
+            f"state dict of a {name} from another side of timm 0.5 (it has {renamed}): t_mul/decay_rate were "
+            "renamed cycle_mul/cycle_decay in 0.5.4 and cycle_limit=0 changed meaning, so it cannot be loaded; "
+            f"build the {name} with the equivalent arguments and resume with step(epoch) instead"
         )
+    tolerated = BASE_STATE_KEYS | VERSION_STATE_KEYS.get(name, frozenset())
+    unexpected = sorted(set(given) - set(own) - tolerated)
+    missing = sorted(set(own) - set(given) - tolerated)
+    if unexpected or missing:
+        differences = ([f"it has {unexpected}"] if unexpected else []) + ([f"it lacks {missing}"] if missing else [])
+        raise ValueError(
+            f"state dict does not belong to a {name}: {' and '.join(differences)} "
+            "(another scheduler class, or a truncated state dict)"
+        )
+    step_like = name in ("MultiStepLRScheduler", "StepLRScheduler")
+    if step_like and isinstance(given.get("decay_t"), (list, tuple)) != (name == "MultiStepLRScheduler"):
+        raise ValueError(f"state dict does not belong to a {name}: decay_t={given.get('decay_t')!r}")
+    groups = len(scheduler.optimizer.param_groups)
+    base_values = given.get("base_values", own.get("base_values"))
+    if base_values is not None and (
+        not isinstance(base_values, (list, tuple)) or len(base_values) != groups
+        or not all(isinstance(value, (int, float, torch.Tensor)) and not isinstance(value, bool)
+                   for value in base_values)):
+        raise ValueError(f"state dict base_values {base_values!r} do not fit an optimizer with {groups} param group(s)")
 
 
 def construction_args(init: Callable[..., Any], args: tuple, kwargs: dict) -> tuple[Any | None, bool]:

@@ -105,6 +105,16 @@ def _instrument(module: Any) -> None:
         _wrappers.append((Scheduler, attribute, added))
 
 
+def adopt(timing: Any) -> bool:
+    """Track a copy of a patched scheduler's timing (deepcopy, pickle) so that ``unpatch()`` detaches it too;
+    False when not patched any more (the copy is then stock)."""
+    with _lock:
+        if _options is None:
+            return False
+        _fixed.add(timing)
+        return True
+
+
 def _with_subclasses(cls: type) -> list[type]:
     found = [cls]
     for subclass in cls.__subclasses__():
@@ -117,7 +127,7 @@ def _instrument_class(cls: type) -> None:
         return  # drop-in classes are fixed by construction
     for name in _INSTRUMENTED:
         if name in vars(cls):
-            _wrap(cls, name, _construct if name == "__init__" else _ROUTERS[name])
+            _wrap(cls, name, _constructor(cls) if name == "__init__" else _ROUTERS[name])
 
 
 def _wrap(owner: Any, attribute: str, wrapper: Any) -> None:
@@ -142,17 +152,31 @@ class _AddedAttribute(wrapt.BaseObjectProxy):
 # -- the wrappers: thin, everything is decided in timing.py ----------------------------------------
 
 
-def _construct(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> None:
-    from .timing import construct, timing_of
+def _constructor(cls: type) -> Any:
+    def construct_fixed(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> None:
+        from .timing import CONSTRUCTING_KEY, construct, timing_of
 
-    options = _options
-    if options is None:  # unpatched while this constructor was waiting
-        wrapped(*args, **kwargs)
-        return
-    construct(instance, wrapped, args, kwargs, options, owner="patch")
-    timing = timing_of(instance)
-    if timing is not None and timing.owner == "patch":
-        _fixed.add(timing)
+        options = _options
+        if options is None or (CONSTRUCTING_KEY not in vars(instance) and _defines_init(type(instance)) is not cls):
+            # unpatched while this constructor was waiting, or the outermost constructor (a subclass's)
+            # began before patch(): the scheduler is not half-fixed before its own __init__ has finished
+            wrapped(*args, **kwargs)
+            return
+        construct(instance, wrapped, args, kwargs, options, owner="patch")
+        timing = timing_of(instance)
+        if timing is not None and timing.owner == "patch":
+            with _lock:
+                if _options is None:  # unpatch() ran while this constructor did: it must not stay fixed
+                    timing.detach()
+                else:
+                    _fixed.add(timing)
+
+    return construct_fixed
+
+
+def _defines_init(cls: type) -> type | None:
+    """The class whose ``__init__`` constructs instances of ``cls``."""
+    return next((klass for klass in cls.__mro__ if "__init__" in vars(klass)), None)
 
 
 def _router(name: str) -> Any:

@@ -63,13 +63,14 @@ def stock_method(cls: type, name: str) -> Callable[..., Any]:
 
 def timing_of(scheduler: Any) -> ScheduleTiming | None:
     """The timing of a fixed scheduler, or None for a stock one."""
-    return vars(scheduler).get(TIMING_KEY)
+    timing = vars(scheduler).get(TIMING_KEY)
+    return None if timing is None or timing.orphaned else timing
 
 
 def route(name: str, scheduler: Any, stock: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
     """Send a routed method call to the scheduler's timing; stock schedulers and the timing's own
     calls into the stock method go straight through."""
-    timing = vars(scheduler).get(TIMING_KEY)
+    timing = timing_of(scheduler)
     if timing is None or timing.in_stock_call:
         return stock(*args, **kwargs)
     return getattr(timing, name)(*args, **kwargs)
@@ -85,6 +86,7 @@ def construct(scheduler: Any, init: Callable[..., Any], args: tuple, kwargs: dic
         init(*args, **kwargs)
         return
     optimizer, initialize = compat.construction_args(init, args, kwargs)
+    check_optimizer(optimizer)
     groups_before = group_values(optimizer)
     state[CONSTRUCTING_KEY] = True
     try:
@@ -123,6 +125,19 @@ def attach(
     if initialize:
         timing.move_to(0)
     return timing
+
+
+def check_optimizer(optimizer: Any) -> None:
+    """Refuse, before anything runs, an optimizer a fixed scheduler cannot work with: it counts optimizer steps
+    with ``register_step_pre_hook`` and writes each param group's ``lr``."""
+    if not hasattr(optimizer, "param_groups") or not callable(getattr(optimizer, "register_step_pre_hook", None)):
+        raise TypeError(
+            "a fixed timm scheduler needs a torch.optim.Optimizer (param_groups and register_step_pre_hook), got "
+            f"{type(optimizer).__module__}.{type(optimizer).__qualname__}"
+        )
+    for i, group in enumerate(optimizer.param_groups):
+        if "lr" not in group:
+            raise ValueError(f"optimizer.param_groups[{i}] has no 'lr': every param group needs one")
 
 
 def _separate_tensor_lrs(scheduler: Any, field: str) -> None:
@@ -188,6 +203,7 @@ class ScheduleTiming:
     """
 
     def __init__(self, scheduler: Any, options: Options, owner: str) -> None:
+        check_optimizer(scheduler.optimizer)
         self.scheduler = scheduler
         self.optimizer = scheduler.optimizer
         self.options = options
@@ -201,12 +217,17 @@ class ScheduleTiming:
         self.in_stock_call = False
         self.proxy: Any = None  # the FixedScheduler of wrap(), made on request
         self._auto_updates = options.auto and not self.on_epochs
-        self._write = compat.stock_writer(scheduler, stock_method(type(scheduler), "step" if self.on_epochs else "step_update"))
+        self._write = self._stock_writer()
         self._tensor_lrs: list[tuple[dict, torch.Tensor]] = []
         self._groups_seen = -1
         self._saw_matching_call = False
         self._warned: set[str] = set()
+        self.orphaned = False  # a patch() copy unpickled after unpatch(): stock, like its original
         self._register_hook()
+
+    def _stock_writer(self) -> Callable[[float, Any], None]:
+        return compat.stock_writer(self.scheduler, stock_method(type(self.scheduler),
+                                                                "step" if self.on_epochs else "step_update"))
 
     # -- optimizer step hook ------------------------------------------------------------------
 
@@ -216,9 +237,12 @@ class ScheduleTiming:
 
     def before_optimizer_step(self) -> None:
         """Runs right before every optimizer step: counts it, and in auto mode applies v(k)."""
-        if self._auto_updates and self.steps_since_apply and self.last_t is not None:
+        auto_updates = self._auto_updates and self.last_t is not None
+        if auto_updates and self.steps_since_apply:
             self._apply(self.last_t + 1, None)
         self.steps_since_apply += 1
+        if auto_updates:  # the count follows the optimizer steps, so skipping a call without an index is fine
+            self.next_count = self.last_t + 1
 
     def detach(self) -> None:
         """Stop fixing: remove the hook and the timing from the scheduler."""
@@ -243,6 +267,8 @@ class ScheduleTiming:
             "next_count": self.next_count,
             "lag_shift": self.lag_shift,
             "convention": self.options.convention,
+            "steps_since_apply": self.steps_since_apply,
+            "plateau": compat.plateau_state(self.scheduler),
         }
         return state
 
@@ -257,17 +283,32 @@ class ScheduleTiming:
         ours = state_dict.get(STATE_KEY)
         stock_state = {key: value for key, value in state_dict.items() if key != STATE_KEY}
         position = self._check_own_state(ours) if ours is not None else None
-        compat.check_state_dict(self.scheduler, stock_state, self._stock_call(self.scheduler.state_dict))
+        own = {key: value for key, value in self._stock_call(self.scheduler.state_dict).items() if key != TIMING_KEY}
+        compat.check_state_dict(self.scheduler, stock_state, own)
+        snapshot = self._snapshot()
+        try:
+            self._load_checked(stock_state, ours, position)
+        except Exception as error:
+            self._restore(snapshot)
+            raise ValueError(
+                f"state dict could not be loaded into a {type(self.scheduler).__name__} ({error!r}); the scheduler "
+                "and the optimizer's param groups are unchanged"
+            ) from error
+
+    def _load_checked(self, stock_state: dict, ours: Mapping[str, Any] | None, position: float | None) -> None:
         self._stock_call(self.scheduler.load_state_dict, stock_state)
         if ours is None:
             self.last_t = self.next_count = None
             return
+        compat.restore_plateau_state(self.scheduler, ours.get("plateau"), position)
         self.lag_shift = ours["lag_shift"]
         if position is None:
             self.last_t = self.next_count = None
         else:
             self._apply(position, None)
             self.next_count = ours["next_count"]
+            # optimizer steps that already ran with last_t: auto mode advances before the next one
+            self.steps_since_apply = ours.get("steps_since_apply", 0)
 
     def get_last_lr(self) -> list[float]:
         """The value each param group's LR field holds now, one per group."""
@@ -286,6 +327,7 @@ class ScheduleTiming:
         if epoch_call is not self.on_epochs:
             self._on_mismatched_call(name, index, metric)
             return
+        compat.check_metric(self.scheduler, metric)
         self._saw_matching_call = True
         if index is None:
             if self.next_count is None:
@@ -348,6 +390,13 @@ class ScheduleTiming:
         groups = self.optimizer.param_groups
         groups_changed = len(groups) != self._groups_seen
         if groups_changed:
+            if len(groups) != len(self.scheduler.base_values):
+                # stock timm zips the two and silently leaves the extra groups at whatever LR they have
+                raise ValueError(
+                    f"the optimizer has {len(groups)} param groups but the scheduler was built for "
+                    f"{len(self.scheduler.base_values)}: build the scheduler after the last add_param_group(); "
+                    "no LR was changed"
+                )
             self._find_tensor_lrs(groups)
         self.in_stock_call = True
         try:
@@ -386,9 +435,38 @@ class ScheduleTiming:
         for key in ("last_t", "next_count"):
             if ours[key] is not None:
                 _check_index(ours[key], f"load_state_dict: {key}")
+        steps = ours.get("steps_since_apply", 0)
+        if type(steps) is not int or steps < 0:
+            raise ValueError(
+                f"state_dict[{STATE_KEY!r}]['steps_since_apply'] must be a non-negative int, got {steps!r}"
+            )
+        compat.check_plateau_state(self.scheduler, ours.get("plateau"))
         if ours["lag_shift"] not in (0, 1):
             raise ValueError(f"state_dict[{STATE_KEY!r}]['lag_shift'] must be 0 or 1, got {ours['lag_shift']!r}")
         return ours["last_t"]
+
+    def _snapshot(self) -> tuple:
+        """Everything a load may change: scheduler, timing, param groups (tensor values too), Plateau's state."""
+        groups = [(group, dict(group), {key: value.clone() for key, value in group.items()
+                                        if key != "params" and isinstance(value, torch.Tensor)})
+                  for group in self.optimizer.param_groups]
+        plateau = getattr(self.scheduler, "lr_scheduler", None)
+        return dict(vars(self.scheduler)), dict(vars(self)), groups, plateau, dict(vars(plateau)) if plateau else None
+
+    def _restore(self, snapshot: tuple) -> None:
+        scheduler_state, timing_state, groups, plateau, plateau_state = snapshot
+        vars(self.scheduler).clear()
+        vars(self.scheduler).update(scheduler_state)
+        vars(self).update(timing_state)
+        for group, values, tensors in groups:
+            group.clear()
+            group.update(values)
+            with torch.no_grad():
+                for key, value in tensors.items():
+                    group[key].copy_(value)
+        if plateau is not None:
+            vars(plateau).clear()
+            vars(plateau).update(plateau_state)
 
     def _warn_once(self, kind: str, message: str, category: type[Warning]) -> None:
         if kind not in self._warned:
@@ -403,10 +481,20 @@ class ScheduleTiming:
         state["proxy"] = None
         state["_groups_seen"] = -1  # the copy's groups are other objects: look again
         state["_tensor_lrs"] = []
+        del state["_write"]  # bound to this scheduler (and not picklable): the copy binds its own
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._write = self._stock_writer()
+        if self.owner == "patch":
+            from .patching import adopt
+
+            # a copy of a patched scheduler is patched too: unpatch() must make it stock like the original
+            self.orphaned = not adopt(self)
+            if self.orphaned:
+                self._hook_finalizer = lambda: None
+                return
         self._register_hook()
 
 

@@ -1,0 +1,193 @@
+"""The README's "Bad input" table, row by row: each bad input gets its error or warning, and no LR changes
+(nor the scheduler's state). Every row runs through every adapter where the input applies to it."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import timm.scheduler
+import torch
+
+import timm_sched_fix
+
+from support import ADAPTERS, fixed_scheduler, make_optimizer
+
+COSINE = dict(t_initial=10, warmup_t=2, warmup_lr_init=1e-3)
+
+
+def lrs(optimizer):
+    return [float(group["lr"]) for group in optimizer.param_groups]
+
+
+def started(adapter, on_epochs=True, name="CosineLRScheduler", kwargs=None, **options):
+    """A fixed scheduler two periods in, one optimizer step run with v(2)."""
+    optimizer = make_optimizer(2)
+    kwargs = dict(COSINE, t_in_epochs=on_epochs) if kwargs is None else kwargs
+    context = fixed_scheduler(adapter, name, optimizer, kwargs, **options)
+    scheduler = context.__enter__()
+    for t in (1, 2):
+        scheduler.step(t, 1.0) if on_epochs else scheduler.step_update(t)
+    optimizer.step()
+    return optimizer, scheduler, context
+
+
+def unchanged(optimizer, scheduler):
+    return lrs(optimizer), repr(scheduler.state_dict())
+
+
+# (row label, kind of input, on_epochs, scheduler class, action, expected exception or warning, message)
+CALLS = [
+    ("negative index", True, lambda s: s.step(-1), ValueError, "non-negative"),
+    ("NaN index", True, lambda s: s.step(math.nan), ValueError, "finite"),
+    ("infinite index", False, lambda s: s.step_update(math.inf), ValueError, "finite"),
+    ("bool index", True, lambda s: s.step(True), TypeError, "bool"),
+    ("non-numeric index", False, lambda s: s.step_update("3"), TypeError, "non-negative number"),
+    ("tensor index", True, lambda s: s.step(torch.tensor([1, 2])), TypeError, "non-negative number"),
+    ("step() without an index on an update schedule", False, lambda s: s.step(), timm_sched_fix.ScheduleCallWarning,
+     "changes nothing"),
+    ("step_update() without an index on an epoch schedule", True, lambda s: s.step_update(),
+     timm_sched_fix.ScheduleCallWarning, "changes nothing"),
+    ("lagging index with on_lag='raise'", True, lambda s: s.step(2), timm_sched_fix.ScheduleLagError, "late"),
+    ("state dict that is not a mapping", True, lambda s: s.load_state_dict([("a", 1)]), TypeError, "mapping"),
+    ("state dict of another class", True,
+     lambda s: s.load_state_dict(timm.scheduler.StepLRScheduler(make_optimizer(2), decay_t=2).state_dict()),
+     ValueError, "does not belong|saved by a StepLRScheduler"),
+    ("truncated state dict", True,
+     lambda s: s.load_state_dict({k: v for k, v in s.state_dict().items() if k != "t_initial"}), ValueError,
+     "lacks"),
+    ("corrupted state-dict value", True, lambda s: s.load_state_dict(dict(s.state_dict(), t_initial="x")),
+     ValueError, "unchanged"),
+    ("malformed position record", True,
+     lambda s: s.load_state_dict(dict(s.state_dict(), timm_sched_fix={"last_t": -1})), ValueError, "position record"),
+    ("0.4.12 Cosine state dict (t_mul/decay_rate)", True,
+     lambda s: s.load_state_dict(dict({k: v for k, v in s.state_dict().items()
+                                       if k not in ("cycle_mul", "cycle_decay")}, t_mul=1.0, decay_rate=1.0)),
+     ValueError, "timm 0.5"),
+]
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+@pytest.mark.parametrize("label, on_epochs, action, expected, message", CALLS, ids=[row[0] for row in CALLS])
+def test_bad_call_is_refused_and_changes_nothing(label, on_epochs, action, expected, message, adapter):
+    optimizer, scheduler, context = started(adapter, on_epochs, on_lag="raise")
+    try:
+        before = unchanged(optimizer, scheduler)
+        if issubclass(expected, Warning):
+            with pytest.warns(expected, match=message):
+                action(scheduler)
+        else:
+            with pytest.raises(expected, match=message):
+                action(scheduler)
+        assert unchanged(optimizer, scheduler) == before
+    finally:
+        context.__exit__(None, None, None)
+
+
+def plateau(adapter):
+    return started(adapter, name="PlateauLRScheduler", kwargs=dict(warmup_t=1, patience_t=0, mode="min"))
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+@pytest.mark.parametrize("metric, expected", [(math.nan, ValueError), (math.inf, ValueError), ("low", TypeError)])
+def test_bad_plateau_metric_is_refused_and_changes_nothing(adapter, metric, expected):
+    optimizer, scheduler, context = plateau(adapter)
+    try:
+        scheduler.step(3, 1.0)
+        before = unchanged(optimizer, scheduler)
+        with pytest.raises(expected, match="metric"):
+            scheduler.step(4, metric)
+        assert unchanged(optimizer, scheduler) == before
+    finally:
+        context.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_param_group_added_after_building_is_refused(adapter):
+    optimizer, scheduler, context = started(adapter)
+    try:
+        optimizer.add_param_group({"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.5})
+        before = lrs(optimizer)
+        with pytest.raises(ValueError, match="add_param_group"):
+            scheduler.step(3)
+        assert lrs(optimizer) == before
+    finally:
+        context.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("adapter", ["patch", "dropin"])  # wrap() comes after the constructor (README, Limits)
+def test_call_without_index_while_position_unknown(adapter):
+    optimizer = make_optimizer(2)
+    optimizer.param_groups[0]["initial_lr"] = optimizer.param_groups[1]["initial_lr"] = 0.1
+    with fixed_scheduler(adapter, "CosineLRScheduler", optimizer, dict(COSINE, initialize=False)) as scheduler:
+        before = lrs(optimizer)
+        with pytest.raises(RuntimeError, match="needs a known position"):
+            scheduler.step()
+        assert lrs(optimizer) == before
+
+
+class NotAnOptimizer:
+    def __init__(self) -> None:
+        self.param_groups = [{"lr": 0.1}]
+
+
+@pytest.mark.parametrize("adapter", ["patch", "dropin"])
+@pytest.mark.parametrize("optimizer", [NotAnOptimizer(), None, [torch.zeros(1)]], ids=["duck", "None", "list"])
+def test_wrong_optimizer_is_refused_before_construction(adapter, optimizer):
+    before = [dict(group) for group in getattr(optimizer, "param_groups", [])]
+    with pytest.raises(TypeError, match="needs a torch.optim.Optimizer"), \
+            fixed_scheduler(adapter, "CosineLRScheduler", optimizer, COSINE):
+        pass
+    assert [dict(group) for group in getattr(optimizer, "param_groups", [])] == before
+
+
+@pytest.mark.parametrize("adapter", ["patch", "dropin"])
+def test_param_group_without_lr_is_refused_before_construction(adapter):
+    optimizer = make_optimizer(2)
+    del optimizer.param_groups[1]["lr"]
+    before = [dict(group) for group in optimizer.param_groups]
+    with pytest.raises(ValueError, match=r"param_groups\[1\] has no 'lr'"), \
+            fixed_scheduler(adapter, "CosineLRScheduler", optimizer, COSINE):
+        pass
+    assert [dict(group) for group in optimizer.param_groups] == before
+
+
+@pytest.mark.parametrize("options, expected", [
+    (dict(convention="middle"), ValueError), (dict(on_lag="shout"), ValueError), (dict(auto="yes"), TypeError),
+])
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_bad_option_is_refused_before_anything_is_built(adapter, options, expected):
+    optimizer = make_optimizer(2)
+    stock = timm.scheduler.CosineLRScheduler(optimizer, **COSINE) if adapter == "wrap" else None
+    before = lrs(optimizer)
+    with pytest.raises(expected):
+        if stock is not None:
+            timm_sched_fix.wrap(stock, **options)
+        else:
+            with fixed_scheduler(adapter, "CosineLRScheduler", optimizer, COSINE, **options):
+                pass
+    assert lrs(optimizer) == before
+    assert not timm_sched_fix.is_patched()
+
+
+@pytest.mark.parametrize("thing", [object(), torch.optim.lr_scheduler.StepLR(make_optimizer(), 2), None])
+def test_wrap_of_something_else_is_refused(thing):
+    with pytest.raises(TypeError, match="expects a timm scheduler"):
+        timm_sched_fix.wrap(thing)
+
+
+def test_update_call_on_epoch_schedule_without_step_update_ever_warns_once():
+    """``step(e)`` on an update schedule that never got a ``step_update`` call: the LR never moved."""
+    optimizer, scheduler, context = started("dropin", on_epochs=False)
+    context.__exit__(None, None, None)
+    optimizer = make_optimizer(2)
+    scheduler = timm_sched_fix.CosineLRScheduler(optimizer, **COSINE, t_in_epochs=False)
+    optimizer.step()
+    before = lrs(optimizer)
+    with pytest.warns(timm_sched_fix.ScheduleCallWarning, match="changes nothing"):
+        scheduler.step(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scheduler.step(2)  # once per scheduler
+    assert lrs(optimizer) == before

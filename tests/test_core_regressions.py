@@ -1,0 +1,110 @@
+"""Core defects found by the property, resume and copy tests of issue 7, each kept as a direct test."""
+
+import timm.scheduler
+import torch
+
+import timm_sched_fix
+from timm_sched_fix.timing import timing_of
+
+from support import StepRecorder
+
+
+def test_tensor_lr_filled_in_place_does_not_move_the_schedule_base():
+    """Stock timm stores the LR tensor itself as ``initial_lr`` and base value; filling v(0) = 0 into it
+    made every later value 0 (found by hypothesis: WSD, warmup_lr_init=0, tensor LR)."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=torch.tensor(0.1, dtype=torch.float64))
+    tensor = optimizer.param_groups[0]["lr"]
+    scheduler = timm_sched_fix.CosineLRScheduler(optimizer, t_initial=10, warmup_t=1, warmup_lr_init=0.0)
+    recorder = StepRecorder(optimizer)
+    optimizer.step()
+    scheduler.step(1)
+    optimizer.step()
+    reference = timm.scheduler.CosineLRScheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1),
+                                                 t_initial=10, warmup_t=1, warmup_lr_init=0.0)
+    reference.step(1)
+    assert optimizer.param_groups[0]["lr"] is tensor
+    assert recorder.first_group() == [0.0, reference.optimizer.param_groups[0]["lr"]]
+    assert float(optimizer.param_groups[0]["initial_lr"]) == 0.1
+
+
+def test_auto_mode_round_trip_after_steps_keeps_advancing():
+    """A state dict saved after optimizer steps ran with v(t) forgot them: after loading, auto mode ran the
+    next step with v(t) again instead of v(t + 1) (found by hypothesis: Cosine, auto, round trip)."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = timm_sched_fix.CosineLRScheduler(optimizer, t_initial=4, t_in_epochs=False, auto=True)
+    recorder = StepRecorder(optimizer)
+    optimizer.step()
+    optimizer.step()
+    scheduler.load_state_dict(scheduler.state_dict())
+    optimizer.step()
+    reference = timm.scheduler.CosineLRScheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1),
+                                                 t_initial=4, t_in_epochs=False)
+    expected = []
+    for t in range(3):
+        reference.step_update(t)
+        expected.append(reference.optimizer.param_groups[0]["lr"])
+    assert recorder.first_group() == expected
+
+
+def test_plateau_keeps_its_reduced_lr_through_a_state_dict():
+    """Past warmup a Plateau's LR lives in the optimizer; re-wrapping (v(0) pre-advance) then loading the
+    state dict put back the base LR instead of the reduced one (found by hypothesis: Plateau, rewrap)."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = timm_sched_fix.wrap(timm.scheduler.PlateauLRScheduler(optimizer, patience_t=0, decay_rate=0.5,
+                                                                      mode="min"))
+    for epoch in range(1, 4):
+        optimizer.step()
+        scheduler.step(epoch, 1.0)  # no improvement after the first: halves every epoch
+    reduced = optimizer.param_groups[0]["lr"]
+    saved = scheduler.state_dict()
+    scheduler = timm_sched_fix.wrap(timm_sched_fix.unwrap(scheduler))
+    assert optimizer.param_groups[0]["lr"] == 0.1  # the pre-advance to v(0)
+    scheduler.load_state_dict(saved)
+    assert reduced < 0.1 and optimizer.param_groups[0]["lr"] == reduced
+    scheduler.step(4, 1.0)
+    assert optimizer.param_groups[0]["lr"] == reduced * 0.5
+
+
+def test_auto_mode_call_without_index_after_a_skipped_call_follows_the_optimizer_steps():
+    """Auto mode needs no calls; under "begin" a first ``step_update()`` made only before step 1 counted
+    as call 0 and re-applied v(0) (found by hypothesis: Cosine, begin, auto, skip then counting)."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = timm_sched_fix.CosineLRScheduler(optimizer, t_initial=2, t_in_epochs=False, auto=True,
+                                                 convention="begin")
+    recorder = StepRecorder(optimizer)
+    optimizer.step()
+    scheduler.step_update()
+    optimizer.step()
+    assert recorder.first_group() == [0.1, 0.05]
+
+
+def test_constructor_begun_before_patch_is_not_fixed_half_way():
+    """patch() while a subclass constructor ran: the parent's patched ``__init__`` fixed and pre-advanced the
+    half-built scheduler (AttributeError 'warmup_t' under contention, test_patch_contention)."""
+
+    class PatchesMidway(timm.scheduler.CosineLRScheduler):
+        def __init__(self, optimizer):
+            timm_sched_fix.patch()
+            super().__init__(optimizer, t_initial=10, warmup_t=2, warmup_lr_init=1e-3)
+
+    try:
+        scheduler = PatchesMidway(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1))
+        assert timing_of(scheduler) is None
+    finally:
+        timm_sched_fix.unpatch()
+
+
+def test_unpatch_during_construction_leaves_no_fixed_scheduler_behind():
+    """A constructor in flight during unpatch() attached its timing afterwards and stayed fixed, hook included."""
+    with timm_sched_fix.patched():
+        class UnpatchesMidway(timm.scheduler.CosineLRScheduler):
+            def __init__(self, optimizer):
+                timm_sched_fix.unpatch()
+                super().__init__(optimizer, t_initial=10)
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    timm_sched_fix.patch()
+    scheduler = UnpatchesMidway(optimizer)
+    assert not timm_sched_fix.is_patched()
+    assert timing_of(scheduler) is None
+    assert len(optimizer._optimizer_step_pre_hooks) == 0
