@@ -74,8 +74,9 @@ def test_last_t_and_get_last_lr_follow_the_applied_index():
     assert scheduler.last_t == 0
     scheduler.step(4)
     assert scheduler.last_t == 4
-    assert scheduler.get_last_lr() == group_lrs(optimizer)
-    assert scheduler.get_last_lr()[1] == pytest.approx(0.5 * scheduler.get_last_lr()[0])
+    reference = timm.scheduler.CosineLRScheduler(make_optimizer(groups=3), t_initial=10)
+    reference.step(4)  # v(4), lr_scale included where the installed timm applies it (0.6.13 on)
+    assert scheduler.get_last_lr() == group_lrs(optimizer) == group_lrs(reference.optimizer)
 
 
 @pytest.mark.parametrize("convention, first", [("end", 1), ("begin", 0)])

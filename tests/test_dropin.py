@@ -29,19 +29,23 @@ def test_factories_keep_timm_signature_and_return_shape(factory):
     stock = getattr(timm.scheduler, factory)
     assert list(inspect.signature(getattr(timm_sched_fix, factory)).parameters) == [
         *inspect.signature(stock).parameters, *OPTIONS]
+    def build(create, optimizer):
+        if factory == "create_scheduler":  # every release has tanh; timm's stock first step misses v(0)
+            args = argparse.Namespace(sched="tanh", epochs=5, decay_rate=0.1, warmup_epochs=0, min_lr=0,
+                                      warmup_lr=1e-5, cooldown_epochs=0)
+            return create(args, optimizer)
+        return create(optimizer, sched="tanh", num_epochs=5)
+
+    stock_scheduler, stock_epochs = build(stock, make_optimizer())
+    stock_scheduler.step(0)
+    schedule_value = stock_scheduler.optimizer.param_groups[0]["lr"]
     optimizer = make_optimizer()
-    if factory == "create_scheduler":
-        args = argparse.Namespace(sched="multistep", epochs=5, decay_milestones=[1, 3], decay_rate=0.5,
-                                  warmup_epochs=0, min_lr=0, warmup_lr=1e-5, cooldown_epochs=0)
-        result = timm_sched_fix.create_scheduler(args, optimizer)
-    else:
-        result = timm_sched_fix.create_scheduler_v2(optimizer, sched="multistep", num_epochs=5,
-                                                    decay_milestones=[1, 3], decay_rate=0.5)
-    scheduler, num_epochs = result
-    assert isinstance(scheduler, timm.scheduler.MultiStepLRScheduler) and num_epochs == 5
+    scheduler, num_epochs = build(getattr(timm_sched_fix, factory), optimizer)
+    assert isinstance(scheduler, timm.scheduler.TanhLRScheduler) and num_epochs == stock_epochs
     recorder = StepRecorder(optimizer)
     optimizer.step()
-    assert recorder.first_group() == [0.05]  # v(0): the milestone at 1 applies from epoch 0 in timm
+    assert schedule_value != 0.1  # the stock constructor's value: the defect the fix removes
+    assert recorder.first_group() == [schedule_value]
 
 
 def test_train_py_resume_with_initialize_false_and_step_start_epoch():
