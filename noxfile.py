@@ -2,10 +2,12 @@
 
 Every session runs in the calling environment (``venv_backend="none"``), so torch is installed once: each
 timm version is installed without dependencies into ``.nox/timm/<version>`` and put first on
-``PYTHONPATH``. Sessions: ``tests`` (the suite against the installed timm), ``matrix`` (the suite against
-every version in ``MATRIX``) and ``peer`` (timm's ``tests/test_scheduler.py`` from the sdist, run with
-``pytest --timm-sched-fix``, for every version that ships it). pytest's exit code 5 (nothing collected)
-fails a session like any other non-zero code.
+``PYTHONPATH``. Sessions: ``matrix`` (the suite against every version in ``MATRIX``, and the installed timm
+if it is newer) and ``peer`` (timm's ``tests/test_scheduler.py`` from the sdist, run with
+``pytest --timm-sched-fix``, for every version that ships it) run by default; ``tests`` (the suite against
+the installed timm alone, which the matrix already covers) on request. The suite runs on two pytest-xdist
+workers, one per core. pytest's exit code 5 (nothing collected) fails a session like any other non-zero
+code.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import nox
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / ".nox"
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+SUITE = [*PYTEST, "-n", "2"]  # pytest-xdist: the 2-core machines run two test processes
 
 #: Supported range, oldest first: the releases the README names, the newest last.
 MATRIX = ["0.4.12", "0.5.4", "0.6.13", "0.9.2", "0.9.16", "1.0.3", "1.0.15", "1.0.24", "1.0.31"]
@@ -28,6 +31,7 @@ MATRIX = ["0.4.12", "0.5.4", "0.6.13", "0.9.2", "0.9.16", "1.0.3", "1.0.15", "1.
 FIRST_WITH_SCHEDULER_TESTS = (1, 0, 24)
 
 nox.options.default_venv_backend = "none"
+nox.options.sessions = ["matrix", "peer"]
 nox.options.error_on_missing_interpreters = True
 
 
@@ -35,13 +39,15 @@ def _release(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split(".")[:3])
 
 
-def _peer_versions() -> list[str]:
-    """Matrix versions with timm's scheduler tests, plus the installed timm if it is newer (a new release)."""
-    versions = [v for v in MATRIX if _release(v) >= FIRST_WITH_SCHEDULER_TESTS]
+def _matrix_versions() -> list[str]:
+    """``MATRIX``, plus the installed timm if it is a newer release than the newest there."""
     installed = importlib.metadata.version("timm")
-    if installed not in versions and _release(installed) >= FIRST_WITH_SCHEDULER_TESTS:
-        versions.append(installed)
-    return versions
+    return MATRIX + [installed] if _release(installed) > _release(MATRIX[-1]) else list(MATRIX)
+
+
+def _peer_versions() -> list[str]:
+    """Matrix versions with timm's scheduler tests."""
+    return [v for v in _matrix_versions() if _release(v) >= FIRST_WITH_SCHEDULER_TESTS]
 
 
 def _install_timm(session: nox.Session, version: str) -> Path:
@@ -61,16 +67,16 @@ def _check_timm(session: nox.Session, version: str, env: dict[str, str]) -> None
 @nox.session
 def tests(session: nox.Session) -> None:
     """The suite against the installed timm (the newest, as ``pip install timm`` resolves it)."""
-    session.run(*PYTEST, *session.posargs, env={"PYTHONPATH": str(ROOT)})
+    session.run(*SUITE, *session.posargs, env={"PYTHONPATH": str(ROOT)})
 
 
 @nox.session
-@nox.parametrize("timm", MATRIX, ids=MATRIX)
+@nox.parametrize("timm", _matrix_versions(), ids=_matrix_versions())
 def matrix(session: nox.Session, timm: str) -> None:
     """The whole suite against one timm release, on the shared torch."""
     env = {"PYTHONPATH": os.pathsep.join([str(_install_timm(session, timm)), str(ROOT)])}
     _check_timm(session, timm, env)
-    session.run(*PYTEST, *session.posargs, env=env)
+    session.run(*SUITE, *session.posargs, env=env)
 
 
 @nox.session

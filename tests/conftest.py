@@ -15,13 +15,11 @@ settings.register_profile("soak", parent=settings.get_profile("ci"), max_example
 settings.load_profile("ci")
 
 
-def pytest_collection_modifyitems(session, config, items):
-    config._print_defect_table = any(item.path.name == "test_defects.py" for item in items)
-
-
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """Print the first-step defect table as measured in this run (stock vs fixed vs the schedule)."""
-    if getattr(config, "_print_defect_table", False):
+    """Print the first-step defect table as measured in this run (stock vs fixed vs the schedule), when
+    the run included test_defects.py (read from the reports, so it also works under pytest-xdist)."""
+    reports = [report for reports in terminalreporter.stats.values() for report in reports]
+    if any("test_defects.py" in getattr(report, "nodeid", "") for report in reports):
         terminalreporter.section(f"first optimizer step: stock vs fixed (timm {timm.__version__})")
         for line in table_lines():
             terminalreporter.write_line(line)
