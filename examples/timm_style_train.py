@@ -4,20 +4,28 @@ It stands for the scripts people run but cannot edit: ``create_scheduler_v2`` wi
 per-update schedule (``step_on_epochs=False``, ``updates_per_epoch``), ``step_update(num_updates)`` after
 every optimizer step and ``step(epoch + 1, metric)`` after every epoch. Stock timm runs its first batch
 without the noise the schedule defines for it; ``timm-sched-fix run`` this script and it does not.
+timm before 0.9 has no ``create_scheduler_v2``: there the script builds the same cosine schedule the way
+train.py then did, ``create_scheduler(args, optimizer)``, which counts epochs, so stock runs the whole
+first epoch without the noise.
 ``--trace FILE`` writes the LR every optimizer step ran with, as JSON.
 """
 
 import argparse
 import json
 
+import timm.scheduler
 import torch
-from timm.scheduler import create_scheduler_v2
 
 
 def create_lr_scheduler(optimizer, epochs, updates_per_epoch):
-    return create_scheduler_v2(optimizer, sched="cosine", num_epochs=epochs, warmup_epochs=1, warmup_lr=1e-3,
-                               min_lr=1e-4, noise=(0.0, 0.5), step_on_epochs=False,
-                               updates_per_epoch=updates_per_epoch)
+    """``(scheduler, num_epochs)`` as the installed timm's train.py builds them: per update from timm 0.9."""
+    if hasattr(timm.scheduler, "create_scheduler_v2"):
+        return timm.scheduler.create_scheduler_v2(
+            optimizer, sched="cosine", num_epochs=epochs, warmup_epochs=1, warmup_lr=1e-3, min_lr=1e-4,
+            noise=(0.0, 0.5), step_on_epochs=False, updates_per_epoch=updates_per_epoch)
+    args = argparse.Namespace(sched="cosine", epochs=epochs, warmup_epochs=1, warmup_lr=1e-3, min_lr=1e-4,
+                              lr_noise=(0.0, 0.5), decay_rate=0.1, cooldown_epochs=0)
+    return timm.scheduler.create_scheduler(args, optimizer)
 
 
 def main():

@@ -27,6 +27,7 @@ from support import (
     make_optimizer,
     reference_values,
     stock_kwargs,
+    stock_scheduler,
 )
 
 EPOCHS, BATCHES, COPY_AFTER = 4, 3, 5
@@ -136,7 +137,7 @@ def test_torch_adapter_copy_keeps_behaviour_and_leaves_the_original_alone(name, 
     expected = expected_trace(reference_values(name, kwargs, 3, periods, on_epochs), epochs=EPOCHS, batches=BATCHES,
                               on_epochs=on_epochs)
     optimizer = make_optimizer(3)
-    scheduler = timm_sched_fix.TorchScheduler(getattr(timm.scheduler, name)(optimizer, **kwargs))
+    scheduler = timm_sched_fix.TorchScheduler(stock_scheduler(name, optimizer, kwargs))
     recorder = StepRecorder(optimizer)
 
     def torch_train(scheduler, optimizer, updates):

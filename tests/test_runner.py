@@ -11,23 +11,29 @@ import pytest
 import torch
 
 import timm_sched_fix
-from timm_sched_fix import cli
+from timm_sched_fix import cli, compat
+
+from support import expected_trace, group_lrs
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "timm_style_train.py"
 CONSOLE_SCRIPT = Path(sys.executable).parent / "timm-sched-fix"
 EPOCHS, UPDATES_PER_EPOCH = 3, 4
 
 
-def schedule_values(updates):
-    """v(k) of the example's scheduler, from a stock one driven with step_update(k)."""
+def example_schedule():
+    """What each optimizer step of the example must run with, and whether its schedule counts epochs: v(k) for
+    step k of the per-update schedule; v(e) for every step of epoch e where the installed timm has no
+    create_scheduler_v2 (before 0.9) and the example's create_scheduler counts epochs. From a stock scheduler."""
     create_lr_scheduler = runpy.run_path(str(EXAMPLE), run_name="example")["create_lr_scheduler"]
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     scheduler, _ = create_lr_scheduler(optimizer, EPOCHS, UPDATES_PER_EPOCH)
+    on_epochs = compat.is_epoch_schedule(scheduler)
     values = []
-    for k in range(updates):
-        scheduler.step_update(k)
-        values.append(optimizer.param_groups[0]["lr"])
-    return values
+    for t in range(EPOCHS if on_epochs else EPOCHS * UPDATES_PER_EPOCH):
+        scheduler.step(t) if on_epochs else scheduler.step_update(t)
+        values.append(group_lrs(optimizer))
+    trace = expected_trace(values, epochs=EPOCHS, batches=UPDATES_PER_EPOCH, on_epochs=on_epochs)
+    return [lrs[0] for lrs in trace], on_epochs
 
 
 def trace_of(command, tmp_path):
@@ -40,13 +46,15 @@ def trace_of(command, tmp_path):
 
 
 def wrong_steps(trace):
-    want = schedule_values(EPOCHS * UPDATES_PER_EPOCH)
+    want, _ = example_schedule()
     assert len(trace) == len(want)
     return [k for k, (got, value) in enumerate(zip(trace, want)) if got != pytest.approx(value, rel=1e-12)]
 
 
 def test_stock_script_runs_its_first_step_without_the_noise(tmp_path):
-    assert wrong_steps(trace_of([sys.executable], tmp_path)) == [0]
+    _, on_epochs = example_schedule()
+    first_steps = list(range(UPDATES_PER_EPOCH)) if on_epochs else [0]  # the first epoch runs with one LR
+    assert wrong_steps(trace_of([sys.executable], tmp_path)) == first_steps
 
 
 def test_runner_makes_every_step_of_the_script_right(tmp_path):

@@ -11,6 +11,7 @@ import timm_sched_fix
 from timm_sched_fix.timing import timing_of
 
 from support import (
+    PLATEAU_REFERENCE_METRIC,
     StepRecorder,
     assert_trace,
     expected_trace,
@@ -20,10 +21,11 @@ from support import (
     no_warnings_from_fix,
     reference_values,
     stock_kwargs,
+    stock_scheduler,
 )
 
 EPOCHS, BATCHES = 5, 3
-METRIC = 1.0  # a metric that never improves, so PlateauLRScheduler decays after its patience
+METRIC = PLATEAU_REFERENCE_METRIC  # never improves; the reference's stock PlateauLRScheduler gets the same
 
 
 def unit_cases():
@@ -41,21 +43,13 @@ def periods_of(on_epochs):
 
 
 def build(name, optimizer, on_epochs):
-    return getattr(timm.scheduler, name)(optimizer, **stock_kwargs(name, periods_of(on_epochs), on_epochs))
+    return stock_scheduler(name, optimizer, stock_kwargs(name, periods_of(on_epochs), on_epochs))
 
 
 def reference(name, on_epochs, groups):
     """v(t) per group; PlateauLRScheduler's comes from stock step(t, METRIC), the metric the loop passes."""
     kwargs = stock_kwargs(name, periods_of(on_epochs), on_epochs)
-    if name != "PlateauLRScheduler":
-        return reference_values(name, kwargs, groups, periods_of(on_epochs), on_epochs)
-    optimizer = make_optimizer(groups)
-    stock = timm.scheduler.PlateauLRScheduler(optimizer, **kwargs)
-    values = []
-    for t in range(periods_of(on_epochs) + 1):
-        stock.step(t, METRIC)
-        values.append(group_lrs(optimizer))
-    return values
+    return reference_values(name, kwargs, groups, periods_of(on_epochs), on_epochs)
 
 
 def torch_style_loop(scheduler, optimizer, *, on_epochs, convention):
