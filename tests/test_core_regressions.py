@@ -6,7 +6,7 @@ import torch
 import timm_sched_fix
 from timm_sched_fix.timing import timing_of
 
-from support import StepRecorder
+from support import StepRecorder, stock_scheduler
 
 
 def test_tensor_lr_filled_in_place_does_not_move_the_schedule_base():
@@ -50,8 +50,8 @@ def test_plateau_keeps_its_reduced_lr_through_a_state_dict():
     """Past warmup a Plateau's LR lives in the optimizer; re-wrapping (v(0) pre-advance) then loading the
     state dict put back the base LR instead of the reduced one (found by hypothesis: Plateau, rewrap)."""
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    scheduler = timm_sched_fix.wrap(timm.scheduler.PlateauLRScheduler(optimizer, patience_t=0, decay_rate=0.5,
-                                                                      mode="min"))
+    scheduler = timm_sched_fix.wrap(stock_scheduler("PlateauLRScheduler", optimizer,
+                                                    dict(patience_t=0, decay_rate=0.5, mode="min")))
     for epoch in range(1, 4):
         optimizer.step()
         scheduler.step(epoch, 1.0)  # no improvement after the first: halves every epoch
