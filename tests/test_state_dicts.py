@@ -6,14 +6,20 @@ from __future__ import annotations
 import math
 
 import pytest
-import timm.scheduler
 import torch
 
 import timm_sched_fix
 from timm_sched_fix import compat
 
-from support import (ADAPTERS, fixed_scheduler, group_lrs, installed_classes, make_optimizer, stock_kwargs,
-                     stock_scheduler)
+from support import (
+    ADAPTERS,
+    fixed_scheduler,
+    group_lrs,
+    installed_classes,
+    make_optimizer,
+    stock_kwargs,
+    stock_scheduler,
+)
 
 PERIODS = 6
 
