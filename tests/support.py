@@ -191,15 +191,19 @@ def _imported_files() -> str:
     return os.pathsep.join(str(Path(module.__file__).resolve()) for module in (timm, timm_sched_fix))
 
 
+def site_package_dirs() -> set[Path]:
+    """The environment's own package directories (a subprocess has them on sys.path anyway)."""
+    return {Path(path).resolve() for path in [*site.getsitepackages(), site.getusersitepackages()]}
+
+
 def worker_environment() -> dict[str, str]:
     """The environment for a worker subprocess: PYTHONPATH leads with tests/ and the directories this process
     imported timm and timm_sched_fix from (unless they are site-packages, which the worker has anyway), so the
     worker runs the same releases however they got onto this process's sys.path (a ``--target`` timm, a
     worktree's package found through the current directory)."""
-    site_dirs = {Path(path).resolve() for path in [*site.getsitepackages(), site.getusersitepackages()]}
     found = [Path(module.__file__).resolve().parent.parent for module in (timm_sched_fix, timm)]
     inherited = [Path(path).resolve() for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
-    paths = [Path(__file__).resolve().parent, *(path for path in found if path not in site_dirs), *inherited]
+    paths = [Path(__file__).resolve().parent, *(path for path in found if path not in site_package_dirs()), *inherited]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, dict.fromkeys(paths))),
             _WORKER_IMPORTS: _imported_files()}
 
