@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 import timm_sched_fix
 
-from support import ADAPTERS, installed_classes
+from support import ADAPTERS, check_worker_imports, installed_classes, stock_scheduler
 
 EPOCHS, BATCHES = 4, 3
 
@@ -43,8 +43,7 @@ def run_case(name: str, on_epochs: bool, adapter: str) -> list[list[str]]:
     if adapter == "dropin":
         scheduler = getattr(timm_sched_fix, name)(optimizer, **kwargs_for(name, on_epochs), auto=auto)
     elif adapter == "wrap":
-        scheduler = timm_sched_fix.wrap(getattr(timm.scheduler, name)(optimizer, **kwargs_for(name, on_epochs)),
-                                        auto=auto)
+        scheduler = timm_sched_fix.wrap(stock_scheduler(name, optimizer, kwargs_for(name, on_epochs)), auto=auto)
     else:
         with timm_sched_fix.patched(auto=auto):
             return run_loop(getattr(timm.scheduler, name)(optimizer, **kwargs_for(name, on_epochs)), model,
@@ -73,6 +72,7 @@ def run_loop(scheduler, model, optimizer, on_epochs: bool) -> list[list[str]]:
 
 def main() -> None:
     rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    check_worker_imports()
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                             timeout=timedelta(seconds=120))

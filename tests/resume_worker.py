@@ -24,7 +24,7 @@ import torch
 
 import timm_sched_fix
 
-from support import stock_kwargs
+from support import check_worker_imports, stock_kwargs, stock_scheduler
 
 EPOCHS, BATCHES = 4, 3
 TOTAL_STEPS = EPOCHS * BATCHES
@@ -36,11 +36,12 @@ def build(case: dict, optimizer: torch.optim.Optimizer, initialize: bool = True)
     kwargs = dict(stock_kwargs(case["name"], periods, case["on_epochs"]), initialize=initialize)
     options = dict(convention=case["convention"], auto=case["drive"] == "auto")
     if case["adapter"] == "stock":  # the control: stock timm must differ somewhere, or the test cannot fail
-        return getattr(timm.scheduler, case["name"])(optimizer, **kwargs)
+        return stock_scheduler(case["name"], optimizer, kwargs)
     if case["adapter"] == "dropin":
         return getattr(timm_sched_fix, case["name"])(optimizer, **kwargs, **options)
-    scheduler = getattr(timm.scheduler, case["name"])(optimizer, **kwargs)
-    return scheduler if case["adapter"] == "patch" else timm_sched_fix.wrap(scheduler, **options)
+    if case["adapter"] == "patch":  # built under patch() (patched_if), which handles the installed torch itself
+        return getattr(timm.scheduler, case["name"])(optimizer, **kwargs)
+    return timm_sched_fix.wrap(stock_scheduler(case["name"], optimizer, kwargs), **options)
 
 
 def fresh_model_and_optimizer() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -172,6 +173,7 @@ def resume(case: dict, out: Path) -> None:
 
 def main() -> None:
     mode, cases_path, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    check_worker_imports()
     torch.set_num_threads(1)
     run = {"reference": reference, "crash": crash, "resume": resume}[mode]
     for case in json.loads(cases_path.read_text()):

@@ -8,8 +8,11 @@ The reference v(t) comes from a separate stock timm scheduler driven with ``step
 from __future__ import annotations
 
 import contextlib
+import os
+import site
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -177,3 +180,38 @@ def no_warnings_from_fix() -> Iterator[None]:
         warnings.simplefilter("error", timm_sched_fix.ScheduleCallWarning)
         yield
 
+
+
+# -- worker subprocesses (crash/resume, distributed) ----------------------------------------------
+
+_WORKER_IMPORTS = "TIMM_SCHED_FIX_TEST_IMPORTS"
+
+
+def _imported_files() -> str:
+    return os.pathsep.join(str(Path(module.__file__).resolve()) for module in (timm, timm_sched_fix))
+
+
+def site_package_dirs() -> set[Path]:
+    """The environment's own package directories (a subprocess has them on sys.path anyway)."""
+    return {Path(path).resolve() for path in [*site.getsitepackages(), site.getusersitepackages()]}
+
+
+def worker_environment() -> dict[str, str]:
+    """The environment for a worker subprocess: PYTHONPATH leads with tests/ and the directories this process
+    imported timm and timm_sched_fix from (unless they are site-packages, which the worker has anyway), so the
+    worker runs the same releases however they got onto this process's sys.path (a ``--target`` timm, a
+    worktree's package found through the current directory)."""
+    found = [Path(module.__file__).resolve().parent.parent for module in (timm_sched_fix, timm)]
+    inherited = [Path(path).resolve() for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
+    paths = [Path(__file__).resolve().parent, *(path for path in found if path not in site_package_dirs()), *inherited]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, dict.fromkeys(paths))),
+            _WORKER_IMPORTS: _imported_files()}
+
+
+def check_worker_imports() -> None:
+    """In a worker subprocess: refuse to run on another timm or timm_sched_fix than the test process's."""
+    expected = os.environ.get(_WORKER_IMPORTS)
+    if expected is None:
+        raise RuntimeError(f"{_WORKER_IMPORTS} is not set: start workers with support.worker_environment()")
+    if expected != _imported_files():
+        raise RuntimeError(f"the worker imported {_imported_files()}, the test process {expected}")

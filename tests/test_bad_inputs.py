@@ -37,6 +37,15 @@ def unchanged(optimizer, scheduler):
     return lrs(optimizer), repr(scheduler.state_dict())
 
 
+def across_the_0_5_rename(state):
+    """The installed Cosine's state dict as the other side of timm 0.5 saves it: 0.4.12's ``t_mul``/``decay_rate``
+    under timm 0.5.4+, 0.5.4+'s ``cycle_mul``/``cycle_decay`` under 0.4.12 (quirk ``cycle_args_renamed_0_5``)."""
+    renamed = {k: v for k, v in state.items() if k not in ("t_mul", "decay_rate", "cycle_mul", "cycle_decay")}
+    if "cycle_mul" in state:
+        return dict(renamed, t_mul=1.0, decay_rate=1.0)
+    return dict(renamed, cycle_mul=1.0, cycle_decay=1.0)
+
+
 # (row label, kind of input, on_epochs, scheduler class, action, expected exception or warning, message)
 CALLS = [
     ("negative index", True, lambda s: s.step(-1), ValueError, "non-negative"),
@@ -61,10 +70,8 @@ CALLS = [
      ValueError, "unchanged"),
     ("malformed position record", True,
      lambda s: s.load_state_dict(dict(s.state_dict(), timm_sched_fix={"last_t": -1})), ValueError, "position record"),
-    ("0.4.12 Cosine state dict (t_mul/decay_rate)", True,
-     lambda s: s.load_state_dict(dict({k: v for k, v in s.state_dict().items()
-                                       if k not in ("cycle_mul", "cycle_decay")}, t_mul=1.0, decay_rate=1.0)),
-     ValueError, "timm 0.5"),
+    ("Cosine state dict from the other side of timm 0.5 (t_mul/decay_rate vs cycle_mul/cycle_decay)", True,
+     lambda s: s.load_state_dict(across_the_0_5_rename(s.state_dict())), ValueError, "timm 0.5"),
 ]
 
 

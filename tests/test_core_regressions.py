@@ -1,12 +1,17 @@
 """Core defects found by the property, resume and copy tests of issue 7, each kept as a direct test."""
 
+import threading
+
+import pytest
+import timm
 import timm.scheduler
 import torch
 
 import timm_sched_fix
+from timm_sched_fix import compat
 from timm_sched_fix.timing import timing_of
 
-from support import StepRecorder
+from support import StepRecorder, stock_scheduler
 
 
 def test_tensor_lr_filled_in_place_does_not_move_the_schedule_base():
@@ -50,8 +55,8 @@ def test_plateau_keeps_its_reduced_lr_through_a_state_dict():
     """Past warmup a Plateau's LR lives in the optimizer; re-wrapping (v(0) pre-advance) then loading the
     state dict put back the base LR instead of the reduced one (found by hypothesis: Plateau, rewrap)."""
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    scheduler = timm_sched_fix.wrap(timm.scheduler.PlateauLRScheduler(optimizer, patience_t=0, decay_rate=0.5,
-                                                                      mode="min"))
+    scheduler = timm_sched_fix.wrap(stock_scheduler("PlateauLRScheduler", optimizer,
+                                                    dict(patience_t=0, decay_rate=0.5, mode="min")))
     for epoch in range(1, 4):
         optimizer.step()
         scheduler.step(epoch, 1.0)  # no improvement after the first: halves every epoch
@@ -108,3 +113,37 @@ def test_unpatch_during_construction_leaves_no_fixed_scheduler_behind():
     assert not timm_sched_fix.is_patched()
     assert timing_of(scheduler) is None
     assert len(optimizer._optimizer_step_pre_hooks) == 0
+
+
+@pytest.mark.skipif(not compat.PLATEAU_PASSES_VERBOSE,
+                    reason=f"timm {timm.__version__} on this torch constructs without the plateau_verbose swap")
+def test_constructors_in_two_threads_swap_reduce_lr_on_plateau_one_at_a_time():
+    """Quirk plateau_verbose swaps torch's ReduceLROnPlateau during every constructor; two threads overlapping
+    put back each other's swap (WrapperNotFoundError, or torch's class left wrapped: test_patch_contention)."""
+    original = torch.optim.lr_scheduler.ReduceLROnPlateau
+    first_inside, release_first, errors = threading.Event(), threading.Event(), []
+
+    def first_constructor():
+        first_inside.set()
+        release_first.wait(10)
+
+    def construct(constructor):
+        try:
+            compat.for_installed_torch(constructor)()
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    first = threading.Thread(target=construct, args=(first_constructor,))
+    first.start()
+    assert first_inside.wait(10)
+    second = threading.Thread(target=construct, args=(lambda: None,))
+    second.start()
+    second.join(0.2)
+    try:
+        assert second.is_alive(), "the second constructor swapped ReduceLROnPlateau while the first had it swapped"
+    finally:
+        release_first.set()
+        first.join(10)
+        second.join(10)
+    assert not errors, errors
+    assert torch.optim.lr_scheduler.ReduceLROnPlateau is original

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import resume_worker
 
-from support import ADAPTERS, installed_classes
+from support import ADAPTERS, installed_classes, worker_environment
 
 TESTS = Path(__file__).parent
 #: (sched_first, initialize): timm train.py's order (optimizer loaded, then the scheduler built), the same
@@ -45,9 +45,8 @@ def cases(seed: int) -> list[dict]:
 
 
 def run_worker(mode: str, cases_path: Path, out: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, str(TESTS / "resume_worker.py"), mode, str(cases_path), str(out)],
-                            capture_output=True, text=True, env=env, timeout=600, check=False)
+                            capture_output=True, text=True, env=worker_environment(), timeout=600, check=False)
     assert result.returncode == 0, f"{mode} worker failed:\n{result.stderr[-4000:]}"
 
 

@@ -3,20 +3,44 @@ state dicts, both directions), with the loading release's own LRs; timm 0.4.12's
 arguments are refused with a clear error and nothing changed.
 
 The releases are installed at run time with ``pip install --no-deps --target`` into ``.nox/timm-releases``
-(never committed); the test is skipped, saying why, only if that download fails.
+(never committed). The test drives its own releases whatever timm is installed, and takes ~45 s, so it runs
+once per CI: only where the installed timm is the environment's own (site-packages, not a version-matrix
+``--target`` copy on PYTHONPATH) and at least the newest of ``RELEASES`` (nox's ``tests`` session); elsewhere
+it is skipped, saying so. It is also skipped, saying why, if a release cannot be downloaded.
 """
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import timm
+
+import timm_sched_fix
+
+from support import site_package_dirs
 
 TESTS = Path(__file__).parent
 CACHE = TESTS.parent / ".nox" / "timm-releases"
 RELEASES = ("0.4.12", "0.9.16", "1.0.3", "1.0.31")
+
+
+def release(version: str) -> tuple[int, ...]:
+    return tuple(int(re.match(r"\d*", part).group() or 0) for part in version.split(".")[:3])
+
+
+def installed_timm_is_the_environments_newest() -> bool:
+    return (Path(timm.__file__).resolve().parent.parent in site_package_dirs()
+            and release(timm.__version__) >= release(RELEASES[-1]))
+
+
+pytestmark = pytest.mark.skipif(
+    not installed_timm_is_the_environments_newest(),
+    reason=f"runs once per CI, against the environment's own timm >= {RELEASES[-1]}; this is timm "
+           f"{timm.__version__} from {Path(timm.__file__).parent.parent} (it would drive the same releases again)")
 
 
 def release_dir(version: str) -> Path:
@@ -30,7 +54,11 @@ def release_dir(version: str) -> Path:
 
 
 def run(version: str, *args: str) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(release_dir(version)), str(TESTS)])}
+    """version_worker.py under timm ``version``, with the timm_sched_fix this process imported (a checkout's
+    own, not an installed copy that PYTHONPATH would otherwise leave first)."""
+    package_dir = Path(timm_sched_fix.__file__).resolve().parent.parent
+    paths = [release_dir(version), TESTS, *([] if package_dir in site_package_dirs() else [package_dir])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, paths))}
     result = subprocess.run([sys.executable, str(TESTS / "version_worker.py"), *args], capture_output=True,
                             text=True, env=env, timeout=600, check=False)
     assert result.returncode == 0, f"timm {version} {args[0]}:\n{result.stderr[-4000:]}"

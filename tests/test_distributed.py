@@ -2,7 +2,6 @@
 included, for every scheduler class x {epoch, update} x adapter."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -10,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch.distributed
+
+from support import worker_environment
 
 TESTS = Path(__file__).parent
 WORLD_SIZE = 2
@@ -25,7 +26,7 @@ def free_port() -> int:
                     reason="this torch build has no gloo backend")
 def test_ranks_run_bit_identical_lr_traces(tmp_path):
     port = str(free_port())
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    env = worker_environment()
     ranks = [subprocess.Popen([sys.executable, str(TESTS / "distributed_worker.py"), str(rank), str(WORLD_SIZE), port,
                                str(tmp_path / f"rank{rank}.json")], env=env, stderr=subprocess.PIPE, text=True)
              for rank in range(WORLD_SIZE)]

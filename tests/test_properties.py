@@ -23,7 +23,15 @@ from hypothesis import strategies as st
 
 import timm_sched_fix
 
-from support import ADAPTERS, StepRecorder, assert_trace, group_lrs, installed_classes, no_warnings_from_fix
+from support import (
+    ADAPTERS,
+    StepRecorder,
+    assert_trace,
+    group_lrs,
+    installed_classes,
+    no_warnings_from_fix,
+    stock_scheduler,
+)
 
 #: What may happen at a checkpoint point (after an optimizer step and its calls, or after an epoch's call).
 OPERATIONS = ("none", "round_trip", "resume", "deepcopy", "pickle", "rewrap")
@@ -62,9 +70,13 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     if name in ("CosineLRScheduler", "TanhLRScheduler", "PolyLRScheduler", "WSDLRScheduler"):
         kwargs["t_initial"] = draw(st.integers(2, periods + 2))
         kwargs["lr_min"] = draw(st.sampled_from([0.0, 1e-4]))
-    if name in ("CosineLRScheduler", "TanhLRScheduler", "PolyLRScheduler") and _accepts(name, "cycle_limit"):
+    if name in ("CosineLRScheduler", "TanhLRScheduler", "PolyLRScheduler") and _accepts(name, "cycle_decay"):
         kwargs["cycle_limit"] = draw(st.integers(1, 3))
         kwargs["cycle_decay"] = draw(st.sampled_from([1.0, 0.5]))
+    elif name in ("CosineLRScheduler", "TanhLRScheduler") and _accepts(name, "cycle_limit"):
+        # timm 0.4.12 (quirk cycle_args_renamed_0_5): decay_rate per cycle, and cycle_limit=0 means unlimited
+        kwargs["cycle_limit"] = draw(st.integers(0, 3))
+        kwargs["decay_rate"] = draw(st.sampled_from([1.0, 0.5]))
     if name == "StepLRScheduler":
         kwargs.update(decay_t=draw(st.integers(1, 4)), decay_rate=draw(st.sampled_from([0.5, 0.1])))
     if name == "MultiStepLRScheduler":
@@ -127,7 +139,7 @@ def build(scenario: Scenario, optimizer: torch.optim.Optimizer, adapter: str, in
     if adapter == "patch":
         assert timm_sched_fix.is_patched()
         return getattr(timm.scheduler, scenario.name)(optimizer, **kwargs)
-    return timm_sched_fix.wrap(getattr(timm.scheduler, scenario.name)(optimizer, **kwargs), **options)
+    return timm_sched_fix.wrap(stock_scheduler(scenario.name, optimizer, kwargs), **options)
 
 
 def reference(scenario: Scenario, periods: int) -> list[list[float]]:
@@ -135,7 +147,7 @@ def reference(scenario: Scenario, periods: int) -> list[list[float]]:
     stock_scenario = copy.copy(scenario)
     stock_scenario.groups = [(lr, lr_scale, False) for lr, lr_scale, _ in scenario.groups]
     optimizer = make_groups(stock_scenario)
-    stock = getattr(timm.scheduler, scenario.name)(optimizer, **scenario.kwargs)
+    stock = stock_scheduler(scenario.name, optimizer, scenario.kwargs)
     values = []
     for t in range(periods + 1):
         if scenario.name == "PlateauLRScheduler" and t == 0 and not scenario.kwargs["warmup_t"]:
@@ -290,7 +302,7 @@ def test_a_state_dict_either_loads_or_changes_nothing(scenario: Scenario, data: 
     with no_warnings_from_fix(), patch_for(scenario):
         run = Run(scenario)
         run.run()
-        source = getattr(timm.scheduler, scenario.name)(make_groups(scenario), **scenario.kwargs) \
+        source = stock_scheduler(scenario.name, make_groups(scenario), scenario.kwargs) \
             if data.draw(st.booleans(), label="stock source") else run.scheduler
         state = dict(source.state_dict())
         for key in data.draw(st.lists(st.sampled_from(sorted(state)), max_size=2), label="dropped"):

@@ -6,13 +6,20 @@ from __future__ import annotations
 import math
 
 import pytest
-import timm.scheduler
 import torch
 
 import timm_sched_fix
 from timm_sched_fix import compat
 
-from support import ADAPTERS, fixed_scheduler, group_lrs, installed_classes, make_optimizer, stock_kwargs
+from support import (
+    ADAPTERS,
+    fixed_scheduler,
+    group_lrs,
+    installed_classes,
+    make_optimizer,
+    stock_kwargs,
+    stock_scheduler,
+)
 
 PERIODS = 6
 
@@ -34,7 +41,7 @@ def drive(scheduler, on_epochs: bool, t: int) -> None:
 
 def stock_at(name: str, on_epochs: bool, t: int, groups: int = 2):
     optimizer = make_optimizer(groups)
-    scheduler = getattr(timm.scheduler, name)(optimizer, **stock_kwargs(name, PERIODS, on_epochs))
+    scheduler = stock_scheduler(name, optimizer, stock_kwargs(name, PERIODS, on_epochs))
     for i in range(1, t + 1):
         drive(scheduler, on_epochs, i)
     return optimizer, scheduler
@@ -50,7 +57,7 @@ def test_stock_and_fixed_state_dicts_load_both_ways_with_the_same_lrs(adapter, n
         expected = []
         optimizer = make_optimizer(2)
         optimizer.load_state_dict(saved_optimizer.state_dict())
-        stock = getattr(timm.scheduler, name)(optimizer, **kwargs)
+        stock = stock_scheduler(name, optimizer, kwargs)
         stock.load_state_dict(saved_stock.state_dict())
         for i in (t, t + 1):
             drive(stock, on_epochs, i)
@@ -76,7 +83,7 @@ def test_stock_and_fixed_state_dicts_load_both_ways_with_the_same_lrs(adapter, n
             fixed_state, optimizer_state = fixed.state_dict(), optimizer.state_dict()
         optimizer = make_optimizer(2)
         optimizer.load_state_dict(optimizer_state)
-        stock = getattr(timm.scheduler, name)(optimizer, **kwargs)
+        stock = stock_scheduler(name, optimizer, kwargs)
         stock.load_state_dict(fixed_state)
         got = []
         for i in (t, t + 1):
@@ -104,8 +111,7 @@ def fixed_at(adapter, name, on_epochs, t=2, tensor_lr=False):
     if adapter == "dropin":
         scheduler = getattr(timm_sched_fix, name)(optimizer, **stock_kwargs(name, PERIODS, on_epochs))
     else:
-        scheduler = timm_sched_fix.wrap(getattr(timm.scheduler, name)(optimizer, **stock_kwargs(name, PERIODS,
-                                                                                                 on_epochs)))
+        scheduler = timm_sched_fix.wrap(stock_scheduler(name, optimizer, stock_kwargs(name, PERIODS, on_epochs)))
     for i in range(1, t + 1):
         drive(scheduler, on_epochs, i)
     optimizer.step()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -170,13 +171,25 @@ def _reduce_lr_on_plateau_without_verbose(wrapped: Any, instance: Any, args: tup
     return wrapped(*args, **kwargs)
 
 
+#: Held while ``ReduceLROnPlateau`` is swapped in torch's module: two threads constructing at once would each
+#: put back what they found, so one raised ``WrapperNotFoundError`` or left torch's class wrapped. Reentrant,
+#: as a constructor may build another scheduler.
+_REDUCE_LR_ON_PLATEAU_SWAP = threading.RLock()
+
+
+@wrapt.decorator
+def _one_swap_at_a_time(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    with _REDUCE_LR_ON_PLATEAU_SWAP:
+        return wrapped(*args, **kwargs)
+
+
 def for_installed_torch(call: Callable[..., Any]) -> Callable[..., Any]:
     """A timm scheduler constructor or factory, made to run on the installed torch.
 
-    Applies quirk ``plateau_verbose`` where it exists: for the duration of the call only,
-    ``ReduceLROnPlateau`` accepts and ignores ``verbose`` (torch removed those log messages).
+    Applies quirk ``plateau_verbose`` where it exists: for the duration of the call only, and one thread at
+    a time, ``ReduceLROnPlateau`` accepts and ignores ``verbose`` (torch removed those log messages).
     """
-    return _reduce_lr_on_plateau_without_verbose(call) if PLATEAU_PASSES_VERBOSE else call
+    return _one_swap_at_a_time(_reduce_lr_on_plateau_without_verbose(call)) if PLATEAU_PASSES_VERBOSE else call
 
 
 def _torch_plateau_step_as_timm_1_0_24(torch_plateau: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
