@@ -50,6 +50,15 @@ def _peer_versions() -> list[str]:
     return [v for v in _matrix_versions() if _release(v) >= FIRST_WITH_SCHEDULER_TESTS]
 
 
+def _timm_path(session: nox.Session, version: str) -> list[str]:
+    """PYTHONPATH entries that make ``version`` the imported timm: none for the environment's own timm
+    (so tests that need the environment's own release, such as the cross-release test, run there),
+    otherwise its ``--target`` copy."""
+    if version == importlib.metadata.version("timm"):
+        return []
+    return [str(_install_timm(session, version))]
+
+
 def _install_timm(session: nox.Session, version: str) -> Path:
     """timm ``version`` without dependencies in its own directory (reused when already there)."""
     target = WORK / "timm" / version
@@ -74,7 +83,7 @@ def tests(session: nox.Session) -> None:
 @nox.parametrize("timm", _matrix_versions(), ids=_matrix_versions())
 def matrix(session: nox.Session, timm: str) -> None:
     """The whole suite against one timm release, on the shared torch."""
-    env = {"PYTHONPATH": os.pathsep.join([str(_install_timm(session, timm)), str(ROOT)])}
+    env = {"PYTHONPATH": os.pathsep.join([*_timm_path(session, timm), str(ROOT)])}
     _check_timm(session, timm, env)
     session.run(*SUITE, *session.posargs, env=env)
 
@@ -84,7 +93,7 @@ def matrix(session: nox.Session, timm: str) -> None:
 @nox.parametrize("convention", ["end", "begin"], ids=["end", "begin"])
 def peer(session: nox.Session, timm: str, convention: str) -> None:
     """timm's own tests/test_scheduler.py (fetched from its sdist) with ``pytest --timm-sched-fix=<convention>``."""
-    env = {"PYTHONPATH": str(_install_timm(session, timm))}
+    env = {"PYTHONPATH": os.pathsep.join(_timm_path(session, timm))}
     _check_timm(session, timm, env)
     suite = WORK / "peer" / timm
     test_file = suite / "test_scheduler.py"

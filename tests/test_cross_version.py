@@ -5,8 +5,8 @@ arguments are refused with a clear error and nothing changed.
 The releases are installed at run time with ``pip install --no-deps --target`` into ``.nox/timm-releases``
 (never committed). The test drives its own releases whatever timm is installed, and takes ~45 s, so it runs
 once per CI: only where the installed timm is the environment's own (site-packages, not a version-matrix
-``--target`` copy on PYTHONPATH) and at least the newest of ``RELEASES`` (nox's ``tests`` session); elsewhere
-it is skipped, saying so. It is also skipped, saying why, if a release cannot be downloaded.
+``--target`` copy on PYTHONPATH) and at least the newest of ``RELEASES`` (the nox ``matrix`` session of the
+environment's own timm); elsewhere it is skipped, saying so. It is also skipped, saying why, if a release cannot be downloaded.
 """
 
 import json
