@@ -88,9 +88,21 @@ CASES = [
 ]
 
 
+def _skip_if_factory_ignores_milestones(settings):
+    """timm 0.5.4's create_scheduler gives MultiStepLRScheduler --decay-epochs, one number it cannot step with,
+    as its milestones (--decay-milestones arrived in 0.6): such a timm has no multistep schedule to trace."""
+    if settings.sched != "multistep":
+        return
+    built, _ = trace_steps._create(settings, make_optimizer(), fixed=False, updates_per_epoch=UPDATES, options={})
+    if not isinstance(built.decay_t, (list, tuple)):
+        pytest.skip(f"timm {compat.TIMM_VERSION}'s create_scheduler builds MultiStepLRScheduler from --decay-epochs "
+                    f"({built.decay_t!r}), not --decay-milestones")
+
+
 @pytest.mark.parametrize("label, on_updates, loop", CASES)
 def test_fast_trace_equals_real_loops(label, on_updates, loop):
     settings = _settings(SETTINGS[label], on_updates)
+    _skip_if_factory_ignores_milestones(settings)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("error", UserWarning)  # the fixed scheduler must not need to warn, except:

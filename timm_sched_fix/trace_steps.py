@@ -4,6 +4,7 @@ and its table, CSV and JSON forms (see ``trace`` for the method)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -11,7 +12,7 @@ import sys
 import time
 import warnings
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,17 @@ def epoch_run(step: Callable[[int], None], optimizer: torch.optim.Optimizer, loo
     return torch.tensor(seen, dtype=torch.float64)
 
 
+@contextlib.contextmanager
+def _stock_failure_is_a_usage_error() -> Iterator[None]:
+    """Stock timm failing while it steps (timm 0.5.4's factory gives MultiStepLRScheduler the one number of
+    --decay-epochs as its milestones) is one line naming the error: a training loop would stop there too."""
+    try:
+        yield
+    except (ValueError, AssertionError, TypeError, KeyError) as error:
+        raise UsageError(f"stock timm {timm.__version__} fails while stepping the scheduler built from these "
+                         f"settings ({type(error).__name__}: {error}); a training loop would stop there too") from None
+
+
 def compute_trace(settings: argparse.Namespace, loop: str, updates_per_epoch: int) -> Trace:
     """Stock and fixed LR for every optimizer step of the run ``settings`` describe."""
     with warnings.catch_warnings():
@@ -221,8 +233,9 @@ def compute_trace(settings: argparse.Namespace, loop: str, updates_per_epoch: in
     on_epochs = compat.is_epoch_schedule(stock)
     stock_t, fixed_t = step_indices(loop, on_epochs, epochs, updates_per_epoch)
     if on_epochs:
-        stock_lr = epoch_run(compat.stock_epoch_step(stock), stock_optimizer, loop, epochs).repeat_interleave(
-            updates_per_epoch)
+        with _stock_failure_is_a_usage_error():
+            stock_lr = epoch_run(compat.stock_epoch_step(stock), stock_optimizer, loop, epochs).repeat_interleave(
+                updates_per_epoch)
         fixed_lr = epoch_run(fixed.step, fixed_optimizer, loop, epochs).repeat_interleave(updates_per_epoch)
     else:
         # Update schedules are pure functions of t (noise is seeded by t): one stock call per t, then the
@@ -230,8 +243,9 @@ def compute_trace(settings: argparse.Namespace, loop: str, updates_per_epoch: in
         # pre-advance, read from the fixed scheduler.
         constructor_value = float(stock_optimizer.param_groups[0]["lr"])
         fixed_first = float(fixed_optimizer.param_groups[0]["lr"])
-        values = torch.tensor(schedule_values(stock, stock_optimizer, epochs * updates_per_epoch - 1),
-                              dtype=torch.float64)
+        with _stock_failure_is_a_usage_error():
+            values = torch.tensor(schedule_values(stock, stock_optimizer, epochs * updates_per_epoch - 1),
+                                  dtype=torch.float64)
         stock_table = torch.cat([torch.tensor([constructor_value], dtype=torch.float64), values])
         fixed_table = torch.cat([torch.tensor([math.nan, fixed_first], dtype=torch.float64), values[1:]])
         stock_lr, fixed_lr = stock_table[stock_t + 1], fixed_table[fixed_t + 1]
