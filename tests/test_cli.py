@@ -32,13 +32,24 @@ def assert_user_error(result, *fragments):
 
 # -- check -------------------------------------------------------------------------------------
 
+#: Exit code 0 means the fixed column equals v(t) in every row; a stock column that cannot run does not count.
+#: Stock PlateauLRScheduler of timm 0.4.12 - 1.0.15 cannot even be built on torch 2.14 (quirk plateau_verbose).
+STOCK_PLATEAU_FAILS = compat.PLATEAU_PASSES_VERBOSE
+
+
 def test_check_table_has_a_row_per_class_and_the_compat_fixes():
     result = cli("check")
     assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
     for name in compat.scheduler_classes():
-        assert any(line.startswith(name) for line in result.stdout.splitlines()), name
+        assert any(line.startswith(name) for line in lines), name
     assert "stock wrong, fixed ok" in result.stdout  # tanh's first step, at least, is wrong in stock timm
-    assert "FIXED WRONG" not in result.stdout
+    assert "FIXED WRONG" not in result.stdout and " ERROR" not in result.stdout
+    plateau_rows = [line for line in lines if line.startswith("PlateauLRScheduler ")
+                    and not line.startswith("PlateauLRScheduler [")]  # table rows, not the error lines
+    assert plateau_rows and all(row.endswith("stock fails, fixed ok") == STOCK_PLATEAU_FAILS for row in plateau_rows)
+    if STOCK_PLATEAU_FAILS:
+        assert "PlateauLRScheduler [plain]: stock: TypeError" in result.stdout and "verbose" in result.stdout
     for quirk in compat.active_quirks():
         assert quirk.name in result.stdout
 
@@ -49,8 +60,14 @@ def test_check_json_says_ok_and_matches_the_table():
     report = json.loads(result.stdout)
     assert report["ok"] is True
     assert {row["scheduler"] for row in report["rows"]} == set(compat.scheduler_classes())
+    assert all(row["fixed"] is not None and row["fixed"] == row["schedule"] for row in report["rows"])
     tanh = next(row for row in report["rows"] if row["scheduler"] == "TanhLRScheduler" and row["config"] == "plain")
     assert tanh["stock"] != tanh["schedule"] and tanh["fixed"] == tanh["schedule"]
+    for row in report["rows"]:
+        stock_fails = STOCK_PLATEAU_FAILS and row["scheduler"] == "PlateauLRScheduler"
+        assert (row["stock"] is None) == stock_fails, row
+        assert (row["verdict"] == "stock fails, fixed ok") == stock_fails, row
+        assert (row["error"] is not None and "verbose" in row["error"]) == stock_fails, row
 
 
 # -- trace: what it prints ------------------------------------------------------------------------

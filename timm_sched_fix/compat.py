@@ -212,6 +212,23 @@ def _bind_plateau_step(metrics: Any, epoch: float | None = None) -> tuple[Any, f
     return metrics, epoch
 
 
+def stock_epoch_step(scheduler: Scheduler) -> Callable[[float, Any], None]:
+    """A stock scheduler's own ``step(epoch, metric)``, made to run without a metric on every release.
+
+    Applies quirk ``plateau_step_without_metric`` where it exists (PlateauLRScheduler of timm 0.4.12 - 1.0.15):
+    without a metric the LR is kept, as timm 1.0.24 does. Everything else is the stock call, defects included;
+    for tools that show stock timm's behaviour (``trace``), while the fix itself writes through :func:`stock_writer`.
+    """
+
+    def step(epoch: float, metric: Any = None) -> None:
+        if PLATEAU_STEP_PASSES_NONE_METRIC and is_plateau(scheduler):
+            _torch_plateau_step_as_timm_1_0_24(scheduler.lr_scheduler)(scheduler.step)(epoch, metric)
+        else:
+            scheduler.step(epoch, metric)
+
+    return step
+
+
 def plateau_state(scheduler: Scheduler) -> dict[str, Any] | None:
     """What a PlateauLRScheduler needs to resume past warmup, which its stock state dict lacks.
 

@@ -252,6 +252,9 @@ def _run(args: argparse.Namespace) -> int:
         print("per-epoch rows show each epoch's first step (--per-update for every step)")
     if settings.sched == "plateau":
         print("note: without an eval metric the trace shows plateau's warmup and noise, not its decays")
+    if trace.stock_compat_fixes:
+        print(f"note: the stock column runs with the compat fixes {', '.join(trace.stock_compat_fixes)}, without "
+              f"which stock timm {trace.timm_version} cannot run this trace here; they change no schedule value")
     print()
     for line in table_lines(trace, args.per_update):
         print(line)

@@ -4,6 +4,7 @@ and its table, CSV and JSON forms (see ``trace`` for the method)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -11,6 +12,7 @@ import sys
 import time
 import warnings
 from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,16 +62,31 @@ def _optimizer(lr: float) -> torch.optim.Optimizer:
 
 def _create(settings: argparse.Namespace, optimizer: torch.optim.Optimizer, *, fixed: bool, updates_per_epoch: int,
             options: dict) -> tuple[Any, int]:
-    """timm's own factory (``scheduler_kwargs`` + ``create_scheduler_v2`` where it exists), stock or fixed."""
+    """timm's own factory (``scheduler_kwargs`` + ``create_scheduler_v2`` where it exists), stock or fixed.
+
+    The stock factory runs under ``compat.for_installed_torch`` (quirk ``plateau_verbose``), without which
+    timm 0.4.12 - 1.0.15 cannot build a PlateauLRScheduler on torch 2.14; it changes no schedule value.
+    """
     factory_module = timm.scheduler.scheduler_factory
     to_kwargs = getattr(factory_module, "scheduler_kwargs", None)
     if to_kwargs is not None and hasattr(timm.scheduler, "create_scheduler_v2"):
-        create = timm_sched_fix.create_scheduler_v2 if fixed else timm.scheduler.create_scheduler_v2
+        create = timm_sched_fix.create_scheduler_v2 if fixed else compat.for_installed_torch(
+            timm.scheduler.create_scheduler_v2)
         return create(optimizer, **to_kwargs(settings), updates_per_epoch=updates_per_epoch, **options)
     if settings.sched_on_updates:
         raise UsageError(f"--sched-on-updates needs timm >= 0.9 (create_scheduler_v2); installed: {timm.__version__}")
-    create = timm_sched_fix.create_scheduler if fixed else timm.scheduler.create_scheduler
+    create = timm_sched_fix.create_scheduler if fixed else compat.for_installed_torch(timm.scheduler.create_scheduler)
     return create(settings, optimizer, **options)
+
+
+def stock_compat_fixes(scheduler: Any) -> list[str]:
+    """The compat quirks the stock column needs to run at all on the installed timm and torch (PlateauLRScheduler
+    of timm 0.4.12 - 1.0.15): it cannot be built on torch 2.14, nor stepped without an eval metric past warmup."""
+    if not compat.is_plateau(scheduler):
+        return []
+    return [name for name, applies in (("plateau_verbose", compat.PLATEAU_PASSES_VERBOSE),
+                                       ("plateau_step_without_metric", compat.PLATEAU_STEP_PASSES_NONE_METRIC))
+            if applies]
 
 
 @dataclass
@@ -85,6 +102,7 @@ class Trace:
     fixed_t: torch.Tensor
     stock_lr: torch.Tensor
     fixed_lr: torch.Tensor
+    stock_compat_fixes: list[str]
 
     @property
     def timm_version(self) -> str:
@@ -162,21 +180,33 @@ def schedule_values(scheduler: Any, optimizer: torch.optim.Optimizer, last_t: in
     return values
 
 
-def epoch_run(scheduler: Any, optimizer: torch.optim.Optimizer, loop: str, epochs: int) -> torch.Tensor:
+def epoch_run(step: Callable[[int], None], optimizer: torch.optim.Optimizer, loop: str, epochs: int) -> torch.Tensor:
     """The LR each epoch of an epoch schedule runs with: a real loop with one optimizer step per epoch.
 
     Within an epoch an epoch schedule's LR does not change and ``step_update`` does nothing, so one
     recorded step stands for the epoch. Run for real because PlateauLRScheduler keeps state between calls.
+    ``step`` is the scheduler's ``step(epoch)``.
     """
     seen = array("d")
     handle = optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append(float(opt.param_groups[0]["lr"])))
     try:
         for epoch in range(epochs):
             optimizer.step()
-            scheduler.step(epoch + 1 if loop == "timm" else epoch)
+            step(epoch + 1 if loop == "timm" else epoch)
     finally:
         handle.remove()
     return torch.tensor(seen, dtype=torch.float64)
+
+
+@contextlib.contextmanager
+def _stock_failure_is_a_usage_error() -> Iterator[None]:
+    """Stock timm failing while it steps (timm 0.5.4's factory gives MultiStepLRScheduler the one number of
+    --decay-epochs as its milestones) is one line naming the error: a training loop would stop there too."""
+    try:
+        yield
+    except (ValueError, AssertionError, TypeError, KeyError) as error:
+        raise UsageError(f"stock timm {timm.__version__} fails while stepping the scheduler built from these "
+                         f"settings ({type(error).__name__}: {error}); a training loop would stop there too") from None
 
 
 def compute_trace(settings: argparse.Namespace, loop: str, updates_per_epoch: int) -> Trace:
@@ -203,20 +233,24 @@ def compute_trace(settings: argparse.Namespace, loop: str, updates_per_epoch: in
     on_epochs = compat.is_epoch_schedule(stock)
     stock_t, fixed_t = step_indices(loop, on_epochs, epochs, updates_per_epoch)
     if on_epochs:
-        stock_lr = epoch_run(stock, stock_optimizer, loop, epochs).repeat_interleave(updates_per_epoch)
-        fixed_lr = epoch_run(fixed, fixed_optimizer, loop, epochs).repeat_interleave(updates_per_epoch)
+        with _stock_failure_is_a_usage_error():
+            stock_lr = epoch_run(compat.stock_epoch_step(stock), stock_optimizer, loop, epochs).repeat_interleave(
+                updates_per_epoch)
+        fixed_lr = epoch_run(fixed.step, fixed_optimizer, loop, epochs).repeat_interleave(updates_per_epoch)
     else:
         # Update schedules are pure functions of t (noise is seeded by t): one stock call per t, then the
         # index mapping. For t >= 1 the fix writes v(t) through that same stock call; its v(0) is its own
         # pre-advance, read from the fixed scheduler.
         constructor_value = float(stock_optimizer.param_groups[0]["lr"])
         fixed_first = float(fixed_optimizer.param_groups[0]["lr"])
-        values = torch.tensor(schedule_values(stock, stock_optimizer, epochs * updates_per_epoch - 1),
-                              dtype=torch.float64)
+        with _stock_failure_is_a_usage_error():
+            values = torch.tensor(schedule_values(stock, stock_optimizer, epochs * updates_per_epoch - 1),
+                                  dtype=torch.float64)
         stock_table = torch.cat([torch.tensor([constructor_value], dtype=torch.float64), values])
         fixed_table = torch.cat([torch.tensor([math.nan, fixed_first], dtype=torch.float64), values[1:]])
         stock_lr, fixed_lr = stock_table[stock_t + 1], fixed_table[fixed_t + 1]
-    return Trace(settings, loop, on_epochs, epochs, updates_per_epoch, stock_t, fixed_t, stock_lr, fixed_lr)
+    return Trace(settings, loop, on_epochs, epochs, updates_per_epoch, stock_t, fixed_t, stock_lr, fixed_lr,
+                 stock_compat_fixes(stock))
 
 
 # -- output -------------------------------------------------------------------------------------
@@ -314,6 +348,7 @@ def write_out(trace: Trace, path: str) -> None:
                 json.dump({"timm": timm.__version__, "torch": torch.__version__, "loop": trace.loop,
                            "on_epochs": trace.on_epochs, "epochs": trace.epochs,
                            "updates_per_epoch": trace.updates_per_epoch, "summary": summary_line(trace),
+                           "stock_compat_fixes": trace.stock_compat_fixes,
                            "settings": vars(trace.settings), "t_init_means": "-1 = the value the constructor left",
                            "steps": columns}, stream, default=str)
     except OSError as error:
