@@ -83,9 +83,11 @@ def tests(session: nox.Session) -> None:
 @nox.parametrize("timm", _matrix_versions(), ids=_matrix_versions())
 def matrix(session: nox.Session, timm: str) -> None:
     """The whole suite against one timm release, on the shared torch."""
-    env = {"PYTHONPATH": os.pathsep.join([*_timm_path(session, timm), str(ROOT)])}
+    timm_path = _timm_path(session, timm)
+    env = {"PYTHONPATH": os.pathsep.join([*timm_path, str(ROOT)])}
     _check_timm(session, timm, env)
-    session.run(*SUITE, *session.posargs, env=env)
+    fewer_examples = ["--hypothesis-profile=matrix"] if timm_path else []  # see tests/conftest.py
+    session.run(*SUITE, *fewer_examples, *session.posargs, env=env)
 
 
 @nox.session

@@ -12,6 +12,9 @@ from defect_cases import table_lines
 settings.register_profile("ci", max_examples=500, deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("soak", parent=settings.get_profile("ci"), max_examples=50_000)
+# The version matrix's older releases (nox passes it for every timm but the environment's own): the same
+# properties, fewer examples, to keep the whole CI near 20 minutes; the newest timm gets "ci".
+settings.register_profile("matrix", parent=settings.get_profile("ci"), max_examples=100)
 settings.load_profile("ci")
 
 
