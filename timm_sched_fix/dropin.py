@@ -37,14 +37,14 @@ class DropInScheduler(FixedAttributes):
 
     @routes_to_timing
     def step(self, epoch: Any = None, metric: Any = None) -> None:
-        timing = vars(self).get(TIMING_KEY)
+        timing = getattr(self, TIMING_KEY, None)
         if timing is None or timing.in_stock_call:
             return super().step(epoch, metric)  # type: ignore[misc]
         timing.step(epoch, metric)
 
     @routes_to_timing
     def step_update(self, num_updates: Any = None, metric: Any = None) -> None:
-        timing = vars(self).get(TIMING_KEY)
+        timing = getattr(self, TIMING_KEY, None)
         if timing is None or timing.in_stock_call:
             return super().step_update(num_updates, metric)  # type: ignore[misc]
         timing.step_update(num_updates, metric)

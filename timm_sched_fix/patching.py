@@ -157,7 +157,7 @@ def _constructor(cls: type) -> Any:
         from .timing import CONSTRUCTING_KEY, construct, timing_of
 
         options = _options
-        if options is None or (CONSTRUCTING_KEY not in vars(instance) and _defines_init(type(instance)) is not cls):
+        if options is None or (not hasattr(instance, CONSTRUCTING_KEY) and _defines_init(type(instance)) is not cls):
             # unpatched while this constructor was waiting, or the outermost constructor (a subclass's)
             # began before patch(): the scheduler is not half-fixed before its own __init__ has finished
             wrapped(*args, **kwargs)
