@@ -61,7 +61,8 @@ def check_metric(scheduler: Scheduler, metric: Any) -> None:
 
 def stock_writer(scheduler: Scheduler, stock_method: Callable[..., Any]) -> Callable[[float, Any], None]:
     """A function ``(t, metric)`` that writes v(t) through the scheduler's own ``step``/``step_update``
-    (``stock_method``, unbound), so noise and subclass overrides apply.
+    (``stock_method``, unbound), so noise and subclass overrides apply. See :func:`inlined_step_update` for
+    the faster equivalent of an unmodified ``step_update``.
 
     Quirk ``plateau_step0_without_warmup`` (every timm release): ``PlateauLRScheduler.step(0)`` with
     ``warmup_t=0`` takes the warmup branch and writes ``warmup_lr_init`` (0 by default), although the
@@ -81,6 +82,78 @@ def stock_writer(scheduler: Scheduler, stock_method: Callable[..., Any]) -> Call
             write(t, metric)
 
     return write_plateau
+
+
+#: Base ``Scheduler`` methods whose work :func:`inlined_step_update` does itself; a class that overrides any of
+#: them keeps its own ``step_update`` (through :func:`stock_writer`).
+_INLINED_METHODS = ("update_groups", "_add_noise", "_is_apply_noise", "_calculate_noise")
+
+#: Where an update schedule's values come from. timm 0.4.12 - 0.6.x: ``get_update_values(t)``, defined by every
+#: subclass; timm 0.9+: the base ``_get_values(t, on_epoch=False)``, which calls the schedule's ``_get_lr(t)``.
+_VALUES_FROM_GET_VALUES: bool = hasattr(Scheduler, "_get_values")
+
+#: Whether ``update_groups`` multiplies by a param group's ``lr_scale`` (timm 0.6+; 0.4.12 and 0.5.x write the
+#: value as it is). Read from the installed method's constants, so a release between the tested ones is right too.
+_UPDATE_GROUPS_APPLIES_LR_SCALE: bool = "lr_scale" in Scheduler.update_groups.__code__.co_consts
+
+
+def _unwrapped(function: Any) -> Any:
+    return getattr(function, "__wrapped__", function)  # past a patch() wrapper
+
+
+def inlined_step_update(scheduler: Scheduler, stock_method: Callable[..., Any]) -> Callable[[float, Any], None] | None:
+    """The base ``Scheduler.step_update(t, metric)`` of the installed timm as one function, bit-identical to it:
+    the same values from the schedule's own methods, the same noise, the same param-group writes.
+
+    It saves the per-call method dispatch, and draws the noise from one reused ``torch.Generator`` instead of a
+    new one per call (``manual_seed`` resets it fully, so the draws are the same). None when the scheduler's class
+    overrides ``step_update`` (``stock_method``, the class's own) or a method it calls besides the schedule math.
+    """
+    cls = type(scheduler)
+    if _unwrapped(stock_method) is not _unwrapped(vars(Scheduler)["step_update"]):
+        return None
+    if any(getattr(cls, name, None) is not getattr(Scheduler, name, None) for name in _INLINED_METHODS):
+        return None
+    if not _VALUES_FROM_GET_VALUES:
+        values_of = scheduler.get_update_values
+    elif cls._get_values is Scheduler._get_values:
+        values_of = scheduler._get_lr  # _get_values(t, on_epoch=False) of a per-update schedule
+    else:
+        values_of = functools.partial(scheduler._get_values, on_epoch=False)
+    generator = torch.Generator()
+
+    def step_update(t: float, metric: Any) -> None:
+        scheduler.metric = metric
+        values = values_of(t)
+        if values is None:
+            return
+        noise_range = scheduler.noise_range_t
+        if noise_range is not None and (noise_range[0] <= t < noise_range[1] if isinstance(noise_range, (list, tuple))
+                                        else t >= noise_range):
+            noise = _noise(scheduler, generator, t)
+            values = [value + value * noise for value in values]
+        groups = scheduler.optimizer.param_groups
+        if type(values) is not list and not isinstance(values, (list, tuple)):  # the type test is the fast part
+            values = [values] * len(groups)
+        field = scheduler.param_group_field
+        for group, value in zip(groups, values):
+            if _UPDATE_GROUPS_APPLIES_LR_SCALE and "lr_scale" in group:
+                group[field] = value * group["lr_scale"]
+            else:
+                group[field] = value
+
+    return step_update
+
+
+def _noise(scheduler: Scheduler, generator: torch.Generator, t: float) -> float:
+    """timm's ``_calculate_noise`` (0.6+; inline in ``_add_noise`` before), drawing from ``generator``."""
+    generator.manual_seed(scheduler.noise_seed + t)
+    if scheduler.noise_type == "normal":
+        while True:  # timm resamples until the noise is within noise_pct
+            noise = torch.randn(1, generator=generator).item()
+            if abs(noise) < scheduler.noise_pct:
+                return noise
+    return 2 * (torch.rand(1, generator=generator).item() - 0.5) * scheduler.noise_pct
 
 
 @dataclass(frozen=True)

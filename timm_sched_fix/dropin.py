@@ -17,7 +17,7 @@ import timm.scheduler
 from . import compat
 from .options import Options
 from .proxy import wrap
-from .timing import TIMING_KEY, FixedAttributes, attach, construct, group_values, route, routes_to_timing
+from .timing import FixedAttributes, ScheduleTiming, attach, construct, group_values, route, routes_to_timing
 
 _OPTION_PARAMETERS = [
     inspect.Parameter("convention", inspect.Parameter.KEYWORD_ONLY, default="end"),
@@ -30,6 +30,7 @@ class DropInScheduler(FixedAttributes):
     """Base of the drop-in classes: construction fixes and pre-advances, routed methods go to the timing."""
 
     __timm_sched_fix_dropin__ = True  # patch() leaves these classes alone
+    _timm_sched_fix: ScheduleTiming | None = None  # the timing (timing.TIMING_KEY), set by construct()
 
     def __init__(self, *args: Any, convention: str = "end", auto: bool = False, on_lag: str = "warn", **kwargs: Any):
         options = Options(convention=convention, auto=auto, on_lag=on_lag)  # type: ignore[arg-type]
@@ -37,14 +38,14 @@ class DropInScheduler(FixedAttributes):
 
     @routes_to_timing
     def step(self, epoch: Any = None, metric: Any = None) -> None:
-        timing = getattr(self, TIMING_KEY, None)
+        timing = self._timm_sched_fix
         if timing is None or timing.in_stock_call:
             return super().step(epoch, metric)  # type: ignore[misc]
         timing.step(epoch, metric)
 
     @routes_to_timing
     def step_update(self, num_updates: Any = None, metric: Any = None) -> None:
-        timing = getattr(self, TIMING_KEY, None)
+        timing = self._timm_sched_fix
         if timing is None or timing.in_stock_call:
             return super().step_update(num_updates, metric)  # type: ignore[misc]
         timing.step_update(num_updates, metric)

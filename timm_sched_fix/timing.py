@@ -11,6 +11,7 @@ resolved once per scheduler is resolved in ``ScheduleTiming.__init__``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import warnings
@@ -187,11 +188,19 @@ def _check_index(index: Any, name: str) -> None:
         raise ValueError(f"{name}() index must be a finite, non-negative number, got {index!r}")
 
 
-def _before_optimizer_step_hook(timing_ref: weakref.ref[ScheduleTiming]) -> Callable[..., None]:
-    def before_optimizer_step(optimizer: Any, args: Any, kwargs: Any) -> None:
-        timing = timing_ref()
-        if timing is not None:
-            timing.before_optimizer_step()
+def _before_optimizer_step_hook(timing_ref: weakref.ref[ScheduleTiming], auto_updates: bool) -> Callable[..., None]:
+    """The optimizer step pre-hook: it runs on every optimizer step, so counting alone is inlined here.
+    It holds the timing weakly: a scheduler that is dropped while its optimizer lives stops acting."""
+    if auto_updates:
+        def before_optimizer_step(optimizer: Any, args: Any, kwargs: Any) -> None:
+            timing = timing_ref()
+            if timing is not None:
+                timing.before_optimizer_step()
+    else:
+        def before_optimizer_step(optimizer: Any, args: Any, kwargs: Any) -> None:
+            timing = timing_ref()
+            if timing is not None:
+                timing.steps_since_apply += 1
 
     return before_optimizer_step
 
@@ -218,22 +227,40 @@ class ScheduleTiming:
         self.in_stock_call = False
         self.proxy: Any = None  # the FixedScheduler of wrap(), made on request
         self._auto_updates = options.auto and not self.on_epochs
-        self._write = self._stock_writer()
+        self._checks_metric = compat.is_plateau(scheduler)
+        self._write_values = self._writer()
         self._tensor_lrs: list[tuple[dict, torch.Tensor]] = []
-        self._groups_seen = -1
+        self._write = self._write_values  # plus tensor refills once tensor LRs are found (_find_tensor_lrs)
+        self._groups_seen: list[dict] | None = None  # the param_groups list last checked, and its length
+        self._group_count = -1
         self._saw_matching_call = False
         self._warned: set[str] = set()
         self.orphaned = False  # a patch() copy unpickled after unpatch(): stock, like its original
         self._register_hook()
 
-    def _stock_writer(self) -> Callable[[float, Any], None]:
-        return compat.stock_writer(self.scheduler, stock_method(type(self.scheduler),
-                                                                "step" if self.on_epochs else "step_update"))
+    def _writer(self) -> Callable[[float, Any], None]:
+        """What writes v(t): timm's own method, or for an unmodified ``step_update`` its inlined equivalent."""
+        stock = stock_method(type(self.scheduler), "step" if self.on_epochs else "step_update")
+        if not self.on_epochs:
+            inlined = compat.inlined_step_update(self.scheduler, stock)
+            if inlined is not None:
+                return inlined
+        write = compat.stock_writer(self.scheduler, stock)
+
+        def write_through_stock(t: float, metric: Any) -> None:
+            self.in_stock_call = True  # the stock method may call routed methods (super().step_update(...))
+            try:
+                write(t, metric)
+            finally:
+                self.in_stock_call = False
+
+        return write_through_stock
 
     # -- optimizer step hook ------------------------------------------------------------------
 
     def _register_hook(self) -> None:
-        handle = self.optimizer.register_step_pre_hook(_before_optimizer_step_hook(weakref.ref(self)))
+        handle = self.optimizer.register_step_pre_hook(_before_optimizer_step_hook(weakref.ref(self),
+                                                                                    self._auto_updates))
         self._hook_finalizer = weakref.finalize(self, handle.remove)
 
     def before_optimizer_step(self) -> None:
@@ -248,7 +275,7 @@ class ScheduleTiming:
     def detach(self) -> None:
         """Stop fixing: remove the hook and the timing from the scheduler."""
         self._hook_finalizer()
-        if hasattr(self.scheduler, TIMING_KEY):
+        with contextlib.suppress(AttributeError):  # a drop-in class has a class-level default
             delattr(self.scheduler, TIMING_KEY)
 
     # -- routed methods -----------------------------------------------------------------------
@@ -257,6 +284,20 @@ class ScheduleTiming:
         self._on_call("step", epoch, metric, epoch_call=True)
 
     def step_update(self, num_updates: float | None = None, metric: Any = None) -> None:
+        if not self.on_epochs:  # the hot path, on every optimizer step: a new index needs no more decisions
+            if num_updates is None:
+                t = self.next_count
+            elif type(num_updates) is int and num_updates >= 0:
+                t = num_updates + self.lag_shift
+            else:
+                t = None
+            groups = self.optimizer.param_groups
+            if t is not None and t != self.last_t and groups is self._groups_seen and len(groups) == self._group_count:
+                # as _on_call and _apply decide it: neither a lag nor an unknown position, the same groups
+                self._saw_matching_call = True
+                self._write(t, metric)
+                self.last_t, self.next_count, self.steps_since_apply = t, t + 1, 0
+                return
         self._on_call("step_update", num_updates, metric, epoch_call=False)
 
     def state_dict(self) -> dict[str, Any]:
@@ -324,13 +365,15 @@ class ScheduleTiming:
         self.next_count = t + 1 if self.options.convention == "end" else t
 
     def _on_call(self, name: str, index: Any, metric: Any, epoch_call: bool) -> None:
-        if not (type(index) is int and index >= 0) and index is not None:
+        """Decide which t a ``step``/``step_update`` call applies (it runs on every optimizer step: the
+        common case, a non-negative int index for the schedule's own unit, is checked first)."""
+        if index is not None and (type(index) is not int or index < 0):
             _check_index(index, name)
         if epoch_call is not self.on_epochs:
             self._on_mismatched_call(name, index, metric)
             return
-        compat.check_metric(self.scheduler, metric)
-        self._saw_matching_call = True
+        if self._checks_metric:
+            compat.check_metric(self.scheduler, metric)
         if index is None:
             if self.next_count is None:
                 raise RuntimeError(
@@ -343,6 +386,7 @@ class ScheduleTiming:
             t = index + self.lag_shift
             if t == self.last_t and self.steps_since_apply:
                 t = self._on_lag(name, index, t)
+        self._saw_matching_call = True
         self._apply(t, metric)
 
     def _on_lag(self, name: str, index: float, t: float) -> float:
@@ -390,34 +434,39 @@ class ScheduleTiming:
     def _apply(self, t: float, metric: Any) -> None:
         """Write v(t) through the stock method; tensor LRs are filled in place, not replaced."""
         groups = self.optimizer.param_groups
-        groups_changed = len(groups) != self._groups_seen
-        if groups_changed:
-            if len(groups) != len(self.scheduler.base_values):
-                # stock timm zips the two and silently leaves the extra groups at whatever LR they have
-                raise ValueError(
-                    f"the optimizer has {len(groups)} param groups but the scheduler was built for "
-                    f"{len(self.scheduler.base_values)}: build the scheduler after the last add_param_group(); "
-                    "no LR was changed"
-                )
-            self._find_tensor_lrs(groups)
-        self.in_stock_call = True
-        try:
+        if groups is not self._groups_seen or len(groups) != self._group_count:
+            self._apply_to_new_groups(groups, t, metric)
+        else:
             self._write(t, metric)
-        finally:
-            self.in_stock_call = False
-        for group, tensor in self._tensor_lrs:
-            _write_into_tensor(group, self.field, tensor)
-        if groups_changed:  # adopt tensors the stock write itself produced (tensor base values)
-            self._find_tensor_lrs(groups)
         self.last_t = t
         self.next_count = t + 1
         self.steps_since_apply = 0
+
+    def _apply_to_new_groups(self, groups: list[dict], t: float, metric: Any) -> None:
+        """The first write, or one after the optimizer's groups changed (``load_state_dict``, ``add_param_group``)."""
+        if len(groups) != len(self.scheduler.base_values):
+            # stock timm zips the two and silently leaves the extra groups at whatever LR they have
+            raise ValueError(
+                f"the optimizer has {len(groups)} param groups but the scheduler was built for "
+                f"{len(self.scheduler.base_values)}: build the scheduler after the last add_param_group(); "
+                "no LR was changed"
+            )
+        self._find_tensor_lrs(groups)
+        self._write(t, metric)
+        self._find_tensor_lrs(groups)  # adopt tensors the stock write itself produced (tensor base values)
 
     def _find_tensor_lrs(self, groups: list[dict]) -> None:
         """Remember the groups whose LR is a tensor (checked again only when the groups change)."""
         _separate_tensor_lrs(self.scheduler, self.field)
         self._tensor_lrs = [(group, group[self.field]) for group in groups if isinstance(group[self.field], torch.Tensor)]
-        self._groups_seen = len(groups)
+        self._groups_seen, self._group_count = groups, len(groups)
+        self._write = self._write_keeping_tensors if self._tensor_lrs else self._write_values
+
+    def _write_keeping_tensors(self, t: float, metric: Any) -> None:
+        """Write v(t), then put each tensor LR back as the same object holding the new value."""
+        self._write_values(t, metric)
+        for group, tensor in self._tensor_lrs:
+            _write_into_tensor(group, self.field, tensor)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -481,14 +530,14 @@ class ScheduleTiming:
         state = dict(self.__dict__)
         del state["_hook_finalizer"]
         state["proxy"] = None
-        state["_groups_seen"] = -1  # the copy's groups are other objects: look again
+        state["_groups_seen"] = None  # the copy's groups are other objects: look again
         state["_tensor_lrs"] = []
-        del state["_write"]  # bound to this scheduler (and not picklable): the copy binds its own
+        del state["_write"], state["_write_values"]  # bound to this scheduler (and not picklable): the copy binds its own
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._write = self._stock_writer()
+        self._write = self._write_values = self._writer()
         if self.owner == "patch":
             from .patching import adopt
 
