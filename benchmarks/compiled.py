@@ -20,7 +20,7 @@ What the configurations put into ``param_groups[i]["lr"]``:
 Every run checks that each optimizer step ran with the schedule's value (from an eager stock timm
 run, times ``lr_scale``), and the fixed tensor runs that each group kept one tensor object of its own.
 
-    python benchmarks/compiled.py            # 200 steps, 3 rounds (a few minutes on a 2-core CPU)
+    python benchmarks/compiled.py            # 200 steps, 5 rounds (2-3 minutes on a 2-core CPU)
     python benchmarks/compiled.py --smoke    # 8 steps, 1 round: checks it runs; asserts no timings
 """
 
@@ -75,6 +75,7 @@ class Result:
     recompilations: int
     graph_breaks: int
     seconds: float
+    step_ms: float  # median over the steps: a compiled step's cost, the few compiling steps aside
     first_reason: str
 
 
@@ -114,7 +115,8 @@ def run(configuration: Configuration, steps: int, expected: list[float]) -> Resu
     inputs = torch.randn(8, 16)
     lr_objects = [group["lr"] for group in optimizer.param_groups]
     used = []
-    start = time.perf_counter()
+    step_seconds = []
+    start = last = time.perf_counter()
     for update in range(steps):
         model(inputs).square().mean().backward()
         optimizer_step()
@@ -122,7 +124,10 @@ def run(configuration: Configuration, steps: int, expected: list[float]) -> Resu
         optimizer.zero_grad()
         if not configuration.auto:
             scheduler.step_update(update + 1)
-    seconds = time.perf_counter() - start
+        now = time.perf_counter()
+        step_seconds.append(now - last)
+        last = now
+    seconds = last - start
 
     wanted = [[value * scale for scale in LR_SCALES] for value in expected]
     wrong = [k for k, (got, want) in enumerate(zip(used, wanted))  # tensor LRs are float32
@@ -138,6 +143,7 @@ def run(configuration: Configuration, steps: int, expected: list[float]) -> Resu
                   if metrics.recompile_reason is not None]
     return Result(graphs=counters["stats"]["unique_graphs"], recompilations=len(recompiles),
                   graph_breaks=sum(counters["graph_break"].values()), seconds=seconds,
+                  step_ms=statistics.median(step_seconds) * 1e3,
                   first_reason=" ".join(recompiles[0].splitlines()[0].split()) if recompiles else "")
 
 
@@ -150,7 +156,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="8 steps, 1 round: checks it runs")
     args = parser.parse_args()
-    steps, rounds = (8, 1) if args.smoke else (200, 3)
+    steps, rounds = (8, 1) if args.smoke else (200, 5)
     torch._dynamo.config.recompile_limit = steps + 8  # count every recompilation; never fall back to eager
     torch._dynamo.utils.set_compilation_metrics_limit(1000)
     print(f"timm {timm.__version__}, torch {torch.__version__}, Python {platform.python_version()}, "
@@ -158,8 +164,8 @@ def main() -> None:
           f"update schedule, compiled Adam step, 2 param groups, median of {rounds} round(s)"
           + (" (SMOKE)" if args.smoke else ""))
     expected = scheduled_lrs(steps)
-    if rounds > 1:  # untimed: process-wide one-time costs (inductor's imports, toolchain checks) fall on no row
-        run(Configuration("warm-up", fixed=True, tensor_lr=True), steps, expected)
+    # untimed: process-wide one-time costs (inductor's imports, toolchain checks) fall on no row
+    run(Configuration("warm-up", fixed=True, tensor_lr=True), steps, expected)
     results: dict[str, list[Result]] = {configuration.label: [] for configuration in CONFIGURATIONS}
     order = list(CONFIGURATIONS)
     shuffle = random.Random(0)
@@ -170,15 +176,19 @@ def main() -> None:
 
     reference_seconds = statistics.median(result.seconds for result in results[REFERENCE])
     header = (f"| {'configuration':<27} | {'graphs':>6} | {'recompilations':>14} | {'graph breaks':>12} "
-              f"| {'seconds':>7} | {'× fixed, tensor LR':>18} |")
+              f"| {'seconds':>7} | {'range, s':>11} | {'× fixed, tensor LR':>18} | {'ms/step':>7} |")
     print(header)
     print("|" + "|".join("-" * len(part) for part in header.split("|")[1:-1]) + "|")
     for label, runs in results.items():
         seconds = statistics.median(result.seconds for result in runs)
+        spread = f"{min(r.seconds for r in runs):.2f}-{max(r.seconds for r in runs):.2f}"
+        step_ms = statistics.median(result.step_ms for result in runs)
         print(f"| {label:<27} | {cell([r.graphs for r in runs]):>6} | {cell([r.recompilations for r in runs]):>14} "
-              f"| {cell([r.graph_breaks for r in runs]):>12} | {seconds:>7.2f} | {seconds / reference_seconds:>18.2f} |")
+              f"| {cell([r.graph_breaks for r in runs]):>12} | {seconds:>7.2f} | {spread:>11} "
+              f"| {seconds / reference_seconds:>18.2f} | {step_ms:>7.2f} |")
     print("recompilations: compilations of code dynamo had compiled before (torch's compilation metrics);"
-          " graphs, graph breaks: torch._dynamo.utils.counters")
+          " graphs, graph breaks: torch._dynamo.utils.counters; seconds: the whole run, compiling included"
+          " (median and range over the rounds); ms/step: median step (forward, backward, compiled step, scheduler)")
     for label, runs in results.items():
         if runs[0].first_reason:
             print(f"  {label}, first recompile reason: {runs[0].first_reason}")
