@@ -138,6 +138,34 @@ def test_tensor_lr_is_filled_in_place_and_runs_the_schedule(adapter, groups):
     assert flat == pytest.approx([lr for lrs in expected for lr in lrs], rel=1e-6)  # float32 tensors
 
 
+@pytest.mark.parametrize("auto", [False, True])
+def test_each_group_keeps_one_tensor_of_its_own_through_warmup_and_past_the_cycle(auto):
+    """What keeps a compiled optimizer step from recompiling: over many steps, through the warmup and past
+    the end of the cycle (where stock timm writes the float lr_min), every group's ``lr`` stays one tensor
+    object, not shared with another group or ``initial_lr``, holding v(k) x lr_scale at step k."""
+    kwargs = dict(t_initial=40, warmup_t=5, warmup_lr_init=1e-3, lr_min=1e-4, t_in_epochs=False)
+    steps = 50
+    reference = timm.scheduler.CosineLRScheduler(make_optimizer(3), **kwargs)
+    expected = [group_lrs(reference.optimizer)]
+    for k in range(1, steps):
+        reference.step_update(k)
+        expected.append(group_lrs(reference.optimizer))
+    optimizer = make_optimizer(3, tensor_lr=True)
+    assert len({id(group["lr"]) for group in optimizer.param_groups}) == 1  # torch shares the one tensor
+    scheduler = timm_sched_fix.CosineLRScheduler(optimizer, auto=auto, **kwargs)
+    tensors = [group["lr"] for group in optimizer.param_groups]
+    assert all(isinstance(tensor, torch.Tensor) for tensor in tensors)
+    initial = {id(group["initial_lr"]) for group in optimizer.param_groups}
+    assert len({id(tensor) for tensor in tensors}) == 3 and not initial & {id(tensor) for tensor in tensors}
+    recorder = StepRecorder(optimizer)
+    for update in range(steps):
+        optimizer.step()
+        if not auto:
+            scheduler.step_update(update + 1)
+    assert all(group["lr"] is tensor for group, tensor in zip(optimizer.param_groups, tensors))
+    assert recorder.steps == [pytest.approx(lrs, rel=1e-6) for lrs in expected]  # float32 tensors
+
+
 # -- state dicts ----------------------------------------------------------------------------------
 
 def test_state_dict_carries_the_position_and_a_resume_pre_advances_to_it():
