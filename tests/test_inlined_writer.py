@@ -97,3 +97,13 @@ def test_tensor_lrs_are_written_as_stock_writes_them(name):
         stock.step_update(t)
         inlined(t, None)
         _assert_same(stock, twin)
+
+
+@given(name=st.sampled_from(UPDATE_CLASSES), noise=NOISE, indices=st.lists(st.integers(0, 40), min_size=1, max_size=30))
+def test_update_schedule_values_are_what_stock_step_update_writes(name, noise, indices):
+    """The schedule function the trace uses (no param-group writes) gives what timm writes, bit for bit."""
+    stock, twin, _ = _stock_and_inlined(name, 1, noise)
+    values_at = compat.update_schedule_values(twin, stock_method(type(twin), "step_update"))
+    for t in indices:
+        stock.step_update(t)
+        assert [float(value) for value in values_at(t)] == [float(group["lr"]) for group in stock.optimizer.param_groups]

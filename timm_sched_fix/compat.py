@@ -109,17 +109,9 @@ def inlined_step_update(scheduler: Scheduler, stock_method: Callable[..., Any]) 
     new one per call (``manual_seed`` resets it fully, so the draws are the same). None when the scheduler's class
     overrides ``step_update`` (``stock_method``, the class's own) or a method it calls besides the schedule math.
     """
-    cls = type(scheduler)
-    if _unwrapped(stock_method) is not _unwrapped(vars(Scheduler)["step_update"]):
+    values_of = _update_values_function(scheduler, stock_method)
+    if values_of is None:
         return None
-    if any(getattr(cls, name, None) is not getattr(Scheduler, name, None) for name in _INLINED_METHODS):
-        return None
-    if not _VALUES_FROM_GET_VALUES:
-        values_of = scheduler.get_update_values
-    elif cls._get_values is Scheduler._get_values:
-        values_of = scheduler._get_lr  # _get_values(t, on_epoch=False) of a per-update schedule
-    else:
-        values_of = functools.partial(scheduler._get_values, on_epoch=False)
     generator = torch.Generator()
 
     def step_update(t: float, metric: Any) -> None:
@@ -128,8 +120,7 @@ def inlined_step_update(scheduler: Scheduler, stock_method: Callable[..., Any]) 
         if values is None:
             return
         noise_range = scheduler.noise_range_t
-        if noise_range is not None and (noise_range[0] <= t < noise_range[1] if isinstance(noise_range, (list, tuple))
-                                        else t >= noise_range):
+        if noise_range is not None and _noise_applies(noise_range, t):
             noise = _noise(scheduler, generator, t)
             values = [value + value * noise for value in values]
         groups = scheduler.optimizer.param_groups
@@ -143,6 +134,48 @@ def inlined_step_update(scheduler: Scheduler, stock_method: Callable[..., Any]) 
                 group[field] = value
 
     return step_update
+
+
+def update_schedule_values(scheduler: Scheduler, stock_method: Callable[..., Any]) -> Callable[[float], Any] | None:
+    """``t -> [v(t) per base value]`` of a per-update schedule, noise included, without writing param groups:
+    what the stock ``step_update(t)`` computes before ``update_groups`` (so before ``lr_scale``), bit for bit.
+    None under the same conditions as :func:`inlined_step_update`."""
+    values_of = _update_values_function(scheduler, stock_method)
+    if values_of is None:
+        return None
+    generator = torch.Generator()
+
+    def values_at(t: float) -> list[float] | None:
+        values = values_of(t)
+        noise_range = scheduler.noise_range_t
+        if values is not None and noise_range is not None and _noise_applies(noise_range, t):
+            noise = _noise(scheduler, generator, t)
+            values = [value + value * noise for value in values]
+        return values
+
+    return values_at
+
+
+def _update_values_function(scheduler: Scheduler, stock_method: Callable[..., Any]) -> Callable[[float], Any] | None:
+    """The schedule's own ``t -> values`` for a per-update schedule, or None when the class overrides
+    ``step_update`` (``stock_method``, the class's own) or a base method it calls besides the schedule math."""
+    cls = type(scheduler)
+    if _unwrapped(stock_method) is not _unwrapped(vars(Scheduler)["step_update"]):
+        return None
+    if any(getattr(cls, name, None) is not getattr(Scheduler, name, None) for name in _INLINED_METHODS):
+        return None
+    if not _VALUES_FROM_GET_VALUES:
+        return scheduler.get_update_values
+    if cls._get_values is Scheduler._get_values:
+        return scheduler._get_lr  # _get_values(t, on_epoch=False) of a per-update schedule
+    return functools.partial(scheduler._get_values, on_epoch=False)
+
+
+def _noise_applies(noise_range: Any, t: float) -> bool:
+    """timm's ``_is_apply_noise`` for a ``noise_range_t`` that is not None."""
+    if isinstance(noise_range, (list, tuple)):
+        return noise_range[0] <= t < noise_range[1]
+    return t >= noise_range
 
 
 def _noise(scheduler: Scheduler, generator: torch.Generator, t: float) -> float:
