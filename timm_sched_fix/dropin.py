@@ -52,11 +52,11 @@ class DropInScheduler(FixedAttributes):
 
     @routes_to_timing
     def state_dict(self) -> dict[str, Any]:
-        return route("state_dict", self, super().state_dict, (), {})  # type: ignore[misc]
+        return route("state_dict", super().state_dict, self, (), {})  # type: ignore[misc]
 
     @routes_to_timing
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        route("load_state_dict", self, super().load_state_dict, (state_dict,), {})  # type: ignore[misc]
+        route("load_state_dict", super().load_state_dict, self, (state_dict,), {})  # type: ignore[misc]
 
 
 def _with_options(signature: inspect.Signature) -> inspect.Signature:

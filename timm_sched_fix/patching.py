@@ -11,6 +11,7 @@ and detaches the schedulers it fixed, so timm's attributes are the originals aga
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import weakref
 from collections.abc import Iterator
@@ -28,7 +29,6 @@ _options: Options | None = None  # None while not patched
 _wrappers: list[tuple[Any, str, Any]] = []  # (owner, attribute, wrapt handle), in installation order
 _fixed: weakref.WeakSet[Any] = weakref.WeakSet()  # timings attached by the patch
 _hook_registered = False
-route: Any = None  # timing.route, imported with timm (this module must not import torch)
 
 
 def patch(*, convention: Convention = "end", auto: bool = False, on_lag: LagPolicy = "warn") -> None:
@@ -91,9 +91,7 @@ def _on_timm_scheduler_imported(module: Any) -> None:
 
 
 def _instrument(module: Any) -> None:
-    global route
     from .compat import Scheduler
-    from .timing import route
 
     _wrap(Scheduler, "__init_subclass__", _instrument_new_subclass)
     for cls in _with_subclasses(Scheduler):
@@ -127,7 +125,7 @@ def _instrument_class(cls: type) -> None:
         return  # drop-in classes are fixed by construction
     for name in _INSTRUMENTED:
         if name in vars(cls):
-            _wrap(cls, name, _constructor(cls) if name == "__init__" else _ROUTERS[name])
+            _wrap(cls, name, _constructor(cls) if name == "__init__" else _router(name))
 
 
 def _wrap(owner: Any, attribute: str, wrapper: Any) -> None:
@@ -180,14 +178,11 @@ def _defines_init(cls: type) -> type | None:
 
 
 def _router(name: str) -> Any:
-    def route_to_timing(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-        return route(name, instance, wrapped, args, kwargs)
+    from .timing import route  # imported with timm: this module must not import torch
 
+    route_to_timing = functools.partial(route, name)  # a wrapt wrapper: (wrapped, instance, args, kwargs)
     route_to_timing.__timm_sched_fix_route__ = True  # type: ignore[attr-defined]  # see timing.stock_method
     return route_to_timing
-
-
-_ROUTERS = {name: _router(name) for name in _INSTRUMENTED[1:]}
 
 
 def _instrument_new_subclass(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> None:
