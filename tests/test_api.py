@@ -166,6 +166,25 @@ def test_each_group_keeps_one_tensor_of_its_own_through_warmup_and_past_the_cycl
     assert recorder.steps == [pytest.approx(lrs, rel=1e-6) for lrs in expected]  # float32 tensors
 
 
+def test_tensor_lrs_stay_tensors_after_the_optimizer_loads_a_state_dict():
+    """optimizer.load_state_dict() puts new param-group dicts in a new list (a resume): their tensor LRs are
+    found again and filled in place, instead of being replaced by floats as the old groups' tensors were."""
+    kwargs = dict(t_initial=20, warmup_t=2, warmup_lr_init=1e-3, t_in_epochs=False)
+    reference = timm.scheduler.CosineLRScheduler(make_optimizer(3), **kwargs)
+    optimizer = make_optimizer(3, tensor_lr=True)
+    scheduler = timm_sched_fix.CosineLRScheduler(optimizer, **kwargs)
+    for update in range(1, 4):
+        scheduler.step_update(update)
+    optimizer.load_state_dict(optimizer.state_dict())
+    tensors = [group["lr"] for group in optimizer.param_groups]
+    assert all(isinstance(tensor, torch.Tensor) for tensor in tensors)
+    for update in range(4, 8):
+        scheduler.step_update(update)
+        reference.step_update(update)
+        assert all(group["lr"] is tensor for group, tensor in zip(optimizer.param_groups, tensors))
+        assert group_lrs(optimizer) == pytest.approx(group_lrs(reference.optimizer), rel=1e-6)
+
+
 # -- state dicts ----------------------------------------------------------------------------------
 
 def test_state_dict_carries_the_position_and_a_resume_pre_advances_to_it():
