@@ -2,16 +2,15 @@
 
 Before timm is imported, ``patch()`` only registers a wrapt post-import hook on ``timm.scheduler``
 (it imports neither timm nor torch). Once the module is there, the ``Scheduler`` base class and all its
-subclasses get wrapt function wrappers on ``__init__``, ``step``, ``step_update``, ``state_dict`` and
-``load_state_dict`` (where a class defines them), and ``Scheduler.__init_subclass__`` instruments classes
-defined later, user subclasses included. ``unpatch()`` removes every wrapper with ``wrapt.unwrap_object``
+subclasses get a wrapt function wrapper on ``__init__`` and a routing descriptor (a wrapt proxy of the
+original) on ``step``, ``step_update``, ``state_dict`` and ``load_state_dict`` (where a class defines them),
+and ``Scheduler.__init_subclass__`` instruments classes defined later, user subclasses included. ``unpatch()`` removes every wrapper with ``wrapt.unwrap_object``
 and detaches the schedulers it fixed, so timm's attributes are the originals again (identity).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import threading
 import weakref
 from collections.abc import Iterator
@@ -22,7 +21,8 @@ import wrapt
 from .options import Convention, LagPolicy, Options
 
 _TARGET_MODULE = "timm.scheduler"
-_INSTRUMENTED = ("__init__",) + ("step", "step_update", "state_dict", "load_state_dict")
+#: The methods a fixed scheduler routes to its timing (timing.ScheduleTiming has one of each name).
+_ROUTED = ("step", "step_update", "state_dict", "load_state_dict")
 
 _lock = threading.RLock()
 _options: Options | None = None  # None while not patched
@@ -121,11 +121,18 @@ def _with_subclasses(cls: type) -> list[type]:
 
 
 def _instrument_class(cls: type) -> None:
+    from .timing import TIMING_KEY  # imported with timm: this module must not import torch
+
     if getattr(cls, "__timm_sched_fix_dropin__", False):
         return  # drop-in classes are fixed by construction
-    for name in _INSTRUMENTED:
+    if "__init__" in vars(cls):
+        _wrap(cls, "__init__", _constructor(cls))
+    for name in _ROUTED:
         if name in vars(cls):
-            _wrap(cls, name, _constructor(cls) if name == "__init__" else _router(name))
+            routed = _RoutedMethod(vars(cls)[name])
+            routed._self_name, routed._self_timing_key = name, TIMING_KEY
+            wrapt.apply_patch(cls, name, routed)
+            _wrappers.append((cls, name, routed))
 
 
 def _wrap(owner: Any, attribute: str, wrapper: Any) -> None:
@@ -177,12 +184,21 @@ def _defines_init(cls: type) -> type | None:
     return next((klass for klass in cls.__mro__ if "__init__" in vars(klass)), None)
 
 
-def _router(name: str) -> Any:
-    from .timing import route  # imported with timm: this module must not import torch
+class _RoutedMethod(wrapt.BaseObjectProxy):
+    """A routed method of a timm class under ``patch()`` (``_self_name``; the scheduler's timing is its
+    attribute ``_self_timing_key``): on a fixed scheduler it is its
+    timing's method of that name, on any other instance (and for the timing's own calls into the stock
+    method) the original. A descriptor rather than a ``wrapt.FunctionWrapper``, whose bound wrapper per
+    attribute access costs more than a whole stock ``step_update`` at one param group."""
 
-    route_to_timing = functools.partial(route, name)  # a wrapt wrapper: (wrapped, instance, args, kwargs)
-    route_to_timing.__timm_sched_fix_route__ = True  # type: ignore[attr-defined]  # see timing.stock_method
-    return route_to_timing
+    __timm_sched_fix_patched_method__ = True  # timing.stock_method looks past it to the original
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        if instance is not None:
+            timing = getattr(instance, self._self_timing_key, None)
+            if timing is not None and not timing.orphaned and not timing.in_stock_call:
+                return getattr(timing, self._self_name)
+        return self.__wrapped__.__get__(instance, owner)
 
 
 def _instrument_new_subclass(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> None:

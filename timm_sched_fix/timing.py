@@ -58,8 +58,8 @@ def stock_method(cls: type, name: str) -> Callable[..., Any]:
         function = vars(klass).get(name)
         if function is None or getattr(function, "__timm_sched_fix_route__", False):
             continue
-        if getattr(getattr(function, "_self_wrapper", None), "__timm_sched_fix_route__", False):
-            return function.__wrapped__  # a patch() wrapper
+        if getattr(type(function), "__timm_sched_fix_patched_method__", False):
+            return function.__wrapped__  # a patch() descriptor
         return function
     raise AttributeError(f"{cls.__qualname__} has no {name}()")
 
@@ -306,7 +306,7 @@ class ScheduleTiming:
 
     def state_dict(self) -> dict[str, Any]:
         """The stock state dict plus the position, so a resume pre-advances to the right index."""
-        state = dict(self._stock_call(self.scheduler.state_dict))
+        state = dict(self._stock_call("state_dict"))
         state.pop(TIMING_KEY, None)
         state[STATE_KEY] = {
             "scheduler": type(self.scheduler).__name__,
@@ -330,7 +330,7 @@ class ScheduleTiming:
         ours = state_dict.get(STATE_KEY)
         stock_state = {key: value for key, value in state_dict.items() if key != STATE_KEY}
         position = self._check_own_state(ours) if ours is not None else None
-        own = {key: value for key, value in self._stock_call(self.scheduler.state_dict).items() if key != TIMING_KEY}
+        own = {key: value for key, value in self._stock_call("state_dict").items() if key != TIMING_KEY}
         compat.check_state_dict(self.scheduler, stock_state, own)
         snapshot = self._snapshot()
         try:
@@ -343,7 +343,7 @@ class ScheduleTiming:
             ) from error
 
     def _load_checked(self, stock_state: dict, ours: Mapping[str, Any] | None, position: float | None) -> None:
-        self._stock_call(self.scheduler.load_state_dict, stock_state)
+        self._stock_call("load_state_dict", stock_state)
         if ours is None:
             self.last_t = self.next_count = None
             return
@@ -474,10 +474,11 @@ class ScheduleTiming:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _stock_call(self, method: Callable[..., Any], *args: Any) -> Any:
+    def _stock_call(self, name: str, *args: Any) -> Any:
+        """The scheduler's own method ``name``, looked up and called as stock (patch() routes at lookup)."""
         self.in_stock_call = True
         try:
-            return method(*args)
+            return getattr(self.scheduler, name)(*args)
         finally:
             self.in_stock_call = False
 
