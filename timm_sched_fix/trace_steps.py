@@ -265,9 +265,9 @@ def compute_trace(settings: argparse.Namespace, loop: str, updates_per_epoch: in
                 updates_per_epoch)
         fixed_lr = epoch_run(fixed.step, fixed_optimizer, loop, epochs).repeat_interleave(updates_per_epoch)
     else:
-        # Update schedules are pure functions of t (noise is seeded by t): one stock call per t, then the
-        # index mapping. For t >= 1 the fix writes v(t) through that same stock call; its v(0) is its own
-        # pre-advance, read from the fixed scheduler.
+        # Update schedules are pure functions of t (noise is seeded by t): v(t) once per t, then the index
+        # mapping. For t >= 1 the fix writes that same v(t); its v(0) is its own pre-advance, read from the
+        # fixed scheduler.
         constructor_value = float(stock_optimizer.param_groups[0]["lr"])
         fixed_first = float(fixed_optimizer.param_groups[0]["lr"])
         with _stock_failure_is_a_usage_error():
