@@ -3,11 +3,12 @@
 Every session runs in the calling environment (``venv_backend="none"``), so torch is installed once: each
 timm version is installed without dependencies into ``.nox/timm/<version>`` and put first on
 ``PYTHONPATH``. Sessions: ``matrix`` (the suite against every version in ``MATRIX``, and the installed timm
-if it is newer) and ``peer`` (timm's ``tests/test_scheduler.py`` from the sdist, run with
-``pytest --timm-sched-fix``, for every version that ships it) run by default; ``tests`` (the suite against
-the installed timm alone, which the matrix already covers) on request. The suite runs on two pytest-xdist
-workers, one per core. pytest's exit code 5 (nothing collected) fails a session like any other non-zero
-code.
+if it is newer), ``peer`` (timm's ``tests/test_scheduler.py`` from the sdist, run with
+``pytest --timm-sched-fix``, for every version that ships it) and ``benchmarks`` (each of
+``SMOKE_BENCHMARKS`` with ``--smoke`` on the installed timm: it must run and print; no timing is checked)
+run by default; ``tests`` (the suite against the installed timm alone, which the matrix already covers) on
+request. The suite runs on two pytest-xdist workers, one per core. pytest's exit code 5 (nothing collected)
+fails a session like any other non-zero code.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ SUITE = [*PYTEST, "-n", "2"]  # pytest-xdist: the 2-core machines run two test p
 
 #: Supported range, oldest first: the releases the README names, the newest last.
 MATRIX = ["0.4.12", "0.5.4", "0.6.13", "0.9.2", "0.9.16", "1.0.3", "1.0.15", "1.0.24", "1.0.31"]
+#: Scripts in benchmarks/ that CI runs with ``--smoke``.
+SMOKE_BENCHMARKS = ["trace_cost.py"]
 #: The first release whose sdist ships tests/test_scheduler.py.
 FIRST_WITH_SCHEDULER_TESTS = (1, 0, 24)
 
 nox.options.default_venv_backend = "none"
-nox.options.sessions = ["matrix", "peer"]
+nox.options.sessions = ["matrix", "peer", "benchmarks"]
 nox.options.error_on_missing_interpreters = True
 
 
@@ -113,3 +116,11 @@ def peer(session: nox.Session, timm: str, convention: str) -> None:
     (suite / "pytest.ini").write_text("[pytest]\n")  # keep this project's pytest settings out of timm's suite
     session.run(*PYTEST, "-rxX", f"--timm-sched-fix={convention}", "--rootdir", str(suite),
                 "-c", str(suite / "pytest.ini"), str(test_file), *session.posargs, env=env)
+
+
+@nox.session
+@nox.parametrize("benchmark", SMOKE_BENCHMARKS, ids=SMOKE_BENCHMARKS)
+def benchmarks(session: nox.Session, benchmark: str) -> None:
+    """``benchmarks/<benchmark> --smoke`` on the installed timm: it runs and prints; shared machines are too
+    noisy for timing checks, so the ratios are read, not asserted."""
+    session.run(sys.executable, str(ROOT / "benchmarks" / benchmark), "--smoke", env={"PYTHONPATH": str(ROOT)})

@@ -23,10 +23,12 @@ UPDATE_CLASSES = [name for name in installed_classes() if name != "PlateauLRSche
 def _stock_and_inlined(name: str, groups: int, noise: dict, tensor_lr: bool = False):
     noise = dict(noise)
     noise_type = noise.pop("noise_type", "normal")  # an attribute of timm's base class, not a constructor argument
+    noise_std = noise.pop("noise_std", 1.0)  # likewise; scales the normal draws from timm 1.0.31
     kwargs = {**scheduler_configs(20)[name], "t_in_epochs": False, "noise_range_t": None, **noise}
     stock = stock_scheduler(name, make_optimizer(groups, tensor_lr=tensor_lr), kwargs)
     twin = stock_scheduler(name, make_optimizer(groups, tensor_lr=tensor_lr), kwargs)
     stock.noise_type = twin.noise_type = noise_type
+    stock.noise_std = twin.noise_std = noise_std
     inlined = compat.inlined_step_update(twin, stock_method(type(twin), "step_update"))
     assert inlined is not None, f"{name} keeps timm's step_update, so it must be inlined"
     return stock, twin, inlined
@@ -47,6 +49,7 @@ NOISE = st.one_of(
         "noise_range_t": st.one_of(st.tuples(st.integers(0, 10), st.integers(5, 40)), st.integers(0, 30)),
         "noise_type": st.sampled_from(["normal", "uniform"]),
         "noise_pct": st.sampled_from([0.05, 0.67, 2.0]),
+        "noise_std": st.sampled_from([1.0, 0.3, 2.5]),
         "noise_seed": st.integers(0, 2**31),
     }),
 )

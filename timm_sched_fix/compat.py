@@ -178,12 +178,19 @@ def _noise_applies(noise_range: Any, t: float) -> bool:
     return t >= noise_range
 
 
+#: Whether timm scales a normal noise draw by ``noise_std`` (1.0.31+; before, ``noise_std`` is stored but unused).
+#: Read from the installed method's names, as ``_UPDATE_GROUPS_APPLIES_LR_SCALE`` is.
+_NOISE_SCALED_BY_STD: bool = hasattr(Scheduler, "_calculate_noise") and (
+    "noise_std" in Scheduler._calculate_noise.__code__.co_names)
+
+
 def _noise(scheduler: Scheduler, generator: torch.Generator, t: float) -> float:
     """timm's ``_calculate_noise`` (0.6+; inline in ``_add_noise`` before), drawing from ``generator``."""
     generator.manual_seed(scheduler.noise_seed + t)
     if scheduler.noise_type == "normal":
+        scale = scheduler.noise_std if _NOISE_SCALED_BY_STD else 1.0
         while True:  # timm resamples until the noise is within noise_pct
-            noise = torch.randn(1, generator=generator).item()
+            noise = torch.randn(1, generator=generator).item() * scale
             if abs(noise) < scheduler.noise_pct:
                 return noise
     return 2 * (torch.rand(1, generator=generator).item() - 0.5) * scheduler.noise_pct

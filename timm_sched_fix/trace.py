@@ -3,8 +3,9 @@
 The schedule is built by the installed timm's own factory from train.py's flags (or its args.yaml).
 Epoch schedules run the real loop with one optimizer step per epoch. For update schedules, which index
 t optimizer step k runs with is an integer mapping per calling pattern (``step_indices``), and v(t)
-comes from the stock scheduler's own ``step_update(t)``, once per t, so long runs take seconds. Tests
-check both against real training loops step by step.
+is what the stock scheduler's own ``step_update(t)`` writes, computed once per t by the schedule's own
+function (``trace_steps.schedule_values``), so long runs take seconds. Tests check both against real
+training loops step by step.
 
 This module is the command line and the settings (no torch or timm import, so mistakes are reported
 at once); ``trace_steps`` computes and prints the trace.

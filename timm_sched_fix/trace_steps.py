@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import functools
 import json
 import math
+import operator
 import sys
 import time
 import warnings
@@ -24,6 +26,7 @@ import torch
 import timm_sched_fix
 
 from . import compat
+from .timing import stock_method
 from .trace import KNOWN_SCHEDULES, LOOPS, TRAIN_DEFAULTS, UsageError
 
 #: More table rows than this are summarised: first and last rows of each phase, and the first differing row.
@@ -112,8 +115,9 @@ class Trace:
     def steps(self) -> int:
         return len(self.stock_lr)
 
-    @property
+    @functools.cached_property
     def differs(self) -> torch.Tensor:
+        """Per step: stock and fixed LR differ (computed once: the summary, table and plot all read it)."""
         return ~torch.isclose(self.stock_lr, self.fixed_lr, rtol=1e-12, atol=0.0)
 
     def phase_of_epoch(self, epoch: int) -> str:
@@ -151,8 +155,8 @@ class Progress:
         self.enabled = sys.stderr.isatty()
 
     def update(self, done: int) -> None:
-        """Cheap enough to call every iteration: looks at the clock every 8192 calls, redraws per percent."""
-        if not self.enabled or done % 8192:
+        """Looks at the clock on every call (call it per chunk of work), redraws per percent."""
+        if not self.enabled:
             return
         percent = 100 * done // self.total
         if percent != self.percent and (self.shown or time.monotonic() - self.started > 1.0):
@@ -166,18 +170,41 @@ class Progress:
             sys.stderr.flush()
 
 
-def schedule_values(scheduler: Any, optimizer: torch.optim.Optimizer, last_t: int) -> array:
-    """v(0..last_t) of an update schedule: what the stock scheduler's own ``step_update(t)`` writes."""
-    call = scheduler.step_update
+#: Schedule values computed between two progress updates.
+CHUNK = 1 << 16
+
+
+def schedule_values(scheduler: Any, optimizer: torch.optim.Optimizer, last_t: int) -> torch.Tensor:
+    """v(0..last_t) of an update schedule (float64): what the stock scheduler's own ``step_update(t)`` writes
+    to param group 0.
+
+    A class that keeps timm's base ``step_update`` gives the same values, noise included, from its own schedule
+    function without the param-group writes (``compat.update_schedule_values``); any other class, or a group
+    with an ``lr_scale``, gets one stock call per t.
+    """
     group = optimizer.param_groups[0]
+    values_at = compat.update_schedule_values(scheduler, stock_method(type(scheduler), "step_update"))
+    if values_at is not None and "lr_scale" not in group:
+        first = operator.itemgetter(0)
+
+        def compute(ts: range) -> Iterator[float]:
+            return map(first, map(values_at, ts))
+    else:
+        call = scheduler.step_update
+
+        def stock_value(t: int) -> float:
+            call(t)
+            return group["lr"]
+
+        def compute(ts: range) -> Iterator[float]:
+            return map(stock_value, ts)
     values = array("d")
     progress = Progress(last_t + 1, "computing the schedule")
-    for t in range(last_t + 1):
-        call(t)
-        values.append(float(group["lr"]))
-        progress.update(t + 1)
+    for start in range(0, last_t + 1, CHUNK):
+        values.extend(compute(range(start, min(start + CHUNK, last_t + 1))))
+        progress.update(len(values))
     progress.close()
-    return values
+    return torch.frombuffer(values, dtype=torch.float64).clone()
 
 
 def epoch_run(step: Callable[[int], None], optimizer: torch.optim.Optimizer, loop: str, epochs: int) -> torch.Tensor:
@@ -238,14 +265,13 @@ def compute_trace(settings: argparse.Namespace, loop: str, updates_per_epoch: in
                 updates_per_epoch)
         fixed_lr = epoch_run(fixed.step, fixed_optimizer, loop, epochs).repeat_interleave(updates_per_epoch)
     else:
-        # Update schedules are pure functions of t (noise is seeded by t): one stock call per t, then the
-        # index mapping. For t >= 1 the fix writes v(t) through that same stock call; its v(0) is its own
-        # pre-advance, read from the fixed scheduler.
+        # Update schedules are pure functions of t (noise is seeded by t): v(t) once per t, then the index
+        # mapping. For t >= 1 the fix writes that same v(t); its v(0) is its own pre-advance, read from the
+        # fixed scheduler.
         constructor_value = float(stock_optimizer.param_groups[0]["lr"])
         fixed_first = float(fixed_optimizer.param_groups[0]["lr"])
         with _stock_failure_is_a_usage_error():
-            values = torch.tensor(schedule_values(stock, stock_optimizer, epochs * updates_per_epoch - 1),
-                                  dtype=torch.float64)
+            values = schedule_values(stock, stock_optimizer, epochs * updates_per_epoch - 1)
         stock_table = torch.cat([torch.tensor([constructor_value], dtype=torch.float64), values])
         fixed_table = torch.cat([torch.tensor([math.nan, fixed_first], dtype=torch.float64), values[1:]])
         stock_lr, fixed_lr = stock_table[stock_t + 1], fixed_table[fixed_t + 1]
