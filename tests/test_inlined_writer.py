@@ -12,6 +12,7 @@ import timm.scheduler
 from hypothesis import given
 from hypothesis import strategies as st
 
+import timm_sched_fix
 from timm_sched_fix import compat
 from timm_sched_fix.timing import stock_method
 
@@ -110,3 +111,28 @@ def test_update_schedule_values_are_what_stock_step_update_writes(name, noise, i
     for t in indices:
         stock.step_update(t)
         assert [float(value) for value in values_at(t)] == [float(group["lr"]) for group in stock.optimizer.param_groups]
+
+
+def test_the_installed_release_is_inlined():
+    """Every release of the version matrix has a checked fingerprint, so the fast path is what runs there; a new
+    timm release whose base Scheduler code changed fails here (it keeps timm's own step_update meanwhile)."""
+    assert compat.installed_base_step_update() is not None, (
+        f"timm {timm.__version__} changed the base Scheduler's per-update code (fingerprint "
+        f"{compat.base_step_update_fingerprint()}): run tests/test_inlined_writer.py against it, then add the "
+        "fingerprint to compat.KNOWN_BASE_STEP_UPDATES")
+
+
+def test_an_unchecked_release_keeps_timms_own_step_update(monkeypatch):
+    """An unknown fingerprint (a timm release not checked yet) is not inlined; the fix is right all the same."""
+    monkeypatch.setattr(compat, "KNOWN_BASE_STEP_UPDATES", {})
+    compat.installed_base_step_update.cache_clear()
+    try:
+        stock = timm.scheduler.CosineLRScheduler(make_optimizer(), t_initial=10, warmup_t=2, t_in_epochs=False)
+        assert compat.inlined_step_update(stock, stock_method(type(stock), "step_update")) is None
+        fixed = timm_sched_fix.CosineLRScheduler(make_optimizer(), t_initial=10, warmup_t=2, t_in_epochs=False)
+        for update in range(1, 12):
+            stock.step_update(update)
+            fixed.step_update(update)
+            assert fixed.optimizer.param_groups[0]["lr"] == stock.optimizer.param_groups[0]["lr"]
+    finally:
+        compat.installed_base_step_update.cache_clear()

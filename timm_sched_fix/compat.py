@@ -6,9 +6,12 @@ module instead of testing versions itself.
 
 from __future__ import annotations
 
+import ast
 import functools
+import hashlib
 import inspect
 import math
+import textwrap
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,17 +87,61 @@ def stock_writer(scheduler: Scheduler, stock_method: Callable[..., Any]) -> Call
     return write_plateau
 
 
-#: Base ``Scheduler`` methods whose work :func:`inlined_step_update` does itself; a class that overrides any of
-#: them keeps its own ``step_update`` (through :func:`stock_writer`).
+@dataclass(frozen=True)
+class BaseStepUpdate:
+    """How a timm release's base ``Scheduler.step_update`` writes v(t), as far as :func:`inlined_step_update`
+    repeats it. Only releases whose base code was checked against it (by fingerprint) are inlined."""
+
+    releases: str
+    values_from_get_values: bool  # 0.9+: _get_values(t, on_epoch=False) -> _get_lr(t); before: get_update_values(t)
+    applies_lr_scale: bool  # update_groups multiplies by a group's lr_scale (0.6+)
+    noise_scaled_by_std: bool  # _calculate_noise multiplies a normal draw by noise_std (1.0.31+)
+
+
+#: The base ``Scheduler`` methods a per-update ``step_update`` runs besides the schedule math.
+_BASE_UPDATE_METHODS = ("step_update", "_get_values", "update_groups", "_add_noise", "_is_apply_noise",
+                        "_calculate_noise")
+
+#: :func:`base_step_update_fingerprint` of the timm releases the inlined ``step_update`` was checked against
+#: (tests/test_inlined_writer.py, on every release of the version matrix). Every release from 0.4.12 to 1.0.31
+#: has one of these four (read off each release's wheel); a release whose base code differs keeps timm's own
+#: ``step_update`` until it is checked and added here.
+KNOWN_BASE_STEP_UPDATES: dict[str, BaseStepUpdate] = {
+    "b49100957f13128e": BaseStepUpdate("0.4.12 - 0.5.4", False, False, False),
+    "5850e4f96f29dfbe": BaseStepUpdate("0.6.5 - 0.6.13", False, True, False),
+    "2a609bf454ec9e8c": BaseStepUpdate("0.9.0 - 1.0.30", True, True, False),
+    "23bb09b0d46b9a94": BaseStepUpdate("1.0.31", True, True, True),
+}
+
+
+def base_step_update_fingerprint() -> str | None:
+    """A hash of the bodies of the installed base ``Scheduler``'s per-update methods (their AST, so comments,
+    formatting and type hints do not count); None where the source cannot be read."""
+    parts = []
+    for name in _BASE_UPDATE_METHODS:
+        function = _unwrapped(vars(Scheduler).get(name))
+        if function is None:
+            parts.append(f"{name}:")
+            continue
+        try:
+            source = textwrap.dedent(inspect.getsource(function))
+        except (OSError, TypeError):
+            return None
+        body = ast.parse(source).body[0].body  # type: ignore[attr-defined]
+        parts.append(f"{name}:{ast.dump(ast.Module(body=body, type_ignores=[]))}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+@functools.cache
+def installed_base_step_update() -> BaseStepUpdate | None:
+    """The installed timm's entry of :data:`KNOWN_BASE_STEP_UPDATES`, or None (then nothing is inlined)."""
+    fingerprint = base_step_update_fingerprint()
+    return None if fingerprint is None else KNOWN_BASE_STEP_UPDATES.get(fingerprint)
+
+
+#: Base methods whose work :func:`inlined_step_update` does itself; a class that overrides any of them keeps
+#: its own ``step_update`` (through :func:`stock_writer`).
 _INLINED_METHODS = ("update_groups", "_add_noise", "_is_apply_noise", "_calculate_noise")
-
-#: Where an update schedule's values come from. timm 0.4.12 - 0.6.x: ``get_update_values(t)``, defined by every
-#: subclass; timm 0.9+: the base ``_get_values(t, on_epoch=False)``, which calls the schedule's ``_get_lr(t)``.
-_VALUES_FROM_GET_VALUES: bool = hasattr(Scheduler, "_get_values")
-
-#: Whether ``update_groups`` multiplies by a param group's ``lr_scale`` (timm 0.6+; 0.4.12 and 0.5.x write the
-#: value as it is). Read from the installed method's constants, so a release between the tested ones is right too.
-_UPDATE_GROUPS_APPLIES_LR_SCALE: bool = "lr_scale" in Scheduler.update_groups.__code__.co_consts
 
 
 def _unwrapped(function: Any) -> Any:
@@ -113,6 +160,8 @@ def inlined_step_update(scheduler: Scheduler, stock_method: Callable[..., Any]) 
     if values_of is None:
         return None
     generator = torch.Generator()
+    base = installed_base_step_update()
+    applies_lr_scale, scaled_by_std = base.applies_lr_scale, base.noise_scaled_by_std  # type: ignore[union-attr]
 
     def step_update(t: float, metric: Any) -> None:
         scheduler.metric = metric
@@ -121,14 +170,14 @@ def inlined_step_update(scheduler: Scheduler, stock_method: Callable[..., Any]) 
             return
         noise_range = scheduler.noise_range_t
         if noise_range is not None and _noise_applies(noise_range, t):
-            noise = _noise(scheduler, generator, t)
+            noise = _noise(scheduler, generator, t, scaled_by_std)
             values = [value + value * noise for value in values]
         groups = scheduler.optimizer.param_groups
         if type(values) is not list and not isinstance(values, (list, tuple)):  # the type test is the fast part
             values = [values] * len(groups)
         field = scheduler.param_group_field
         for group, value in zip(groups, values):
-            if _UPDATE_GROUPS_APPLIES_LR_SCALE and "lr_scale" in group:
+            if applies_lr_scale and "lr_scale" in group:
                 group[field] = value * group["lr_scale"]
             else:
                 group[field] = value
@@ -144,12 +193,13 @@ def update_schedule_values(scheduler: Scheduler, stock_method: Callable[..., Any
     if values_of is None:
         return None
     generator = torch.Generator()
+    scaled_by_std = installed_base_step_update().noise_scaled_by_std  # type: ignore[union-attr]
 
     def values_at(t: float) -> list[float] | None:
         values = values_of(t)
         noise_range = scheduler.noise_range_t
         if values is not None and noise_range is not None and _noise_applies(noise_range, t):
-            noise = _noise(scheduler, generator, t)
+            noise = _noise(scheduler, generator, t, scaled_by_std)
             values = [value + value * noise for value in values]
         return values
 
@@ -160,11 +210,12 @@ def _update_values_function(scheduler: Scheduler, stock_method: Callable[..., An
     """The schedule's own ``t -> values`` for a per-update schedule, or None when the class overrides
     ``step_update`` (``stock_method``, the class's own) or a base method it calls besides the schedule math."""
     cls = type(scheduler)
-    if _unwrapped(stock_method) is not _unwrapped(vars(Scheduler)["step_update"]):
+    base = installed_base_step_update()
+    if base is None or _unwrapped(stock_method) is not _unwrapped(vars(Scheduler)["step_update"]):
         return None
     if any(getattr(cls, name, None) is not getattr(Scheduler, name, None) for name in _INLINED_METHODS):
         return None
-    if not _VALUES_FROM_GET_VALUES:
+    if not base.values_from_get_values:
         return scheduler.get_update_values
     if cls._get_values is Scheduler._get_values:
         return scheduler._get_lr  # _get_values(t, on_epoch=False) of a per-update schedule
@@ -178,17 +229,11 @@ def _noise_applies(noise_range: Any, t: float) -> bool:
     return t >= noise_range
 
 
-#: Whether timm scales a normal noise draw by ``noise_std`` (1.0.31+; before, ``noise_std`` is stored but unused).
-#: Read from the installed method's names, as ``_UPDATE_GROUPS_APPLIES_LR_SCALE`` is.
-_NOISE_SCALED_BY_STD: bool = hasattr(Scheduler, "_calculate_noise") and (
-    "noise_std" in Scheduler._calculate_noise.__code__.co_names)
-
-
-def _noise(scheduler: Scheduler, generator: torch.Generator, t: float) -> float:
+def _noise(scheduler: Scheduler, generator: torch.Generator, t: float, scaled_by_std: bool) -> float:
     """timm's ``_calculate_noise`` (0.6+; inline in ``_add_noise`` before), drawing from ``generator``."""
     generator.manual_seed(scheduler.noise_seed + t)
     if scheduler.noise_type == "normal":
-        scale = scheduler.noise_std if _NOISE_SCALED_BY_STD else 1.0
+        scale = scheduler.noise_std if scaled_by_std else 1.0
         while True:  # timm resamples until the noise is within noise_pct
             noise = torch.randn(1, generator=generator).item() * scale
             if abs(noise) < scheduler.noise_pct:
