@@ -192,19 +192,31 @@ def _check_index(index: Any, name: str) -> None:
         raise ValueError(f"{name}() index must be a finite, non-negative number, got {index!r}")
 
 
-def _before_optimizer_step_hook(timing_ref: weakref.ref[ScheduleTiming], auto_updates: bool) -> Callable[..., None]:
-    """The optimizer step pre-hook: it runs on every optimizer step, so counting alone is inlined here.
-    It holds the timing weakly: a scheduler that is dropped while its optimizer lives stops acting."""
-    if auto_updates:
+class _OptimizerSteps:
+    """The optimizer steps run since the last apply: shared by a timing and its step hook, so that counting,
+    the hook's only work outside auto mode, needs no timing (which the hook must not keep alive)."""
+
+    __slots__ = ("since_apply",)
+
+    def __init__(self) -> None:
+        self.since_apply = 0
+
+
+def _before_optimizer_step_hook(timing: ScheduleTiming) -> Callable[..., None]:
+    """The optimizer step pre-hook; it runs on every optimizer step. It holds the timing weakly (auto mode) or not
+    at all: a scheduler that is dropped while its optimizer lives stops acting, and its hook is removed."""
+    if timing._auto_updates:
+        timing_ref = weakref.ref(timing)
+
         def before_optimizer_step(optimizer: Any, args: Any, kwargs: Any) -> None:
-            timing = timing_ref()
-            if timing is not None:
-                timing.before_optimizer_step()
+            live = timing_ref()
+            if live is not None:
+                live.before_optimizer_step()
     else:
+        steps = timing._optimizer_steps
+
         def before_optimizer_step(optimizer: Any, args: Any, kwargs: Any) -> None:
-            timing = timing_ref()
-            if timing is not None:
-                timing.steps_since_apply += 1
+            steps.since_apply += 1
 
     return before_optimizer_step
 
@@ -226,7 +238,7 @@ class ScheduleTiming:
         self.on_epochs = compat.is_epoch_schedule(scheduler)
         self.last_t: float | None = None
         self.next_count: float | None = None
-        self.steps_since_apply = 0
+        self._optimizer_steps = _OptimizerSteps()
         self.lag_shift = 0
         self.in_stock_call = False
         self.proxy: Any = None  # the FixedScheduler of wrap(), made on request
@@ -263,16 +275,24 @@ class ScheduleTiming:
     # -- optimizer step hook ------------------------------------------------------------------
 
     def _register_hook(self) -> None:
-        handle = self.optimizer.register_step_pre_hook(_before_optimizer_step_hook(weakref.ref(self),
-                                                                                    self._auto_updates))
+        handle = self.optimizer.register_step_pre_hook(_before_optimizer_step_hook(self))
         self._hook_finalizer = weakref.finalize(self, handle.remove)
 
+    @property
+    def steps_since_apply(self) -> int:
+        """The optimizer steps that ran with ``last_t``."""
+        return self._optimizer_steps.since_apply
+
+    @steps_since_apply.setter
+    def steps_since_apply(self, steps: int) -> None:
+        self._optimizer_steps.since_apply = steps
+
     def before_optimizer_step(self) -> None:
-        """Runs right before every optimizer step: counts it, and in auto mode applies v(k)."""
+        """Runs right before every optimizer step in auto mode: applies v(k) and counts the step."""
         auto_updates = self._auto_updates and self.last_t is not None
-        if auto_updates and self.steps_since_apply:
+        if auto_updates and self._optimizer_steps.since_apply:
             self._apply(self.last_t + 1, None)
-        self.steps_since_apply += 1
+        self._optimizer_steps.since_apply += 1
         if auto_updates:  # the count follows the optimizer steps, so skipping a call without an index is fine
             self.next_count = self.last_t + 1
 
@@ -300,7 +320,7 @@ class ScheduleTiming:
                 # as _on_call and _apply decide it: neither a lag nor an unknown position, the same groups
                 self._saw_matching_call = True
                 self._write(t, metric)
-                self.last_t, self.next_count, self.steps_since_apply = t, t + 1, 0
+                self.last_t, self.next_count, self._optimizer_steps.since_apply = t, t + 1, 0
                 return
         self._on_call("step_update", num_updates, metric, epoch_call=False)
 
@@ -444,7 +464,7 @@ class ScheduleTiming:
             self._write(t, metric)
         self.last_t = t
         self.next_count = t + 1
-        self.steps_since_apply = 0
+        self._optimizer_steps.since_apply = 0
 
     def _apply_to_new_groups(self, groups: list[dict], t: float, metric: Any) -> None:
         """The first write, or one after the optimizer's groups changed (``load_state_dict``, ``add_param_group``)."""
@@ -507,13 +527,16 @@ class ScheduleTiming:
                                         if key != "params" and isinstance(value, torch.Tensor)})
                   for group in self.optimizer.param_groups]
         plateau = getattr(self.scheduler, "lr_scheduler", None)
-        return dict(vars(self.scheduler)), dict(vars(self)), groups, plateau, dict(vars(plateau)) if plateau else None
+        timing_state = dict(vars(self), steps_since_apply=self.steps_since_apply)
+        return dict(vars(self.scheduler)), timing_state, groups, plateau, dict(vars(plateau)) if plateau else None
 
     def _restore(self, snapshot: tuple) -> None:
         scheduler_state, timing_state, groups, plateau, plateau_state = snapshot
         vars(self.scheduler).clear()
         vars(self.scheduler).update(scheduler_state)
+        steps_since_apply = timing_state.pop("steps_since_apply")
         vars(self).update(timing_state)
+        self.steps_since_apply = steps_since_apply
         for group, values, tensors in groups:
             group.clear()
             group.update(values)
