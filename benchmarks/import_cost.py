@@ -6,9 +6,10 @@ noise hits all of them alike:
 (a) ``python -X importtime -c "import timm_sched_fix.auto"``: the cumulative time of that import (wrapt included,
     the interpreter's own start-up excluded); each run also checks that neither torch nor timm was imported.
 (b) the time added to a training script: ``import timm_sched_fix.auto; import timm.scheduler`` against
-    ``import timm.scheduler`` alone, both under ``-X importtime``: the sum of the self-times of the modules only
-    the first imports, i.e. those the script would not have imported otherwise (wrapt imports asyncio,
-    importlib.metadata and inspect, but torch imports them anyway). Two costs sit inside other modules' times
+    ``import timm.scheduler`` alone, both under ``-X importtime``: the self-times of the modules only the first
+    imports, i.e. those the script would not have imported otherwise (wrapt imports asyncio, importlib.metadata
+    and inspect, but torch imports them anyway), each module's median summed (on a busy machine, some module of
+    each run catches a pause, so the median of the per-run sums runs high). Two costs sit inside other modules' times
     and are shown apart: wrapt's post-import finder, which every later import passes (estimated: the number of
     modules imported after it times the cost of one call, measured in-process), and the instrumenting of
     timm's classes, which runs inside timm.scheduler's own import (as in (c)).
@@ -129,7 +130,6 @@ def main() -> None:
         imported_after_finder = len(with_fix) - len(parse_import_times(alone.stderr))
         measured = {
             "a": parse_import_times(alone.stderr)["timm_sched_fix.auto"][1] / 1e3,
-            "b": sum(added[-1].values()) / 1e3,
             "finder": imported_after_finder * float(alone.stdout) / 1e3,
             "patch": float(whole[0]), "patch_cpu": float(whole[1]),
             "unpatch": float(whole[2]), "unpatch_cpu": float(whole[3]),
@@ -142,7 +142,11 @@ def main() -> None:
     def ms(key: str, digits: int = 2) -> str:
         return f"{statistics.median(rows[key]):.{digits}f}"
 
-    total = statistics.median(rows["b"]) + statistics.median(rows["finder"]) + statistics.median(rows["instrument"])
+    module_medians = {name: statistics.median(run.get(name, 0) for run in added) / 1e3
+                      for name in {name for run in added for name in run}}
+    names = sorted(module_medians, key=module_medians.__getitem__, reverse=True)
+    modules = sum(module_medians.values())
+    total = modules + statistics.median(rows["finder"]) + statistics.median(rows["instrument"])
     print(f"import and patch() cost, median of {runs} fresh interpreters"
           + (" (SMOKE: numbers mean nothing)" if args.smoke else ""))
     print(machine())
@@ -150,8 +154,8 @@ def main() -> None:
     print("| measurement | wall ms | CPU ms |")
     print("|---|---|---|")
     print(f"| (a) `import timm_sched_fix.auto` alone, cumulative (torch and timm not imported) | {ms('a', 1)} | |")
-    print(f"| (b) added to `import timm.scheduler`: self-times of the {len(added[-1])} modules only the fix imports "
-          f"| {ms('b')} | |")
+    print(f"| (b) added to `import timm.scheduler`: self-times of the {len(names)} modules only the fix imports "
+          f"| {modules:.2f} | |")
     print(f"| (b) wrapt's post-import finder, passed by the {imported_after_finder} later imports (estimate) "
           f"| {ms('finder')} | |")
     print(f"| (b) total added: modules + finder + instrumenting (c) | {total:.2f} | |")
@@ -160,11 +164,9 @@ def main() -> None:
     print(f"| (c) of which instrumenting timm's classes | {ms('instrument')} | {ms('instrument_cpu')} |")
     print(f"| (c) `unpatch()` | {ms('unpatch')} | {ms('unpatch_cpu')} |")
     print()
-    names = sorted({name for run in added for name in run},
-                   key=lambda name: -statistics.median(run.get(name, 0) for run in added))
     print("(b) the modules only the fix imports, biggest first (median self-time, ms):")
     for name in names[:10]:
-        print(f"  {statistics.median(run.get(name, 0) for run in added) / 1e3:6.2f}  {name}")
+        print(f"  {module_medians[name]:6.2f}  {name}")
 
 
 if __name__ == "__main__":
