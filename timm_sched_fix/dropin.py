@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import timm.scheduler
@@ -17,7 +17,7 @@ import timm.scheduler
 from . import compat
 from .options import Options
 from .proxy import wrap
-from .timing import FixedAttributes, ScheduleTiming, attach, construct, group_values, route, routes_to_timing
+from .timing import FixedAttributes, RoutedMethod, ScheduleTiming, attach, construct, group_values
 
 _OPTION_PARAMETERS = [
     inspect.Parameter("convention", inspect.Parameter.KEYWORD_ONLY, default="end"),
@@ -36,27 +36,10 @@ class DropInScheduler(FixedAttributes):
         options = Options(convention=convention, auto=auto, on_lag=on_lag)  # type: ignore[arg-type]
         construct(self, super().__init__, args, kwargs, options, owner="dropin")
 
-    @routes_to_timing
-    def step(self, epoch: Any = None, metric: Any = None) -> None:
-        timing = self._timm_sched_fix
-        if timing is None or timing.in_stock_call:
-            return super().step(epoch, metric)  # type: ignore[misc]
-        timing.step(epoch, metric)
-
-    @routes_to_timing
-    def step_update(self, num_updates: Any = None, metric: Any = None) -> None:
-        timing = self._timm_sched_fix
-        if timing is None or timing.in_stock_call:
-            return super().step_update(num_updates, metric)  # type: ignore[misc]
-        timing.step_update(num_updates, metric)
-
-    @routes_to_timing
-    def state_dict(self) -> dict[str, Any]:
-        return route("state_dict", super().state_dict, self, (), {})  # type: ignore[misc]
-
-    @routes_to_timing
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        route("load_state_dict", super().load_state_dict, self, (state_dict,), {})  # type: ignore[misc]
+    step = RoutedMethod()
+    step_update = RoutedMethod()
+    state_dict = RoutedMethod()
+    load_state_dict = RoutedMethod()
 
 
 def _with_options(signature: inspect.Signature) -> inspect.Signature:

@@ -46,10 +46,23 @@ class ScheduleLagError(RuntimeError):
     """Raised for a lagging index when ``on_lag="raise"``."""
 
 
-def routes_to_timing(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Mark an adapter function that routes a scheduler method here, so the stock method is found past it."""
-    function.__timm_sched_fix_route__ = True  # type: ignore[attr-defined]
-    return function
+class RoutedMethod:
+    """A drop-in class's routed method (a descriptor): looked up on a fixed scheduler it is its timing's method of
+    the same name, so the call has no frame of its own on the way to the timing; otherwise (during construction,
+    and for the timing's own calls into the stock method) it is the method of the next class, timm's."""
+
+    __timm_sched_fix_route__ = True  # stock_method looks past it
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.owner, self.name = owner, name
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        if instance is None:
+            return getattr(super(self.owner, owner), self.name)
+        timing = getattr(instance, TIMING_KEY, None)
+        if timing is not None and not timing.in_stock_call:
+            return getattr(timing, self.name)
+        return getattr(super(self.owner, instance), self.name)
 
 
 def stock_method(cls: type, name: str) -> Callable[..., Any]:
@@ -68,19 +81,6 @@ def timing_of(scheduler: Any) -> ScheduleTiming | None:
     """The timing of a fixed scheduler, or None for a stock one."""
     timing = getattr(scheduler, TIMING_KEY, None)
     return None if timing is None or timing.orphaned else timing
-
-
-def route(name: str, stock: Callable[..., Any], scheduler: Any, args: tuple, kwargs: dict) -> Any:
-    """Send a routed method call to the scheduler's timing; stock schedulers and the timing's own
-    calls into the stock method go straight through.
-
-    ``functools.partial(route, name)`` is a wrapt wrapper (``wrapped, instance, args, kwargs``), with no
-    frame of its own on the way to the timing: ``patch()`` routes every optimizer step's call through it.
-    """
-    timing = getattr(scheduler, TIMING_KEY, None)
-    if timing is None or timing.orphaned or timing.in_stock_call:
-        return stock(*args, **kwargs)
-    return getattr(timing, name)(*args, **kwargs)
 
 
 def construct(scheduler: Any, init: Callable[..., Any], args: tuple, kwargs: dict, options: Options, owner: str) -> None:
