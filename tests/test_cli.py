@@ -99,6 +99,7 @@ def test_per_update_enumerate_loop_lags_every_step_but_the_first():
     assert "19 of 20 optimizer steps differ, first at step 1 (epoch 0)" in result.stdout
 
 
+@pytest.mark.release_independent("reading args.yaml and which flags override it")
 def test_args_yaml_is_read_and_flags_override_it(tmp_path):
     args = {"model": "resnet50", "batch_size": 256, "opt": "sgd", "sched": "step", "epochs": 12, "lr": 0.2,
             "min_lr": 0.0, "warmup_epochs": 1, "warmup_lr": 1e-4, "decay_epochs": 3, "decay_rate": 0.5,
@@ -110,6 +111,7 @@ def test_args_yaml_is_read_and_flags_override_it(tmp_path):
     assert "--sched step" in result.stdout and "6 epochs" in result.stdout and "lr 0.2" in result.stdout
 
 
+@pytest.mark.release_independent("the CLI's own --lr-base arithmetic")
 def test_lr_is_derived_like_train_py_when_not_given():
     result = cli("trace", "--epochs", "3", "--warmup-epochs", "0", "--batch-size", "512", "--lr-base", "0.1")
     assert "lr 0.2 (derived from --lr-base" in result.stdout, result.stdout
@@ -117,6 +119,8 @@ def test_lr_is_derived_like_train_py_when_not_given():
 
 # -- trace: files ---------------------------------------------------------------------------------
 
+@pytest.mark.release_independent("writing --out files; the lightning loop's lag is checked on every "
+                                "release by test_lightning_loop_runs_15_of_18_steps_late")
 def test_out_csv_and_json_hold_every_step(tmp_path):
     common = ["trace", "--epochs", "5", "--updates-per-epoch", "4", "--warmup-epochs", "1", "--lr", "0.1",
               "--loop", "lightning"]
@@ -130,6 +134,7 @@ def test_out_csv_and_json_hold_every_step(tmp_path):
     assert len(data["steps"]["fixed_lr"]) == 20 and data["summary"].startswith("16 of 20")
 
 
+@pytest.mark.release_independent("matplotlib's output")
 def test_plot_is_a_png_of_the_documented_size(tmp_path):
     pytest.importorskip("matplotlib")
     from PIL import Image
@@ -143,6 +148,7 @@ def test_plot_is_a_png_of_the_documented_size(tmp_path):
         assert image.size == (1200, 600)
 
 
+@pytest.mark.release_independent("the message for a missing matplotlib")
 def test_plot_without_matplotlib_says_how_to_install_it(tmp_path):
     blocker = tmp_path / "matplotlib"
     blocker.mkdir()
@@ -155,6 +161,8 @@ def test_plot_without_matplotlib_says_how_to_install_it(tmp_path):
 
 # -- trace: long runs -----------------------------------------------------------------------------
 
+@pytest.mark.release_independent("summarising long tables and the progress line; the enumerate loop's lag is "
+                                "checked on every release by test_per_update_enumerate_loop_lags_every_step_but_the_first")
 @pytest.mark.skipif(not HAS_V2, reason="--sched-on-updates needs timm >= 0.9")
 def test_long_trace_is_summarised_and_shows_progress_on_a_terminal():
     """300 epochs x 5,000 updates on a terminal: a progress line on stderr, a table of a few dozen rows."""
@@ -177,6 +185,7 @@ def test_long_trace_is_summarised_and_shows_progress_on_a_terminal():
     assert sum("rows" in line and line.startswith("...") for line in table) >= 2
 
 
+@pytest.mark.release_independent("whether the progress line sees a terminal")
 def test_no_progress_line_when_not_on_a_terminal():
     result = cli("trace", "--epochs", "3", "--warmup-epochs", "0")
     assert result.returncode == 0 and "computing" not in result.stderr and "\r" not in result.stderr
@@ -214,6 +223,7 @@ def test_yaml_that_is_not_train_py_args_is_refused(tmp_path):
     assert_user_error(cli("trace", "--config", str(wrong_type)), "--epochs must be an integer, got 'many'")
 
 
+@pytest.mark.release_independent("the console-script entry point")
 def test_console_script_is_installed():
     script = Path(sys.executable).with_name("timm-sched-fix")
     result = subprocess.run([str(script), "trace", "--epochs", "2", "--warmup-epochs", "0"], capture_output=True,
