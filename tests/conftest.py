@@ -17,6 +17,37 @@ settings.register_profile("soak", parent=settings.get_profile("ci"), max_example
 settings.register_profile("matrix", parent=settings.get_profile("ci"), max_examples=100)
 settings.load_profile("ci")
 
+# Tests marked `release_independent` check a surface the timm release does not change (CLI plumbing, files,
+# console scripts, torch.distributed): each is costly (subprocesses that import torch), so the version matrix
+# runs them once, against the environment's own (newest) timm, and nox passes --skip-release-independent
+# for the older releases. Everything that depends on the release (timing, compat, state dicts, what
+# `check` and `trace` compute) stays unmarked and runs on every release.
+RELEASE_INDEPENDENT_HELP = ("skip tests marked release_independent (the version matrix's older timm releases: "
+                            "they run against the environment's own timm)")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--skip-release-independent", action="store_true", help=RELEASE_INDEPENDENT_HELP)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "release_independent(why): checks something the timm release does not "
+                                       "change; skipped under --skip-release-independent")
+
+
+def pytest_collection_modifyitems(config, items):
+    skip = config.getoption("--skip-release-independent")
+    for item in items:
+        marker = item.get_closest_marker("release_independent")
+        if marker is None:
+            continue
+        if len(marker.args) != 1:
+            raise pytest.UsageError(f"{item.nodeid}: release_independent takes one argument, why the timm release "
+                                    "does not matter")
+        if skip:
+            item.add_marker(pytest.mark.skip(reason=f"release-independent ({marker.args[0]}): runs against the "
+                                                    f"environment's own timm, not timm {timm.__version__}"))
+
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """Print the first-step defect table as measured in this run (stock vs fixed vs the schedule), when

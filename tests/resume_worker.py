@@ -1,8 +1,9 @@
 """Training processes for tests/test_crash_resume.py (run as a script, never collected by pytest).
 
-``reference CASES OUT``: every case's uninterrupted run, its per-step LR trace in ``OUT/<id>.reference.json``.
-``crash CASES OUT``: every case trains in a forked child that saves a checkpoint (model, optimizer, scheduler
-  state) with ``torch.save`` every few steps and is killed with SIGKILL at the case's ``kill_step``.
+``crash CASES OUT``: every case runs uninterrupted in this process, its per-step LR trace in
+  ``OUT/<id>.reference.json``, then trains again in a forked child that saves a checkpoint (model, optimizer,
+  scheduler state) with ``torch.save`` every few steps and is killed with SIGKILL (its own) at the case's
+  ``kill_step``.
 ``resume CASES OUT``: in this fresh interpreter, every case resumes from its last checkpoint and writes the
   per-step LR trace from the resume point on to ``OUT/<id>.resumed.json``.
 
@@ -16,6 +17,7 @@ import json
 import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -122,35 +124,25 @@ def reference(case: dict, out: Path) -> None:
 
 
 def crash(case: dict, out: Path) -> None:
-    """Train in a forked child that reports each step and is SIGKILLed by this process at ``kill_step``."""
-    progress_read, progress_write = os.pipe()
-    go_read, go_write = os.pipe()
+    """Train in a forked child that SIGKILLs itself right after step ``kill_step``: no cleanup, no flush, as
+    an outside kill at that point (signalling itself saves the two process switches per step a watcher needs)."""
     pid = os.fork()
     if pid == 0:  # the training process
-        os.close(progress_read)
-        os.close(go_write)
+        def die_at_kill_step(updates_done: int) -> None:
+            if updates_done == case["kill_step"]:
+                os.kill(os.getpid(), signal.SIGKILL)
 
-        def report(updates_done: int) -> None:
-            os.write(progress_write, b"s")
-            os.read(go_read, 1)
-
-        with patched_if(case):
-            model, optimizer = fresh_model_and_optimizer()
-            Trainer(case, model, optimizer, build(case, optimizer), out / f"{case['id']}.pt").train(0, report)
-        os._exit(0)
-    os.close(progress_write)
-    os.close(go_read)
-    for step in range(1, TOTAL_STEPS + 1):
-        if not os.read(progress_read, 1):
-            raise RuntimeError(f"{case['id']}: the training process ended before step {step}")
-        if step == case["kill_step"]:
-            os.kill(pid, signal.SIGKILL)
-            break
-        os.write(go_write, b"g")
+        try:
+            with patched_if(case):
+                model, optimizer = fresh_model_and_optimizer()
+                Trainer(case, model, optimizer, build(case, optimizer), out / f"{case['id']}.pt").train(
+                    0, die_at_kill_step)
+        except BaseException:  # noqa: BLE001 (the forked child must never return into the loop over cases)
+            traceback.print_exc()
+            sys.stderr.flush()
+        os._exit(1)  # not killed: an error (printed above), or the run ended before kill_step
     _, status = os.waitpid(pid, 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, f"{case['id']}: status {status}"
-    os.close(progress_read)
-    os.close(go_write)
 
 
 def resume(case: dict, out: Path) -> None:
@@ -175,9 +167,10 @@ def main() -> None:
     mode, cases_path, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     check_worker_imports()
     torch.set_num_threads(1)
-    run = {"reference": reference, "crash": crash, "resume": resume}[mode]
+    steps = {"crash": (reference, crash), "resume": (resume,)}[mode]
     for case in json.loads(cases_path.read_text()):
-        run(case, out)
+        for step in steps:
+            step(case, out)
 
 
 if __name__ == "__main__":

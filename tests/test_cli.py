@@ -1,4 +1,11 @@
-"""``timm-sched-fix check`` and ``trace`` run as a user runs them: a subprocess, its output and exit code."""
+"""``timm-sched-fix check`` and ``trace``: their output and exit code.
+
+What they compute (the first-step table, the compat fixes, how many steps a loop runs late) depends on the timm
+release, so those tests run on every release, through ``cli.main`` in the test process as the console script
+calls it: a new interpreter per call would import torch and timm again, ~5 s of CPU each. How the command
+runs as a program (``python -m``, the console script, a terminal, files, user mistakes) is checked in
+subprocesses; those the release does not change are marked release_independent (see tests/conftest.py).
+"""
 
 import csv
 import json
@@ -12,6 +19,7 @@ import pytest
 import timm.scheduler
 import yaml
 
+from timm_sched_fix import cli as timm_sched_fix_cli
 from timm_sched_fix import compat
 
 HAS_V2 = hasattr(timm.scheduler, "create_scheduler_v2")
@@ -20,6 +28,13 @@ HAS_V2 = hasattr(timm.scheduler, "create_scheduler_v2")
 def cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "timm_sched_fix", *args], capture_output=True, text=True,
                           check=False, env=env, timeout=300)
+
+
+def in_process(capsys, *args):
+    """The command run by ``cli.main`` in this process, with its output as a subprocess result."""
+    returncode = timm_sched_fix_cli.main(list(args))
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(["timm-sched-fix", *args], returncode, captured.out, captured.err)
 
 
 def assert_user_error(result, *fragments):
@@ -37,8 +52,8 @@ def assert_user_error(result, *fragments):
 STOCK_PLATEAU_FAILS = compat.PLATEAU_PASSES_VERBOSE
 
 
-def test_check_table_has_a_row_per_class_and_the_compat_fixes():
-    result = cli("check")
+def test_check_table_has_a_row_per_class_and_the_compat_fixes(capsys):
+    result = in_process(capsys, "check")
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     for name in compat.scheduler_classes():
@@ -54,8 +69,8 @@ def test_check_table_has_a_row_per_class_and_the_compat_fixes():
         assert quirk.name in result.stdout
 
 
-def test_check_json_says_ok_and_matches_the_table():
-    result = cli("check", "--format", "json")
+def test_check_json_says_ok_and_matches_the_table(capsys):
+    result = in_process(capsys, "check", "--format", "json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["ok"] is True
@@ -72,19 +87,20 @@ def test_check_json_says_ok_and_matches_the_table():
 
 # -- trace: what it prints ------------------------------------------------------------------------
 
-def test_lightning_loop_runs_15_of_18_steps_late():
+def test_lightning_loop_runs_15_of_18_steps_late(capsys):
     """The README's figure: 6 epochs of 3 batches, warmup 2, Lightning's documented override."""
-    result = cli("trace", "--epochs", "6", "--updates-per-epoch", "3", "--warmup-epochs", "2", "--warmup-lr", "1e-3",
-                 "--lr", "0.1", "--loop", "lightning")
+    result = in_process(capsys, "trace", "--epochs", "6", "--updates-per-epoch", "3", "--warmup-epochs", "2",
+                        "--warmup-lr", "1e-3", "--lr", "0.1", "--loop", "lightning")
     assert result.returncode == 0, result.stderr
     assert "15 of 18 optimizer steps differ, first at step 3 (epoch 1)" in result.stdout
 
 
-def test_train_py_loop_differs_only_where_stock_has_a_first_step_defect():
-    warm = cli("trace", "--epochs", "6", "--updates-per-epoch", "3", "--warmup-epochs", "2", "--lr", "0.1")
+def test_train_py_loop_differs_only_where_stock_has_a_first_step_defect(capsys):
+    warm = in_process(capsys, "trace", "--epochs", "6", "--updates-per-epoch", "3", "--warmup-epochs", "2",
+                      "--lr", "0.1")
     assert "0 of 18 optimizer steps differ" in warm.stdout, warm.stdout
-    tanh = cli("trace", "--sched", "tanh", "--epochs", "6", "--updates-per-epoch", "3", "--warmup-epochs", "0",
-               "--lr", "0.1", "--per-update")
+    tanh = in_process(capsys, "trace", "--sched", "tanh", "--epochs", "6", "--updates-per-epoch", "3",
+                      "--warmup-epochs", "0", "--lr", "0.1", "--per-update")
     assert "3 of 18 optimizer steps differ, first at step 0 (epoch 0)" in tanh.stdout, tanh.stdout
     rows = [line.split() for line in tanh.stdout.splitlines()
             if line.split()[:1] in (["0"], ["1"], ["2"], ["3"]) and line.split()[1].isdigit()]
@@ -92,13 +108,14 @@ def test_train_py_loop_differs_only_where_stock_has_a_first_step_defect():
 
 
 @pytest.mark.skipif(not HAS_V2, reason="--sched-on-updates needs timm >= 0.9")
-def test_per_update_enumerate_loop_lags_every_step_but_the_first():
-    result = cli("trace", "--epochs", "4", "--sched-on-updates", "--updates-per-epoch", "5", "--lr", "0.1",
-                 "--warmup-epochs", "1", "--loop", "enumerate", "--per-update")
+def test_per_update_enumerate_loop_lags_every_step_but_the_first(capsys):
+    result = in_process(capsys, "trace", "--epochs", "4", "--sched-on-updates", "--updates-per-epoch", "5",
+                        "--lr", "0.1", "--warmup-epochs", "1", "--loop", "enumerate", "--per-update")
     assert result.returncode == 0, result.stderr
     assert "19 of 20 optimizer steps differ, first at step 1 (epoch 0)" in result.stdout
 
 
+@pytest.mark.release_independent("reading args.yaml and which flags override it")
 def test_args_yaml_is_read_and_flags_override_it(tmp_path):
     args = {"model": "resnet50", "batch_size": 256, "opt": "sgd", "sched": "step", "epochs": 12, "lr": 0.2,
             "min_lr": 0.0, "warmup_epochs": 1, "warmup_lr": 1e-4, "decay_epochs": 3, "decay_rate": 0.5,
@@ -110,6 +127,7 @@ def test_args_yaml_is_read_and_flags_override_it(tmp_path):
     assert "--sched step" in result.stdout and "6 epochs" in result.stdout and "lr 0.2" in result.stdout
 
 
+@pytest.mark.release_independent("the CLI's own --lr-base arithmetic")
 def test_lr_is_derived_like_train_py_when_not_given():
     result = cli("trace", "--epochs", "3", "--warmup-epochs", "0", "--batch-size", "512", "--lr-base", "0.1")
     assert "lr 0.2 (derived from --lr-base" in result.stdout, result.stdout
@@ -117,6 +135,8 @@ def test_lr_is_derived_like_train_py_when_not_given():
 
 # -- trace: files ---------------------------------------------------------------------------------
 
+@pytest.mark.release_independent("writing --out files; the lightning loop's lag is checked on every "
+                                "release by test_lightning_loop_runs_15_of_18_steps_late")
 def test_out_csv_and_json_hold_every_step(tmp_path):
     common = ["trace", "--epochs", "5", "--updates-per-epoch", "4", "--warmup-epochs", "1", "--lr", "0.1",
               "--loop", "lightning"]
@@ -130,6 +150,7 @@ def test_out_csv_and_json_hold_every_step(tmp_path):
     assert len(data["steps"]["fixed_lr"]) == 20 and data["summary"].startswith("16 of 20")
 
 
+@pytest.mark.release_independent("matplotlib's output")
 def test_plot_is_a_png_of_the_documented_size(tmp_path):
     pytest.importorskip("matplotlib")
     from PIL import Image
@@ -143,6 +164,7 @@ def test_plot_is_a_png_of_the_documented_size(tmp_path):
         assert image.size == (1200, 600)
 
 
+@pytest.mark.release_independent("the message for a missing matplotlib")
 def test_plot_without_matplotlib_says_how_to_install_it(tmp_path):
     blocker = tmp_path / "matplotlib"
     blocker.mkdir()
@@ -155,6 +177,8 @@ def test_plot_without_matplotlib_says_how_to_install_it(tmp_path):
 
 # -- trace: long runs -----------------------------------------------------------------------------
 
+@pytest.mark.release_independent("summarising long tables and the progress line; the enumerate loop's lag is "
+                                "checked on every release by test_per_update_enumerate_loop_lags_every_step_but_the_first")
 @pytest.mark.skipif(not HAS_V2, reason="--sched-on-updates needs timm >= 0.9")
 def test_long_trace_is_summarised_and_shows_progress_on_a_terminal():
     """300 epochs x 5,000 updates on a terminal: a progress line on stderr, a table of a few dozen rows."""
@@ -177,6 +201,7 @@ def test_long_trace_is_summarised_and_shows_progress_on_a_terminal():
     assert sum("rows" in line and line.startswith("...") for line in table) >= 2
 
 
+@pytest.mark.release_independent("whether the progress line sees a terminal")
 def test_no_progress_line_when_not_on_a_terminal():
     result = cli("trace", "--epochs", "3", "--warmup-epochs", "0")
     assert result.returncode == 0 and "computing" not in result.stderr and "\r" not in result.stderr
@@ -214,6 +239,7 @@ def test_yaml_that_is_not_train_py_args_is_refused(tmp_path):
     assert_user_error(cli("trace", "--config", str(wrong_type)), "--epochs must be an integer, got 'many'")
 
 
+@pytest.mark.release_independent("the console-script entry point")
 def test_console_script_is_installed():
     script = Path(sys.executable).with_name("timm-sched-fix")
     result = subprocess.run([str(script), "trace", "--epochs", "2", "--warmup-epochs", "0"], capture_output=True,

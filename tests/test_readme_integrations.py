@@ -67,6 +67,8 @@ def test_python_snippets_run_and_every_step_is_right(section, lr_of_every_step):
         assert trace == pytest.approx(want, rel=1e-12)
 
 
+@pytest.mark.release_independent("the README's console-script command; the same example script under "
+                                "`timm-sched-fix run` is checked step by step on every release by test_runner.py")
 def test_runner_command_runs_the_example_script():
     (block,) = integration_blocks("Existing training script", "bash")
     for line in block.splitlines():
