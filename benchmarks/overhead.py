@@ -35,15 +35,11 @@ def make_optimizer(groups: int) -> torch.optim.Optimizer:
                             for i in range(groups)], lr=0.1)
 
 
-def run_step_pre_hooks(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
-    """What ``optimizer.step()`` adds before the update: call each step pre-hook."""
-    hooks = list(optimizer._optimizer_step_pre_hooks.values())
-
-    def run() -> None:
-        for hook in hooks:
-            hook(optimizer, (), {})
-
-    return run
+def step_pre_hook(optimizer: torch.optim.Optimizer) -> Callable[..., None]:
+    """The fix's one optimizer step pre-hook, which ``optimizer.step()`` calls as ``hook(optimizer, args, kwargs)``
+    in its loop over the hooks: what the hook adds to a step is that call."""
+    (hook,) = optimizer._optimizer_step_pre_hooks.values()
+    return hook
 
 
 def contenders(groups: int, noise: bool) -> dict[str, Callable[[int], Callable[[int], None]]]:
@@ -56,24 +52,31 @@ def contenders(groups: int, noise: bool) -> dict[str, Callable[[int], Callable[[
     def stock(k0: int) -> Callable[[int], None]:
         scheduler = timm.scheduler.CosineLRScheduler(make_optimizer(groups), **schedule)
         scheduler.step_update(k0)
-        return lambda k: scheduler.step_update(k + 1)
+
+        def step(k: int) -> None:
+            scheduler.step_update(k + 1)
+
+        return step
 
     def fixed(build: Callable[[], object], call: str) -> Callable[[int], Callable[[int], None]]:
         def make(k0: int) -> Callable[[int], None]:
             scheduler = build()
             scheduler.step_update(k0)  # the position the first timed step continues from
-            hooks = run_step_pre_hooks(scheduler.optimizer)
-            if call == "auto":
-                return lambda k: hooks()
+            optimizer = scheduler.optimizer
+            hook, args, kwargs = step_pre_hook(optimizer), (), {}
 
-            def step(k: int) -> None:
-                hooks()
-                if call == "explicit":
-                    scheduler.step_update(k + 1)
-                else:
-                    scheduler.step_update()
+            def explicit(k: int) -> None:
+                hook(optimizer, args, kwargs)
+                scheduler.step_update(k + 1)
 
-            return step
+            def counting(k: int) -> None:
+                hook(optimizer, args, kwargs)
+                scheduler.step_update()
+
+            def auto(k: int) -> None:
+                hook(optimizer, args, kwargs)
+
+            return {"explicit": explicit, "counting": counting, "auto": auto}[call]
 
         return make
 
@@ -90,7 +93,11 @@ def contenders(groups: int, noise: bool) -> dict[str, Callable[[int], Callable[[
     def lambda_lr(k0: int) -> Callable[[int], None]:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             make_optimizer(groups), lambda k: 0.5 * (1 + math.cos(math.pi * k / 10**7)))
-        return lambda k: scheduler.step()
+
+        def step(k: int) -> None:
+            scheduler.step()
+
+        return step
 
     return {
         "stock timm step_update(k)": stock,

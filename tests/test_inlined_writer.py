@@ -136,3 +136,15 @@ def test_an_unchecked_release_keeps_timms_own_step_update(monkeypatch):
             assert fixed.optimizer.param_groups[0]["lr"] == stock.optimizer.param_groups[0]["lr"]
     finally:
         compat.installed_base_step_update.cache_clear()
+
+
+@pytest.mark.parametrize("name", UPDATE_CLASSES)
+def test_one_group_with_lr_scale_is_written_as_stock_writes_it(name):
+    """One param group with an lr_scale (timm 0.6+ multiplies by it, 0.4.12 - 0.5.4 does not)."""
+    stock, twin, inlined = _stock_and_inlined(name, 1, {})
+    for scheduler in (stock, twin):
+        scheduler.optimizer.param_groups[0]["lr_scale"] = 0.3
+    for t in range(8):
+        stock.step_update(t)
+        inlined(t, None)
+        _assert_same(stock, twin)
