@@ -149,3 +149,10 @@ def test_auto_module_rejects_bad_environment_values(name, value):
     result = run_python("import timm_sched_fix.auto", **{name: value})
     assert result.returncode != 0
     assert name in result.stderr and repr(value) in result.stderr
+
+
+def test_patch_routes_by_the_timing_attribute():
+    """patch()'s routing descriptor (torch-free, so it cannot import timing) names the same attribute."""
+    from timm_sched_fix import patching, timing
+
+    assert patching._RoutedMethod.timing_key == timing.TIMING_KEY
