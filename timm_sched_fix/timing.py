@@ -2,8 +2,9 @@
 
 Every adapter (``patch()``, ``wrap()``, the drop-in classes) routes a fixed scheduler's ``step``,
 ``step_update``, ``state_dict`` and ``load_state_dict`` to the :class:`ScheduleTiming` stored on the
-scheduler. The schedule math is never touched: v(t) is always written by the scheduler's own
-``step(t)``/``step_update(t)`` (see :func:`timm_sched_fix.compat.stock_writer`).
+scheduler. The schedule math is never touched: v(t) is written by the scheduler's own ``step(t)``/
+``step_update(t)`` (:func:`timm_sched_fix.compat.stock_writer`) or, for a class that keeps timm's base
+``step_update``, by its bit-identical inlined equivalent (:func:`timm_sched_fix.compat.inlined_step_update`).
 
 This module runs on every optimizer step, so the per-call path avoids repeated lookups: what can be
 resolved once per scheduler is resolved in ``ScheduleTiming.__init__``.
@@ -456,7 +457,7 @@ class ScheduleTiming:
             )
 
     def _apply(self, t: float, metric: Any) -> None:
-        """Write v(t) through the stock method; tensor LRs are filled in place, not replaced."""
+        """Write v(t) (see ``_writer``) and record it as the position; tensor LRs are filled in place, not replaced."""
         groups = self.optimizer.param_groups
         if groups is not self._groups_seen or len(groups) != self._group_count:
             self._apply_to_new_groups(groups, t, metric)
