@@ -10,9 +10,11 @@ import ast
 import functools
 import hashlib
 import inspect
+import itertools
 import math
 import textwrap
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -292,6 +294,13 @@ QUIRKS: tuple[Quirk, ...] = (
         "are refused with the reason",
         lambda: True,
     ),
+    Quirk(
+        "compiled_step_traces_hooks",
+        "torch 2.0 - 2.14",
+        "torch.compile traces optimizer step pre-hooks, so auto mode's schedule values would be guards "
+        "(a recompilation each); from torch 2.4 the fix runs them as one operator in the graph, compiled once",
+        lambda: hasattr(torch, "compile"),
+    ),
 )
 
 
@@ -509,3 +518,80 @@ def construction_args(init: Callable[..., Any], args: tuple, kwargs: dict) -> tu
     optimizer = arguments.get("optimizer", args[0] if args else extra.get("optimizer"))
     initialize = arguments.get("initialize", extra.get("initialize", True))
     return optimizer, bool(initialize)
+
+
+# -- torch releases: auto mode in a compiled optimizer step --------------------------------------------------
+
+#: Quirk ``compiled_step_traces_hooks`` (torch 2.0 - 2.14): ``torch.compile`` traces the optimizer step pre-hooks
+#: of a compiled ``optimizer.step()`` (torch's step wrapper runs them before its own first graph break). Traced,
+#: auto mode's hook would make the schedule's Python state (its position, the warmup branch, the noise draw)
+#: guards of the compiled code: a recompilation for each new value. With ``torch.library.register_fake`` and
+#: ``torch.compiler.is_dynamo_compiling`` (torch 2.4 on), the hook puts one operator into the graph instead,
+#: ``timm_sched_fix::run_untraced``, whose kernel runs the hook's own Python on every step: the graph compiles
+#: once, with no graph break of its own. Older torch traces the hook as it is (the LRs are right; it recompiles).
+UNTRACED_IN_COMPILED_STEP: bool = hasattr(getattr(torch, "library", None), "register_fake") and hasattr(
+    getattr(torch, "compiler", None), "is_dynamo_compiling")
+
+
+def _never() -> bool:
+    return False
+
+
+#: True while dynamo traces the calling code, False when it runs (``torch.compiler.is_dynamo_compiling``: dynamo
+#: replaces the call with the constant True); always False where ``UNTRACED_IN_COMPILED_STEP`` is not.
+dynamo_tracing: Callable[[], bool] = torch.compiler.is_dynamo_compiling if UNTRACED_IN_COMPILED_STEP else _never
+
+_UNTRACED: dict[int, weakref.WeakMethod] = {}
+_UNTRACED_KEYS = itertools.count()
+#: The operator, its Library (dropping a Library unregisters its operators), and a tensor it is told to write when
+#: the optimizer has no tensor LR: AOT autograd drops a call that writes nothing, so the graph would lose it.
+_UNTRACED_OPERATOR: list[Any] = []
+_UNTRACED_DEFINITION = threading.Lock()
+
+
+def _run_untraced(key: int, written: list[torch.Tensor]) -> None:
+    """The operator's kernel: run the method registered under ``key``, unless its object is gone."""
+    method = _UNTRACED.get(key)
+    bound = None if method is None else method()
+    if bound is not None:
+        bound()
+
+
+def _untraced_operator() -> list[Any]:
+    """Define ``timm_sched_fix::run_untraced`` once per process, on first use (``register_fake`` costs ~8 ms).
+
+    It may write the tensors it is given (``Tensor(a!)[]``), so the compiled graph keeps it and orders it before
+    anything that reads them; its fake kernel does nothing, so tracing never runs the method; it is marked
+    ``cudagraph_unsafe`` where torch has the tag, so CUDA graphs never record one run of it for replay.
+    """
+    with _UNTRACED_DEFINITION:
+        if not _UNTRACED_OPERATOR:
+            library = torch.library.Library("timm_sched_fix", "FRAGMENT")
+            cudagraph_unsafe = getattr(torch.Tag, "cudagraph_unsafe", None)
+            library.define("run_untraced(int key, Tensor(a!)[] written) -> ()",
+                           tags=() if cudagraph_unsafe is None else (cudagraph_unsafe,))
+            library.impl("run_untraced", _run_untraced, "CompositeExplicitAutograd")
+            torch.library.register_fake("timm_sched_fix::run_untraced", lambda key, written: None, lib=library)
+            _UNTRACED_OPERATOR[:] = [torch.ops.timm_sched_fix.run_untraced.default, library, torch.zeros(())]
+        return _UNTRACED_OPERATOR
+
+
+def untraced_call(method: Callable[[], None]) -> Callable[[list[torch.Tensor]], None]:
+    """What an optimizer step pre-hook calls instead of ``method`` while dynamo traces it (``dynamo_tracing()``),
+    with the tensors ``method`` writes (an LR tensor per param group that has one; values are not read, so no
+    guard depends on them).
+
+    ``method``, a bound method held weakly, then runs as eager Python when the compiled step runs, where the hook
+    would have run, on every step: one operator call in the graph. Where ``UNTRACED_IN_COMPILED_STEP`` is False the
+    call is ``method`` itself, traced as it is.
+    """
+    if not UNTRACED_IN_COMPILED_STEP:
+        return lambda written: method()
+    operator, _, no_tensor_lr = _untraced_operator()
+    key = next(_UNTRACED_KEYS)
+    _UNTRACED[key] = weakref.WeakMethod(method, lambda _: _UNTRACED.pop(key, None))
+
+    def in_graph(written: list[torch.Tensor]) -> None:
+        operator(key, written or [no_tensor_lr])
+
+    return in_graph

@@ -208,10 +208,15 @@ def _before_optimizer_step_hook(timing: ScheduleTiming) -> Callable[..., None]:
     at all: a scheduler that is dropped while its optimizer lives stops acting, and its hook is removed."""
     if timing._auto_updates:
         timing_ref = weakref.ref(timing)
+        tracing, in_graph = compat.dynamo_tracing, compat.untraced_call(timing.before_optimizer_step)
 
         def before_optimizer_step(optimizer: Any, args: Any, kwargs: Any) -> None:
             live = timing_ref()
-            if live is not None:
+            if live is None:
+                return
+            if tracing():  # in a compiled optimizer.step(): the schedule runs untraced all the same (compat)
+                in_graph([tensor for _, tensor in live._tensor_lrs])
+            else:
                 live.before_optimizer_step()
     else:
         steps = timing._optimizer_steps
