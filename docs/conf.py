@@ -5,7 +5,7 @@ import timm_sched_fix
 
 project = "timm-sched-fix"
 author = "timm-sched-fix contributors"
-copyright = "timm-sched-fix contributors"  # noqa: A001 (Sphinx's name)
+copyright = "timm-sched-fix contributors"
 release = version = timm_sched_fix.__version__
 
 extensions = ["sphinx.ext.autodoc"]
