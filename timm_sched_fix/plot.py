@@ -77,7 +77,7 @@ def plot_trace(trace: Trace, path: str) -> None:
     try:
         figure.savefig(path, dpi=DPI)
     except OSError as error:
-        from .trace import UsageError
+        from .trace_settings import UsageError
 
         raise UsageError(f"--plot {path}: cannot write it ({error.strerror})") from None
     finally:

@@ -16,25 +16,47 @@ import sys
 from .options import CONVENTIONS, LAG_POLICIES
 from .patching import patched
 
+DESCRIPTION = """\
+Run a training script (or, with -m, a module) unedited, with every timm
+scheduler it builds fixed, as if it began with `import timm_sched_fix.auto`.
+
+The script runs in this process the way `python script.py args...` runs it: it
+sees its own sys.argv, runs as __main__, and its exit code is the command's.
+Options go before the script; everything after the script is the script's."""
+
+EPILOG = """\
+examples:
+  timm-sched-fix run train.py --model resnet50 --sched cosine --epochs 300
+  timm-sched-fix run --on-lag fix my_lightning_script.py --max-epochs 10
+  timm-sched-fix run -m mypackage.train --config config.yaml"""
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "run",
-        help="run a Python script or module with every timm scheduler fixed",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
+        "run", help="run a Python script or module with every timm scheduler fixed",
+        description=DESCRIPTION, epilog=EPILOG, allow_abbrev=False,
     )
-    parser.add_argument("--convention", choices=CONVENTIONS, default="end", help="how calls are read (default: end)")
-    parser.add_argument("--auto", action="store_true", help="apply v(k) before every optimizer step (update schedules)")
-    parser.add_argument("--on-lag", choices=LAG_POLICIES, default="warn", help="what a lagging index does (default: warn)")
+    parser.add_argument("--convention", choices=CONVENTIONS, default="end",
+                        help="when the script calls the scheduler: end = after the epoch or update, with the "
+                        "next index (timm's train.py); begin = before it, with the current one")
+    parser.add_argument("--auto", action="store_true",
+                        help="apply each optimizer step's LR right before the step, so update schedules need no "
+                        "step_update() calls (epoch schedules still need step())")
+    parser.add_argument("--on-lag", choices=LAG_POLICIES, default="warn",
+                        help="what an index one behind the convention does (Lightning's documented override "
+                        "passes one): warn once, fix it (shift by one), raise ScheduleLagError, or ignore it")
     parser.add_argument("-m", dest="module", action="store_true", help="run TARGET as a module, like python -m")
-    parser.add_argument("target", metavar="TARGET", help="the script to run (or the module, with -m)")
-    parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
+    parser.add_argument("target", metavar="TARGET", nargs="?", help="the script to run (with -m: the module)")
+    parser.add_argument("args", metavar="ARGS", nargs=argparse.REMAINDER, help="the script's own arguments")
+    parser.set_defaults(usage_error=parser.error)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the target with the patch active; its ``SystemExit`` and exceptions propagate as they are."""
+    if args.target is None:
+        what = "module" if args.module else "script"
+        args.usage_error(f"no {what} to run: give it after the options, e.g. timm-sched-fix run "
+                         + ("-m package.module [ARGS ...]" if args.module else "train.py [ARGS ...]"))
     # what `python -m module` / `python script.py` put first on sys.path
     search_path = os.getcwd() if args.module else os.path.dirname(os.path.abspath(args.target))
     saved_argv, saved_path = sys.argv[:], sys.path[:]
