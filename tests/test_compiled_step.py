@@ -20,7 +20,7 @@ from timm_sched_fix import compat
 
 pytestmark = [
     pytest.mark.skipif(not compat.UNTRACED_IN_COMPILED_STEP,
-                       reason=f"torch {torch.__version__} traces auto mode's hook (compat: before torch 2.4)"),
+                       reason=f"torch {torch.__version__} traces auto mode's hook (compat: before torch 2.13)"),
     pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
                        reason="torch.compile's CPU backend needs a C++ compiler"),
     pytest.mark.release_independent("the compiled region holds torch's optimizer and the fix's step hook; timm's "

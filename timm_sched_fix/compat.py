@@ -12,6 +12,7 @@ import hashlib
 import inspect
 import itertools
 import math
+import re
 import textwrap
 import threading
 import weakref
@@ -296,9 +297,9 @@ QUIRKS: tuple[Quirk, ...] = (
     ),
     Quirk(
         "compiled_step_traces_hooks",
-        "torch 2.0 - 2.14",
+        "torch with torch.compile (measured on 2.13 and 2.14)",
         "torch.compile traces optimizer step pre-hooks, so auto mode's schedule values would be guards "
-        "(a recompilation each); from torch 2.4 the fix runs them as one operator in the graph, compiled once",
+        "(a recompilation each); from torch 2.13 the fix runs its hook as one operator in the graph, compiled once",
         lambda: hasattr(torch, "compile"),
     ),
 )
@@ -522,15 +523,17 @@ def construction_args(init: Callable[..., Any], args: tuple, kwargs: dict) -> tu
 
 # -- torch releases: auto mode in a compiled optimizer step --------------------------------------------------
 
-#: Quirk ``compiled_step_traces_hooks`` (torch 2.0 - 2.14): ``torch.compile`` traces the optimizer step pre-hooks
-#: of a compiled ``optimizer.step()`` (torch's step wrapper runs them before its own first graph break). Traced,
-#: auto mode's hook would make the schedule's Python state (its position, the warmup branch, the noise draw)
-#: guards of the compiled code: a recompilation for each new value. With ``torch.library.register_fake`` and
-#: ``torch.compiler.is_dynamo_compiling`` (torch 2.4 on), the hook puts one operator into the graph instead,
+#: Quirk ``compiled_step_traces_hooks`` (torch with ``torch.compile``; measured on 2.13 and 2.14):
+#: ``torch.compile`` traces the optimizer step pre-hooks of a compiled ``optimizer.step()`` (torch's step wrapper
+#: runs them before its own first graph break). Traced, auto mode's hook would make the schedule's Python state
+#: (its position, the warmup branch, the noise draw) guards of the compiled code: a recompilation for each new
+#: value. On torch 2.13 and later the hook puts one operator into the graph instead,
 #: ``timm_sched_fix::run_untraced``, whose kernel runs the hook's own Python on every step: the graph compiles
-#: once, with no graph break of its own. Older torch traces the hook as it is (the LRs are right; it recompiles).
-UNTRACED_IN_COMPILED_STEP: bool = hasattr(getattr(torch, "library", None), "register_fake") and hasattr(
-    getattr(torch, "compiler", None), "is_dynamo_compiling")
+#: once, with no graph break of its own. Older torch, where this was not checked, traces the hook as it is (the
+#: LRs are right; it recompiles), rather than risk a compile error in a script that runs without the fix.
+UNTRACED_IN_COMPILED_STEP: bool = (
+    tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2]) >= (2, 13)
+    and hasattr(torch.library, "register_fake") and hasattr(torch.compiler, "is_dynamo_compiling"))
 
 
 def _never() -> bool:
@@ -583,13 +586,13 @@ def untraced_call(method: Callable[[], None]) -> Callable[[list[torch.Tensor]], 
 
     ``method``, a bound method held weakly, then runs as eager Python when the compiled step runs, where the hook
     would have run, on every step: one operator call in the graph. Where ``UNTRACED_IN_COMPILED_STEP`` is False the
-    call is ``method`` itself, traced as it is.
+    call runs ``method`` directly, traced as it is. Neither keeps ``method``'s object alive.
     """
-    if not UNTRACED_IN_COMPILED_STEP:
-        return lambda written: method()
-    operator, _, no_tensor_lr = _untraced_operator()
     key = next(_UNTRACED_KEYS)
     _UNTRACED[key] = weakref.WeakMethod(method, lambda _: _UNTRACED.pop(key, None))
+    if not UNTRACED_IN_COMPILED_STEP:
+        return lambda written: _run_untraced(key, written)
+    operator, _, no_tensor_lr = _untraced_operator()
 
     def in_graph(written: list[torch.Tensor]) -> None:
         operator(key, written or [no_tensor_lr])
