@@ -33,10 +33,10 @@ def _run(command: list[str], **kwargs) -> str:
 
 
 def environment(**variables: str) -> dict[str, str]:
-    """This process's environment without PYTHONPATH (the installed package must be the one found) and without
-    any TIMM_SCHED_FIX variable, plus ``variables``."""
+    """This process's environment without PYTHONPATH (the installed package must be the one found), the user site
+    settings and any TIMM_SCHED_FIX variable, plus ``variables``."""
     clean = {name: value for name, value in os.environ.items()
-             if name not in ("PYTHONPATH", "PYTHONUSERBASE") and not name.startswith("TIMM_SCHED_FIX")}
+             if name not in ("PYTHONPATH", "PYTHONUSERBASE", "PYTHONNOUSERSITE") and not name.startswith("TIMM_SCHED_FIX")}
     return {**clean, "OMP_NUM_THREADS": "1", **variables}
 
 

@@ -28,7 +28,9 @@ PROBE = """
 import json, sys
 before = sorted(name for name in sys.modules if name.startswith("timm_sched_fix"))
 import timm_sched_fix
-print(json.dumps(dict(before=before, patched=timm_sched_fix.is_patched(), file=timm_sched_fix.__file__)))
+from timm_sched_fix import startup
+print(json.dumps(dict(before=before, patched=timm_sched_fix.is_patched(), file=timm_sched_fix.__file__,
+                      hook_installed=startup.hook_installed())))
 print("the script's own work")
 """
 
@@ -66,7 +68,7 @@ def test_editable_and_user_installs_run_the_hook(kind, tmp_path):
     assert (site_packages / startup.PTH_NAME).read_text() == (installed.ROOT / startup.PTH_NAME).read_text()
     env = installed.environment(**({"PYTHONUSERBASE": str(user_base)} if user_base else {}))
     seen, _ = probe(python, env)
-    assert seen["before"] == [] and not seen["patched"]
+    assert seen["before"] == [] and not seen["patched"] and seen["hook_installed"]
     seen, errors = probe(python, {**env, "TIMM_SCHED_FIX": "1"})
     assert seen["patched"] and errors == []
     package = tmp_path / "source" if kind == "editable" else site_packages
@@ -79,7 +81,7 @@ def test_wheel_install_runs_the_hook_only_when_switched_on(installed_python):
     for off in (None, "0", "off", " False ", ""):
         env = installed.environment(**({} if off is None else {"TIMM_SCHED_FIX": off}))
         seen, errors = probe(installed_python, env)
-        assert seen == dict(before=[], patched=False, file=seen["file"]) and errors == [], off
+        assert seen == dict(before=[], patched=False, file=seen["file"], hook_installed=True) and errors == [], off
     seen, errors = probe(installed_python, installed.environment(TIMM_SCHED_FIX="1"))
     assert seen["patched"] and errors == []
     assert "timm_sched_fix.startup" in seen["before"] and "timm_sched_fix.patching" in seen["before"]
@@ -146,3 +148,21 @@ def test_report_variable_reports_at_exit_what_the_patch_fixed(installed_python, 
     assert header.startswith("timm-sched-fix report, main process (pid ") and header.endswith("fixed 1 scheduler")
     assert line == ("  CosineLRScheduler (per epoch, convention='end', auto=False, on_lag='warn') on SGD: first "
                     "optimizer step ran with lr 0.01, the same as stock timm")
+
+
+@INSTALLS
+def test_switch_runner_and_auto_import_in_one_process_fix_once_and_report_once(installed_python, tmp_path):
+    """A rank that inherits the switch, runs under the runner and imports timm_sched_fix.auto: one fix with the
+    environment's options (the runner's agree), one optimizer hook, one report."""
+    script = tmp_path / "train.py"
+    script.write_text("import timm_sched_fix.auto\nimport torch\nfrom timm.scheduler import TanhLRScheduler\n"
+                      "from timm_sched_fix.timing import timing_of\n"
+                      "optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)\n"
+                      "scheduler = TanhLRScheduler(optimizer, t_initial=10)\noptimizer.step()\n"
+                      "print(timing_of(scheduler).options, len(optimizer._optimizer_step_pre_hooks))\n")
+    env = installed.environment(TIMM_SCHED_FIX="1", TIMM_SCHED_FIX_CONVENTION="begin", TIMM_SCHED_FIX_REPORT="1")
+    result = subprocess.run([str(installed_python), "-m", "timm_sched_fix", "run", "--convention", "begin",
+                             str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Options(convention='begin', auto=False, on_lag='warn') 1\n"
+    assert result.stderr.count("timm-sched-fix report") == 1 and "options" not in result.stderr, result.stderr
