@@ -28,8 +28,8 @@ from .options import ENV_REPORT, ENV_SWITCH, flag_from_env, options_from_env
 PTH_NAME = "timm_sched_fix.pth"
 #: A variable set to one of these (any case, spaces stripped) or unset is off; the .pth line has the same list.
 OFF = ("", "0", "false", "no", "off")
-#: Where the actions run: when ``site`` imports these (its last step), or at the first import of timm if that
-#: comes first (an interpreter whose ``site`` never tries them).
+#: Where the actions run: when ``site`` imports these (its last step), or, for a .pth that a later
+#: ``site.addsitedir()`` processes, at the first import of timm.
 _TRIGGERS = ("sitecustomize", "usercustomize", "timm")
 
 _started = False
@@ -98,7 +98,7 @@ def _refuse(name: str, error: Exception) -> None:
 def hook_installed() -> bool:
     """Whether ``timm_sched_fix.pth`` is in a site-packages directory this interpreter processes, i.e. whether
     the Python processes it starts run the start-up hook."""
-    directories = list(site.getsitepackages()) if hasattr(site, "getsitepackages") else []
+    directories = list(site.getsitepackages())
     if site.ENABLE_USER_SITE:
         directories.append(site.getusersitepackages())
     return any(os.path.isfile(os.path.join(directory, PTH_NAME)) for directory in directories)
