@@ -34,11 +34,8 @@ pytestmark = [
 def traces(steps_ran_with: str) -> list[str]:
     """The LR of each optimizer step of launch_worker.py's loop: under stock timm (run here, unpatched), or as
     the schedule defines it (v(e) for every step of epoch e, from a fresh stock scheduler's ``step(e)``)."""
-    def schedule() -> tuple[torch.optim.Optimizer, TanhLRScheduler]:
-        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-        return optimizer, TanhLRScheduler(optimizer, t_initial=10)
-
-    optimizer, scheduler = schedule()
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = TanhLRScheduler(optimizer, t_initial=10)
     lrs = []
     for epoch in range(EPOCHS):
         if steps_ran_with == "v(t)":
