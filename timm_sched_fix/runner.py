@@ -1,19 +1,33 @@
 """``timm-sched-fix run [options] script.py [args...]`` (or ``-m module``): run a training script, unedited,
-with ``patch()`` active.
+with ``patch()`` active, in this process and in the Python processes it starts.
 
 Like ``python -m cProfile`` and ``coverage run``, the script is run with :mod:`runpy` in this process: it
-sees its own ``sys.argv``, runs as ``__main__``, and its exit code and exceptions are the command's.
+sees its own ``sys.argv``, runs as ``__main__``, and its exit code and exceptions are the command's. The
+processes it starts (torchrun's workers, ``torch.multiprocessing.spawn``'s, ``subprocess``) inherit
+``TIMM_SCHED_FIX=1`` and the options, which the start-up hook (timm_sched_fix/startup.py) turns into ``patch()``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import runpy
 import sys
+from collections.abc import Iterator, Mapping
 
-from .options import CONVENTIONS, LAG_POLICIES
+from . import report, startup
+from .options import (
+    CONVENTIONS,
+    ENV_REPORT,
+    ENV_SWITCH,
+    LAG_POLICIES,
+    Options,
+    env_of,
+    flag_from_env,
+    options_from_env,
+)
 from .patching import patched
 
 DESCRIPTION = """\
@@ -45,6 +59,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--on-lag", choices=LAG_POLICIES, default="warn",
                         help="what an index one behind the convention does (Lightning's documented override "
                         "passes one): warn once, fix it (shift by one), raise ScheduleLagError, or ignore it")
+    parser.add_argument("--no-children", action="store_true",
+                        help="patch this process only, not the Python processes the script starts")
+    parser.add_argument("--report", action="store_true",
+                        help="each patched process says on stderr, at exit, which schedulers it fixed "
+                        "(also TIMM_SCHED_FIX_REPORT=1)")
     parser.add_argument("-m", dest="module", action="store_true", help="run TARGET as a module, like python -m")
     parser.add_argument("target", metavar="TARGET", nargs="?", help="the script to run (with -m: the module)")
     parser.add_argument("args", metavar="ARGS", nargs=argparse.REMAINDER, help="the script's own arguments")
@@ -69,7 +88,16 @@ def run(args: argparse.Namespace) -> int:
         if not args.module and not os.path.exists(args.target):
             print(f"timm-sched-fix run: can't open file {args.target!r}: no such file", file=sys.stderr)
             return 2
-        with patched(convention=args.convention, auto=args.auto, on_lag=args.on_lag):
+        try:
+            reports = args.report or flag_from_env(os.environ, ENV_REPORT)
+        except ValueError as error:
+            print(f"timm-sched-fix run: {error}", file=sys.stderr)
+            return 2
+        options = Options(convention=args.convention, auto=args.auto, on_lag=args.on_lag)
+        children = {} if args.no_children else env_of(options, report=reports)
+        _warn_about_children(options, children)
+        reporting = report.reporting() if reports else contextlib.nullcontext()
+        with patched(convention=args.convention, auto=args.auto, on_lag=args.on_lag), reporting, _environ(children):
             if args.module:
                 runpy.run_module(args.target, run_name="__main__", alter_sys=True)
             else:
@@ -77,6 +105,38 @@ def run(args: argparse.Namespace) -> int:
     finally:
         sys.argv[:], sys.path[:] = saved_argv, saved_path
     return 0
+
+
+def _warn_about_children(options: Options, children: Mapping[str, str]) -> None:
+    """Say when the processes the script starts will not run with this command's options."""
+    if children and not startup.hook_installed():
+        print(f"timm-sched-fix run: {startup.PTH_NAME} is not in this Python's site-packages, so the Python "
+              "processes the script starts run stock timm; install the package (pip install timm-sched-fix, or "
+              "pip install -e . in a checkout), or pass --no-children", file=sys.stderr)
+    if startup.switched_on(ENV_SWITCH):
+        try:
+            inherited: object = options_from_env(os.environ)
+        except ValueError as error:
+            inherited = f"refused ({error})"
+        if inherited != options:
+            whose = "this command's" if children else f"the environment's ({ENV_SWITCH}=1)"
+            print(f"timm-sched-fix run: the environment's options, {inherited}, are not this command's, "
+                  f"{options}: the processes the script starts run with {whose}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _environ(variables: Mapping[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``variables`` set, for the processes started in the block; restored after."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _module_exists(name: str) -> bool:
