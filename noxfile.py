@@ -4,11 +4,12 @@ Every session runs in the calling environment (``venv_backend="none"``), so torc
 timm version is installed without dependencies into ``.nox/timm/<version>`` and put first on
 ``PYTHONPATH``. Sessions: ``matrix`` (the suite against every version in ``MATRIX``, and the installed timm
 if it is newer), ``peer`` (timm's ``tests/test_scheduler.py`` from the sdist, run with
-``pytest --timm-sched-fix``, for every version that ships it) and ``benchmarks`` (each of
-``SMOKE_BENCHMARKS`` with ``--smoke`` on the installed timm: it must run and print; no timing is checked)
-run by default; ``tests`` (the suite against the installed timm alone, which the matrix already covers) on
-request. The suite runs on two pytest-xdist workers, one per core. pytest's exit code 5 (nothing collected)
-fails a session like any other non-zero code.
+``pytest --timm-sched-fix``, for every version that ships it), ``benchmarks`` (each of
+``SMOKE_BENCHMARKS`` with ``--smoke`` on the installed timm: it must run and print; no timing is checked) and
+``engines`` (the DeepSpeed tests, marked ``engines``, against the installed timm, after installing the
+``engines`` extra) run by default; ``tests`` (the suite against the installed timm alone, which the matrix
+already covers) on request. The suite runs on two pytest-xdist workers, one per core, without the ``engines``
+tests. pytest's exit code 5 (nothing collected) fails a session like any other non-zero code.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import nox
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / ".nox"
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-SUITE = [*PYTEST, "-n", "2"]  # pytest-xdist: the 2-core machines run two test processes
+SUITE = [*PYTEST, "-n", "2", "-m", "not engines"]  # pytest-xdist: the 2-core machines run two test processes
 
 #: Supported range, oldest first: the releases the README names, the newest last.
 MATRIX = ["0.4.12", "0.5.4", "0.6.13", "0.9.2", "0.9.16", "1.0.3", "1.0.15", "1.0.24", "1.0.31"]
@@ -34,7 +35,7 @@ SMOKE_BENCHMARKS = ["overhead.py", "import_cost.py", "compiled.py", "trace_cost.
 FIRST_WITH_SCHEDULER_TESTS = (1, 0, 24)
 
 nox.options.default_venv_backend = "none"
-nox.options.sessions = ["matrix", "peer", "benchmarks"]
+nox.options.sessions = ["matrix", "peer", "benchmarks", "engines"]
 nox.options.error_on_missing_interpreters = True
 
 
@@ -134,3 +135,12 @@ def benchmarks(session: nox.Session, benchmark: str) -> None:
     """``benchmarks/<benchmark> --smoke`` on the installed timm: it runs and prints; shared machines are too
     noisy for timing checks, so the ratios are read, not asserted."""
     session.run(sys.executable, str(ROOT / "benchmarks" / benchmark), "--smoke", env={"PYTHONPATH": str(ROOT)})
+
+
+@nox.session
+def engines(session: nox.Session) -> None:
+    """tests/test_engines.py (DeepSpeed on CPU, one process running every case) against the installed timm, the
+    newest: DeepSpeed comes from the ``engines`` extra, installed into the calling environment."""
+    session.run(sys.executable, "-m", "pip", "install", "-q", "-e", f"{ROOT}[engines]")
+    session.run(*PYTEST, "-m", "engines", str(ROOT / "tests" / "test_engines.py"), *session.posargs,
+                env={"PYTHONPATH": str(ROOT)})

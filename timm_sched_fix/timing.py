@@ -83,7 +83,7 @@ def construct(scheduler: Any, init: Callable[..., Any], args: tuple, kwargs: dic
         return
     optimizer, initialize = compat.construction_args(init, args, kwargs)
     check_optimizer(optimizer)
-    options = counted_options(optimizer, options, owner)
+    counted_options(optimizer, options, owner)  # refuses auto=True before the constructor runs (attach() decides)
     groups_before = group_values(optimizer)
     setattr(scheduler, CONSTRUCTING_KEY, True)
     try:
