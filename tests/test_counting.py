@@ -71,7 +71,10 @@ class Stack:
         elif name.startswith("lookahead"):
             from timm.optim import create_optimizer_v2
 
-            self.optimizer = create_optimizer_v2(groups, name, lr=0.1, weight_decay=0.0)
+            # train.py --opt lookahead_sgd: with weight decay, timm makes two groups (no decay, decay) in every release
+            self.optimizer = create_optimizer_v2(model, name, 0.1, 1e-4)  # lr, weight_decay: named otherwise in 0.4
+            assert len(self.optimizer.param_groups) == 2
+            self.optimizer.param_groups[1]["lr_scale"] = LR_SCALES[1]  # as layer decay would give it
             self.stepping = getattr(self.optimizer, "_base_optimizer", None) or self.optimizer.base_optimizer
         elif name == "subclass":
             torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)  # instruments SGD.step too

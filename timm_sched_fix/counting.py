@@ -20,6 +20,12 @@ One parameter update is counted once:
 - quirk ``deepspeed_setup_step`` (DeepSpeed bf16/fp16 without ZeRO, 0.19.8): ``deepspeed.initialize`` makes one
   zero-gradient ``optimizer.step()`` to create the optimizer state. A step taken while DeepSpeed constructs its
   engine or optimizer is not a training update and is not counted.
+
+To follow the updates of an optimizer (what a fixed scheduler does)::
+
+    counter = counter_for(optimizer)  # None: nothing can be counted (uncountable_reason(optimizer) says why)
+    detach = counter.attach(owner, before_update)  # before_update() right before each update, while owner lives
+    counter.count  # the updates counted so far
 """
 
 from __future__ import annotations
@@ -159,7 +165,9 @@ class UpdateCounter:
             self._attached += 1
             if self._handles is None:
                 self._install()
-        return weakref.finalize(owner, self._detach, before_update)
+        detach = weakref.finalize(owner, self._detach, before_update)
+        detach.atexit = False  # nothing to tidy up when the interpreter exits
+        return detach
 
     def _detach(self, before_update: Callable[[], None] | None) -> None:
         with self._lock:
