@@ -135,8 +135,7 @@ class UpdateCounter:
         self.count = 0
         self._optimizer_ref = weakref.ref(optimizer)
         self._home: list = optimizer.param_groups  # the optimizer's own list (DeepSpeed swaps in others)
-        self._first = 0  # index in _home of the group holding the first tensor of the last counted update
-        self._params: Any = None  # that group's params list: the common step (a whole update) steps it again
+        self._params: Any = None  # the first group's params list at the last counted update: a whole update has it
         self._parts: set[int] = set()  # ids of the first tensors of the current update's steps (DeepSpeed)
         self._depth = 0  # steps of this optimizer running (nested: a subclass calling super().step())
         self._writers: list[Callable[[], None]] = []  # callbacks that write LRs (auto mode): they run first
@@ -191,18 +190,21 @@ class UpdateCounter:
 
         def before_step(optimizer: Any, args: Any, kwargs: Any) -> None:
             # runs before every step of the optimizer, so the common case (a whole update: the same param groups
-            # and first params list as the last counted update) is decided and counted in the first lines
+            # list and first group's params list as at the last counted update) is decided in the first lines
             groups = optimizer.param_groups
-            try:
-                whole = groups is counter._home and groups[counter._first]["params"] is counter._params
-            except (IndexError, KeyError):
-                whole = False
-            if whole:
-                for callback in counter._callbacks:
-                    callback()
-                counter.count += 1
-            else:
-                counter._classify(optimizer, groups)
+            if groups is counter._home:
+                try:
+                    params = groups[0]["params"]
+                except (IndexError, KeyError):
+                    params = None
+                if params is counter._params:
+                    callbacks = counter._callbacks
+                    if callbacks:
+                        for callback in callbacks:
+                            callback()
+                    counter.count += 1
+                    return
+            counter._classify(optimizer, groups)
 
         if not _steps_can_nest(type(optimizer)):
             self._handles = (optimizer.register_step_pre_hook(before_step),)
@@ -238,8 +240,8 @@ class UpdateCounter:
         self.count += 1
 
     def _classify(self, optimizer: Any, groups: list) -> None:
-        """A step that does not start with the last update's first tensor: a new update, the next part of the
-        current one (quirk ``deepspeed_partial_steps``), or DeepSpeed's set-up step (``deepspeed_setup_step``)."""
+        """A step that is not plainly a whole update like the last one: a new update, the next part of the current
+        one (quirk ``deepspeed_partial_steps``), or DeepSpeed's set-up step (``deepspeed_setup_step``)."""
         home = self._home
         if groups is not home and not _part_of(groups, home):
             self._home = home = groups  # a new list (load_state_dict): it is the optimizer's own now
@@ -250,8 +252,7 @@ class UpdateCounter:
             return
         if key is not None and id(key) not in self._parts and _deepspeed_setup_step():
             return
-        self._first = first
-        self._params = home[first]["params"] if key is not None else None
+        self._params = home[0].get("params") if home and key is not None else None
         self._parts = {id(key)} if key is not None else set()
         self._update(optimizer, groups)
 

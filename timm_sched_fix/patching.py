@@ -100,8 +100,11 @@ def _on_timm_scheduler_imported(module: Any) -> None:
 
 
 def _instrument(module: Any) -> None:
+    from . import timing  # noqa: F401 - registers routing.ROUTES (timm, and so torch, is imported already)
     from .compat import Scheduler
 
+    for name, routed in _ROUTED_METHODS.items():
+        routed.route = staticmethod(routing.ROUTES[name])
     _wrap(Scheduler, "__init_subclass__", _instrument_new_subclass)
     for cls in _with_subclasses(Scheduler):
         _instrument_class(cls)
@@ -189,6 +192,7 @@ class _RoutedMethod(wrapt.BaseObjectProxy):
 
     __timm_sched_fix_patched_method__ = True  # timing.stock_method looks past it to the original
     name: str  # the routed method
+    route: Any  # routing.ROUTES[name], set when timm's classes are instrumented
 
     def __get__(self, instance: Any, owner: Any = None) -> Any:
         if instance is not None:
@@ -197,7 +201,7 @@ class _RoutedMethod(wrapt.BaseObjectProxy):
             except AttributeError:
                 timing = None
             if timing is not None and not timing.in_stock_call:
-                return MethodType(routing.ROUTES[type(self).name], instance)
+                return MethodType(type(self).route, instance)
         return self.__wrapped__.__get__(instance, owner)
 
 

@@ -22,9 +22,9 @@ TIMING_KEY = "_timm_sched_fix"
 ROUTED = ("step", "step_update", "state_dict", "load_state_dict")
 
 
-#: What each routed method is on a fixed scheduler: a function of the scheduler (``timing`` registers them), bound
-#: to it, so that ``CosineLRScheduler(...).state_dict()`` keeps the scheduler alive for the call (its timing holds it
-#: weakly).
+#: What each routed method is on a fixed scheduler: a function of the scheduler, bound to it, so that
+#: ``CosineLRScheduler(...).state_dict()`` keeps the scheduler alive for the call (its timing holds it weakly).
+#: ``timm_sched_fix.timing`` registers them: it is imported before any routing class is made.
 ROUTES: dict[str, Any] = {}
 
 
@@ -36,14 +36,14 @@ class RoutedMethod:
     __timm_sched_fix_route__ = True  # timing.stock_method looks past it
 
     def __set_name__(self, owner: type, name: str) -> None:
-        self.owner, self.name = owner, name
+        self.owner, self.name, self.route = owner, name, ROUTES[name]
 
     def __get__(self, instance: Any, owner: Any = None) -> Any:
         if instance is None:
             return getattr(super(self.owner, owner), self.name)
         timing = instance._timm_sched_fix  # TIMING_KEY: the drop-in and routing classes have a default (None)
         if timing is not None and not timing.in_stock_call:
-            return MethodType(ROUTES[self.name], instance)
+            return MethodType(self.route, instance)
         return getattr(super(self.owner, instance), self.name)
 
 
