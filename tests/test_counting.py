@@ -15,6 +15,7 @@ import gc
 import warnings
 
 import pytest
+import timm
 import timm.scheduler
 import torch
 from accelerate import Accelerator
@@ -151,6 +152,24 @@ def test_every_update_runs_with_its_value_behind_the_stack(name, adapter, mode):
     timing = timing_of(scheduler)
     assert timing.counts_updates and timing._counter.count == UPDATES, "one count per parameter update"
     assert scheduler.last_t == (UPDATES - 1 if mode == "auto" else UPDATES)
+
+
+@pytest.mark.parametrize("zero_grad", ["optimizer", "model"])
+def test_lookahead_auto_mode_whichever_zero_grad(zero_grad):
+    """timm's Lookahead installs its own step hooks only in its first zero_grad(): counting there ran late with
+    opt.zero_grad() and never with model.zero_grad(); its base optimizer counts every update from the first."""
+    stack = Stack("lookahead_sgd")
+    if zero_grad == "optimizer" and not hasattr(stack.optimizer, "_optimizer_step_pre_hooks"):
+        pytest.skip(f"stock timm {timm.__version__}'s Lookahead fails in step() after its zero_grad() on torch "
+                    f"{torch.__version__} (no hook registries of its own)")
+    scheduler = timm_sched_fix.CosineLRScheduler(stack.optimizer, **SCHEDULE, auto=True)
+    recorder = UpdateRecorder(stack.stepping)
+    for _ in range(UPDATES):
+        stack.model(torch.randn(2, 4)).pow(2).mean().backward()
+        stack.optimizer.step()
+        (stack.optimizer if zero_grad == "optimizer" else stack.model).zero_grad()
+    assert_ran_with(recorder.updates, schedule_values(UPDATES))
+    assert scheduler.last_t == UPDATES - 1
 
 
 @pytest.mark.parametrize("name", STACKS)

@@ -19,11 +19,8 @@ from pathlib import Path
 
 import pytest
 
+import engine_worker
 from support import worker_environment
-
-pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install -e '.[engines]')")
-
-import engine_worker  # after importorskip: it imports deepspeed
 
 pytestmark = pytest.mark.engines
 
@@ -40,6 +37,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
+    pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install -e '.[engines]')")
     out = tmp_path_factory.mktemp("engines") / "results.json"
     env = {**worker_environment(), "DS_ACCELERATOR": "cpu", "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
