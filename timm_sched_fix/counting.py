@@ -143,7 +143,7 @@ class UpdateCounter:
         self._callbacks: tuple[Callable[[], None], ...] = ()  # writers, then observers
         self._attached = 0
         self._lock = threading.Lock()
-        self._handles: tuple[Any, Any] | None = None
+        self._handles: tuple[Any, ...] | None = None  # the hooks' handles while installed
 
     @property
     def optimizer(self) -> torch.optim.Optimizer | None:
