@@ -2,7 +2,7 @@
 
 Stacks: Accelerate's prepared optimizer, timm's Lookahead (``create_optimizer_v2(..., "lookahead_sgd")`` and
 ``"lookahead_adamw"``), an SGD subclass whose ``step()`` calls ``super().step()`` (with a plain SGD created too),
-and an optimizer no torch optimizer stands behind. Each runs under patch(), wrap() and the drop-in classes, in
+a LARS-style wrapper (apex LARC's shape), and an optimizer no torch optimizer stands behind. Each runs under patch(), wrap() and the drop-in classes, in
 explicit and auto mode; the truth is the LR each parameter update ran with (a step pre-hook on the optimizer
 that performs the update, registered after the scheduler, or the parameter's own change under SGD with
 gradient 1). DeepSpeed's stacks are in test_engines.py. Also: a scheduler no longer referenced stops acting at
@@ -29,7 +29,7 @@ from support import ADAPTERS, LR_SCALES, fixed_scheduler, make_optimizer
 
 UPDATES = 8
 SCHEDULE = dict(t_initial=UPDATES, warmup_t=2, warmup_lr_init=1e-3, lr_min=1e-4, t_in_epochs=False)
-STACKS = ("accelerate", "lookahead_sgd", "lookahead_adamw", "subclass")
+STACKS = ("accelerate", "lookahead_sgd", "lookahead_adamw", "subclass", "lars_style")
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +45,25 @@ class ClippedSGD(torch.optim.SGD):
     def step(self, closure=None):
         torch.nn.utils.clip_grad_norm_(self.param_groups[0]["params"], 1.0)
         return super().step(closure)
+
+
+class LarsStyle:
+    """A wrapper shaped like apex's LARC: no torch optimizer itself, the one it drives under ``optim``, whose
+    param groups it shares; its step adapts the gradients, then steps the inner optimizer."""
+
+    def __init__(self, optim: torch.optim.Optimizer) -> None:
+        self.optim = optim
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.optim.param_groups
+
+    def step(self) -> None:
+        with torch.no_grad():
+            for group in self.optim.param_groups:
+                for parameter in group["params"]:
+                    parameter.grad.mul_(0.5)
+        self.optim.step()
 
 
 def model_with_groups() -> tuple[torch.nn.Module, list[dict]]:
@@ -80,6 +99,9 @@ class Stack:
         elif name == "subclass":
             torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)  # instruments SGD.step too
             self.optimizer = self.stepping = ClippedSGD(groups, lr=0.1)
+        elif name == "lars_style":
+            self.stepping = torch.optim.SGD(groups, lr=0.1, momentum=0.9)
+            self.optimizer = LarsStyle(self.stepping)
         else:
             raise ValueError(name)
 
