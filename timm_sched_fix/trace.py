@@ -21,7 +21,7 @@ from typing import Any
 from .tools import UsageError, check_suffix
 from .trace_settings import LOOPS, TRAIN_DEFAULTS, resolve_settings
 
-__all__ = ["add_parser", "run", "resolve_settings", "LOOPS", "TRAIN_DEFAULTS", "UsageError"]
+__all__ = ["LOOPS", "TRAIN_DEFAULTS", "UsageError", "add_parser", "resolve_settings", "run"]
 
 
 # -- the command line -------------------------------------------------------------------------------
