@@ -7,7 +7,7 @@ import importlib
 from collections.abc import Sequence
 
 #: Subcommand name -> module (relative to this package) defining ``add_parser(subparsers)`` and ``run(args)``.
-SUBCOMMANDS: dict[str, str] = {"run": "runner", "check": "check", "trace": "trace"}
+SUBCOMMANDS: dict[str, str] = {"run": "runner", "check": "check", "trace": "trace", "audit": "audit"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -123,7 +123,8 @@ class GoldenTraces:
         path = self.path(name)
         if self.update:
             self.directory.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(_document(trace, epochs, updates_per_epoch), indent=1) + "\n")
+            path.write_text(json.dumps(document(trace, epochs=epochs, updates_per_epoch=updates_per_epoch), indent=1)
+                            + "\n")
             return trace
         if not path.exists():
             raise GoldenTraceMismatch(f"no golden LR trace {path}; {UPDATE_HINT}")
@@ -148,5 +149,9 @@ def _timm_version() -> str:
     return str(getattr(timm, "__version__", "unknown"))
 
 
-def _document(trace: list[list[float]], epochs: int, updates_per_epoch: int) -> dict[str, Any]:
-    return {"timm": _timm_version(), "epochs": epochs, "updates_per_epoch": updates_per_epoch, "lrs": trace}
+def document(trace: list[list[float]], *, epochs: int | None, updates_per_epoch: int | None,
+             **extra: Any) -> dict[str, Any]:
+    """A golden file's content: the installed timm release, the run's shape and the LRs (one list of param-group
+    LRs per optimizer step); ``extra`` keys are stored alongside (``timm-sched-fix audit`` keeps every scheduler's
+    trace there)."""
+    return {"timm": _timm_version(), "epochs": epochs, "updates_per_epoch": updates_per_epoch, "lrs": trace, **extra}

@@ -25,6 +25,8 @@ DPI = 100
 MAX_EPOCH_LINES = 60
 #: A shaded differing region is at least this fraction of the x range wide, so one differing step shows.
 MIN_SPAN_FRACTION = 0.004
+#: Differing steps get dots (``Panel.dots``) up to this many: a difference too small for the y scale still shows.
+MAX_DOTS = 200
 
 
 @dataclass
@@ -40,16 +42,19 @@ class Line:
 
 @dataclass
 class Panel:
-    """One schedule: ``first`` is drawn solid, ``second`` dashed over it; ``differs`` (one flag per step) shaded."""
+    """One schedule: ``first`` is drawn solid, ``second`` (if any) dashed over it; ``differs`` (a flag per step)
+    shaded."""
 
     title: str
     first: Line
-    second: Line
+    second: Line | None
     differs: Sequence[bool]
     shade_label: str
     boundaries: Sequence[int] = ()  # optimizer steps where an epoch starts
     updates_per_epoch: int | None = None  # regular epochs: an epoch axis on top
     markers: list[tuple[int, str]] = field(default_factory=list)  # (step, label), e.g. the end of warmup
+    dots: bool = False  # both values drawn as dots in the middle of each shaded step (up to MAX_DOTS steps)
+    note: tuple[int, str] | None = None  # (step, text) pointed at with an arrow, e.g. the first wrong step
 
 
 def require_matplotlib(error: type[Exception]) -> None:
@@ -102,11 +107,21 @@ def _draw_panel(axes: object, panel: Panel) -> None:
     for step, label in panel.markers:
         axes.axvline(step, color="tab:green", ls="--", lw=1.2, label=label)
     x = list(range(steps + 1))
-    for line in (panel.first, panel.second):
+    for line in (panel.first, panel.second) if panel.second else (panel.first,):
         # one extra point so the last step's value is drawn as a full step
         values = [*line.values, line.values[-1]] if steps else []
         axes.plot(x if steps else [], values, drawstyle="steps-post", color=line.color, lw=line.width,
                   ls=(0, (4, 2)) if line.dashed else "-", label=line.label)
+    flagged = [k for k, differs in enumerate(panel.differs) if differs]
+    if panel.dots and panel.second and 0 < len(flagged) <= MAX_DOTS:
+        middles = [k + 0.5 for k in flagged]
+        axes.plot(middles, [panel.first.values[k] for k in flagged], "o", color=panel.first.color, ms=5, zorder=3)
+        axes.plot(middles, [panel.second.values[k] for k in flagged], "o", mfc="none", color=panel.second.color,
+                  ms=8, zorder=3)
+    if panel.note is not None:
+        step, text = panel.note
+        axes.annotate(text, xy=(step + 0.5, panel.first.values[step]), xytext=(40, 40), textcoords="offset points",
+                      fontsize=9, arrowprops={"arrowstyle": "->", "color": "0.3"})
     axes.set_xlim(0, max(steps, 1))
     axes.set_xlabel("optimizer step")
     axes.set_ylabel("learning rate the step runs with")
@@ -116,7 +131,7 @@ def _draw_panel(axes: object, panel: Panel) -> None:
         top.set_xlabel("epoch")
         top.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_title(panel.title, fontsize=11)
-    axes.legend(loc="upper right", fontsize=9)
+    axes.legend(loc="best", fontsize=9)
 
 
 def plot_trace(trace: Trace, path: str) -> None:

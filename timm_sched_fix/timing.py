@@ -15,12 +15,15 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import os
+import sys
 import warnings
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+import wrapt
 
 from . import compat
 from .options import Options
@@ -70,10 +73,11 @@ def stock_method(cls: type, name: str) -> Callable[..., Any]:
     """The scheduler class's own ``name`` method, past the adapters' routing methods and wrappers."""
     for klass in cls.__mro__:
         function = vars(klass).get(name)
+        # past every descriptor this package puts on a class method: patch()'s routing, audit's observer
+        while getattr(type(function), "__timm_sched_fix_patched_method__", False):
+            function = function.__wrapped__
         if function is None or getattr(function, "__timm_sched_fix_route__", False):
             continue
-        if getattr(type(function), "__timm_sched_fix_patched_method__", False):
-            return function.__wrapped__  # a patch() descriptor
         return function
     raise AttributeError(f"{cls.__qualname__} has no {name}()")
 
@@ -551,7 +555,7 @@ class ScheduleTiming:
     def _warn_once(self, kind: str, message: str, category: type[Warning]) -> None:
         if kind not in self._warned:
             self._warned.add(kind)
-            warnings.warn(message, category, stacklevel=5)
+            warnings.warn(message, category, stacklevel=_caller_stacklevel())
 
     # -- copies -------------------------------------------------------------------------------
 
@@ -576,6 +580,20 @@ class ScheduleTiming:
                 self._hook_finalizer = lambda: None
                 return
         self._register_hook()
+
+
+#: Frames in these folders are not the caller a warning names: this package (its adapters, and the audit's
+#: observer around calls) and wrapt.
+_OWN_DIRS = (os.path.dirname(__file__) + os.sep, os.path.dirname(wrapt.__file__) + os.sep)
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning issued by the caller of this function name the innermost frame outside
+    this package: the line of the script that made the call, whichever adapter (or the audit) the call went through."""
+    level, frame = 2, sys._getframe(2)  # level 1 is the caller itself (it calls warnings.warn)
+    while frame is not None and frame.f_code.co_filename.startswith(_OWN_DIRS):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 class FixedAttributes:

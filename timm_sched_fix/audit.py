@@ -1,0 +1,297 @@
+"""``timm-sched-fix audit [options] script.py [args...]`` (or ``-m module``): run a training script as ``run``
+does (its own argv, as ``__main__``) and check the LR every optimizer step ran with against the schedule of each
+timm scheduler it built: v(t) for the index t that step should run with (README "Terms").
+
+Stock timm by default; ``--fix`` (with ``patch()``'s options) audits the script under the fix. For each scheduler:
+its class and unit, how t and the epoch boundaries were found, the wrong steps with the likely cause, and a table
+of the steps. Exit code: 0 every step ran with v(t); 1 some did not, or cannot be decided (the report says why),
+or ``--golden``, ``--against-timm`` or the ranks of a multi-process run differ; 2 a usage error; 3 the script
+itself failed (its traceback is shown, the report covers the steps before).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from typing import Any
+
+from .options import Options
+from .runner import TargetNotFound, add_patch_arguments, add_target_arguments, execute
+from .tools import UsageError, check_suffix
+
+EXIT_SCRIPT_FAILED = 3
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "audit", help="run a training script and check the LR every optimizer step ran with against its schedule",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser.add_argument("--fix", action="store_true", help="run the script with the fix, as `run` does "
+                        "(default: stock timm)")
+    fix_options = parser.add_argument_group("options of the fix (with --fix)")
+    add_patch_arguments(fix_options)
+    parser.set_defaults(convention=None, auto=None, on_lag=None)
+    parser.add_argument("--updates-per-epoch", type=int, metavar="N",
+                        help="optimizer steps per epoch (else epoch boundaries are inferred from the scheduler's "
+                        "step() calls and the DataLoader's passes)")
+    parser.add_argument("--max-steps", type=int, metavar="N", help="stop the script before its optimizer step N + 1")
+    parser.add_argument("--out", metavar="FILE.csv|FILE.json", help="write every step of every scheduler")
+    parser.add_argument("--plot", metavar="FILE.png", help="draw what ran against v(t) (needs the [plot] extra)")
+    parser.add_argument("--golden", metavar="FILE.json", help="compare the LRs that ran with a golden trace file")
+    parser.add_argument("--update-golden", action="store_true", help="write the --golden file instead")
+    parser.add_argument("--against-timm", action="append", default=[], metavar="VERSION",
+                        help="audit the script again under this timm release (repeatable) and name the steps "
+                        "whose LR differs")
+    parser.add_argument("--timm-cache", metavar="DIR", help="where --against-timm releases are installed "
+                        "(default: .nox/timm/<version> if present, else ~/.cache/timm-sched-fix/timm)")
+    add_target_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _audit(args)
+    except UsageError as error:
+        print(f"timm-sched-fix audit: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _options(args: argparse.Namespace) -> Options | None:
+    given = [f"--{name.replace('_', '-')}" for name in ("convention", "auto", "on_lag") if getattr(args, name)]
+    if not args.fix:
+        if given:
+            raise UsageError(f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of the fix: "
+                             "add --fix")
+        return None
+    return Options(convention=args.convention or "end", auto=bool(args.auto), on_lag=args.on_lag or "warn")
+
+
+def _check(args: argparse.Namespace) -> Options | None:
+    """Every usage error, before the script runs."""
+    options = _options(args)
+    for name in ("updates_per_epoch", "max_steps"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    check_suffix("out", args.out, (".csv", ".json"))
+    check_suffix("plot", args.plot, (".png",))
+    check_suffix("golden", args.golden, (".json",))
+    if args.update_golden and not args.golden:
+        raise UsageError("--update-golden needs --golden FILE.json (the file to write)")
+    if args.golden and not args.update_golden and not os.path.exists(args.golden):
+        raise UsageError(f"--golden {args.golden}: no such file; run once with --update-golden to write it")
+    from .audit_compare import check_version, rank_of
+
+    for version in args.against_timm:
+        check_version(version)
+    if args.against_timm and rank_of(os.environ):
+        raise UsageError("--against-timm runs the script again in one process: use it outside torchrun")
+    if args.plot:
+        from .plot import require_matplotlib
+
+        require_matplotlib(UsageError)
+    return options
+
+
+def _audit(args: argparse.Namespace) -> int:
+    options = _check(args)
+    from . import audit_compare as compare
+    from .audit_output import golden_document, plot, verdict, write_out
+    from .audit_record import Recorder
+    from .audit_report import analyse
+
+    rank = compare.rank_of(os.environ)
+    if rank is not None:
+        compare.forget_earlier_run(compare.ranks_dir(os.environ), rank[0])
+    recorder = Recorder(max_steps=args.max_steps)
+    script_status = _run_script(recorder, options, args)
+    audits = [analyse(record, args.updates_per_epoch) for record in recorder.records]
+    code, summary = verdict(audits)
+    document = _document(args, options, recorder, audits, script_status, rank, code, summary)
+    lines = _report(args, options, recorder, audits, script_status, rank, summary)
+    if args.out:
+        write_out(document, args.out)
+        lines.append(f"wrote {args.out}")
+    if args.plot and audits:
+        plot(audits, args.plot, "ran (with the fix)" if options else "ran (stock timm)", args.updates_per_epoch)
+        lines.append(f"wrote {args.plot}")
+    elif args.plot:
+        lines.append(f"no plot written to {args.plot}: no timm scheduler was built")
+    if args.golden:
+        code = max(code, _golden(args, document, lines, golden_document))
+    _print(lines)
+    for version in args.against_timm:
+        code = max(code, _against(version, args, options, document))
+    if rank is not None:
+        code = max(code, _ranks(document, rank))
+    return EXIT_SCRIPT_FAILED if script_status[0] else code
+
+
+def _run_script(recorder: Any, options: Options | None, args: argparse.Namespace) -> tuple[int, str | None]:
+    """Run the script with the recorder installed (and the patch, with --fix): its exit code and how it ended."""
+    import contextlib
+
+    from .audit_record import MaxStepsReached
+    from .patching import patched
+
+    patch = patched(convention=options.convention, auto=options.auto, on_lag=options.on_lag) if options \
+        else contextlib.nullcontext()
+    with patch:
+        recorder.install()
+        try:
+            execute(args.target, args.args, module=args.module)
+        except TargetNotFound as error:
+            raise UsageError(str(error)) from None
+        except MaxStepsReached:
+            return 0, None
+        except SystemExit as exit_:
+            if exit_.code is None or exit_.code == 0:
+                return 0, None
+            if isinstance(exit_.code, int):
+                return exit_.code, f"the script exited with code {exit_.code}"
+            print(exit_.code, file=sys.stderr)
+            return 1, f"the script exited: {exit_.code}"
+        except Exception as error:  # noqa: BLE001 (the script's own failure: shown, and the report still made)
+            traceback.print_exc()
+            return 1, f"the script raised {type(error).__name__}: {error}"
+        finally:
+            recorder.uninstall()
+    return 0, None
+
+
+def _fix_text(options: Options | None) -> str:
+    if options is None:
+        return "stock timm (no fix; --fix audits the script under the fix)"
+    return (f"with the fix: patch(convention={options.convention!r}, auto={options.auto!r}, "
+            f"on_lag={options.on_lag!r})")
+
+
+def _versions() -> str:
+    import timm
+    import torch
+
+    return f"timm {timm.__version__}, torch {torch.__version__}"
+
+
+def _report(args: argparse.Namespace, options: Options | None, recorder: Any, audits: list, status: tuple,
+            rank: tuple[int, int] | None, summary: str) -> list[str]:
+    from .audit_output import scheduler_lines
+
+    command = " ".join(["-m"] * args.module + [args.target, *args.args])
+    lines = ["", f"timm-sched-fix audit{f' (rank {rank[0]} of {rank[1]})' if rank else ''}: {command}",
+             f"{_versions()}; {_fix_text(options)}"]
+    if recorder.stopped:
+        lines.append(f"stopped the script after {recorder.updates:,} optimizer steps (--max-steps {args.max_steps})")
+    if status[1]:
+        lines.append(f"{status[1]}: the audit covers the optimizer steps before")
+    lines += [f"note: {note}" for note in recorder.notes]
+    for audit in audits:
+        lines += [""] + scheduler_lines(audit, len(audits))
+    lines += ["", f"audit: {summary}"]
+    return lines
+
+
+def _document(args: argparse.Namespace, options: Options | None, recorder: Any, audits: list, status: tuple,
+              rank: tuple[int, int] | None, code: int, summary: str) -> dict[str, Any]:
+    import timm
+    import torch
+
+    from .audit_output import scheduler_document
+
+    return {
+        "tool": "timm-sched-fix audit", "timm": timm.__version__, "torch": torch.__version__,
+        "command": [args.target, *args.args], "module": args.module,
+        "fix": None if options is None else {"convention": options.convention, "auto": options.auto,
+                                             "on_lag": options.on_lag},
+        "updates_per_epoch": args.updates_per_epoch, "max_steps": args.max_steps,
+        "stopped_at_max_steps": recorder.stopped, "optimizer_steps": recorder.updates,
+        "script": {"exit_code": status[0], "ended": status[1]},
+        "rank": rank[0] if rank else None, "world_size": rank[1] if rank else None,
+        "notes": recorder.notes, "verdict": {"exit_code": code, "summary": summary},
+        "schedulers": [scheduler_document(audit) for audit in audits],
+    }
+
+
+def _golden(args: argparse.Namespace, document: dict, lines: list[str], golden_document: Any) -> int:
+    import json
+
+    from .audit_output import golden_differences
+
+    if args.update_golden:
+        try:
+            with open(args.golden, "w") as stream:
+                json.dump(golden_document(document, args.updates_per_epoch), stream, indent=1)
+                stream.write("\n")
+        except OSError as error:
+            raise UsageError(f"--golden {args.golden}: cannot write it ({error.strerror})") from None
+        lines.append(f"wrote the golden trace {args.golden}")
+        return 0
+    try:
+        with open(args.golden) as stream:
+            stored = json.load(stream)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--golden {args.golden}: not a golden trace file ({error})") from None
+    if not isinstance(stored, dict) or "lrs" not in stored:
+        raise UsageError(f"--golden {args.golden}: not a golden trace file (no 'lrs')")
+    problems = golden_differences(stored, document)
+    if not problems:
+        lines.append(f"golden {args.golden}: the same LR at every optimizer step (recorded with timm "
+                     f"{stored.get('timm')})")
+        return 0
+    lines.append(f"golden {args.golden}: the trace moved (recorded with timm {stored.get('timm')}, running "
+                 f"{document['timm']}); --update-golden accepts the new trace")
+    lines += [f"  {problem}" for problem in problems]
+    return 1
+
+
+def _child_arguments(args: argparse.Namespace, options: Options | None) -> list[str]:
+    """This audit's arguments for a child: the fix, the epoch length and --max-steps, then the script."""
+    child: list[str] = []
+    if options is not None:
+        child += ["--fix", "--convention", options.convention, "--on-lag", options.on_lag] + ["--auto"] * options.auto
+    for name in ("updates_per_epoch", "max_steps"):
+        if getattr(args, name) is not None:
+            child += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    return child + ["-m"] * args.module + [args.target, *args.args]
+
+
+def _against(version: str, args: argparse.Namespace, options: Options | None, document: dict) -> int:
+    from .audit_compare import audit_under, differences, release_dir
+
+    try:
+        folder = release_dir(version, args.timm_cache)
+        other = audit_under(version, folder, _child_arguments(args, options))
+    except UsageError as error:
+        print(f"timm-sched-fix audit: error: {error}", file=sys.stderr)
+        return 2
+    mine, theirs = f"timm {document['timm']}", f"timm {other['timm']}"
+    lines = ["", f"against {theirs} ({folder}): the same script and options, audited in a child process",
+             f"  under {theirs}: {other['verdict']['summary']}"]
+    if other["script"]["ended"]:
+        lines.append(f"  under {theirs}: {other['script']['ended']}")
+    found = differences(document, other, mine, theirs)
+    if found:
+        lines += [f"  {line}" for line in found]
+        lines.append(f"against {theirs}: the LRs differ from {mine}'s")
+    else:
+        lines.append(f"against {theirs}: the same LR at every optimizer step as under {mine}")
+    _print(lines)
+    return 1 if found else 0
+
+
+def _ranks(document: dict, rank: tuple[int, int]) -> int:
+    from .audit_compare import hand_over, rank_lines, ranks_dir
+
+    documents = hand_over(document, ranks_dir(os.environ), *rank)
+    if not documents:
+        return 0
+    lines, disagree = rank_lines(documents)
+    _print([""] + lines)
+    return 1 if disagree else 0
+
+
+def _print(lines: list[str]) -> None:
+    """One write, so the reports of several ranks do not interleave line by line."""
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()

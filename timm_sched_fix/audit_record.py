@@ -1,0 +1,406 @@
+"""The recording half of ``timm-sched-fix audit``: while a script runs, every timm scheduler it constructs and,
+for each, the LRs every parameter update of its optimizer ran with, the scheduler's calls and loads, and the
+DataLoader passes (evidence for epoch boundaries).
+
+Instrumented the way ``patch()`` instruments: wrapt on the ``__init__`` of timm's ``Scheduler`` and every
+subclass (later ones through ``__init_subclass__``), observing descriptors on ``step``, ``step_update`` and
+``load_state_dict`` of those classes and of the fix's ``ScheduleTiming`` (every adapter's calls end there),
+torch's global optimizer step hooks, and wrapt on ``DataLoader.__iter__`` and its iterators' ``__next__``.
+Everything is read, nothing written: the script's LRs and schedulers behave as without the audit.
+``Recorder.uninstall()`` removes every piece again.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import itertools
+import math
+import operator
+import os
+import sys
+import threading
+import types
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.utils.data.dataloader
+import wrapt
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+from . import compat
+from .timing import STATE_KEY, TIMING_KEY, ScheduleTiming, timing_of
+
+#: The scheduler methods whose calls are recorded.
+OBSERVED = ("step", "step_update", "load_state_dict")
+#: Frames from these packages are skipped when naming where a scheduler was built.
+_LIBRARY_DIRS = tuple(os.path.dirname(module.__file__) + os.sep for module in (compat.timm, torch, wrapt)
+                      if getattr(module, "__file__", None)) + (os.path.dirname(__file__) + os.sep,)
+
+_active: Recorder | None = None  # the installed recorder (one at a time)
+
+
+class MaxStepsReached(BaseException):
+    """Raised inside the script at its (N+1)-th optimizer step under ``--max-steps N``. A BaseException, so the
+    script's own ``except Exception`` lets it through and it stops there."""
+
+
+@dataclass
+class Call:
+    """One call of a scheduler: ``update`` is the number of its optimizer's updates before it."""
+
+    update: int
+    method: str  # step, step_update or load_state_dict
+    index: float | None  # the index passed (step/step_update), or the position a load restored
+    metric: float | None = None
+    stock_state: bool = False  # a load_state_dict without the fix's position record
+
+
+@dataclass(eq=False)
+class SchedulerRecord:
+    """Everything recorded about one scheduler the script constructed."""
+
+    number: int  # 1-based, in the order of construction
+    class_name: str
+    timm_class: str
+    on_epochs: bool
+    field: str
+    where: str
+    optimizer: Any
+    initialize: bool
+    shadow: Any  # a copy on a throwaway optimizer, for v(t); None when it could not be made
+    shadow_error: str | None
+    init_lrs: list[float]
+    tolerance: float  # relative; float32 tensor LRs cannot hold v(t) exactly
+    lrs: list[list[float]] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+    loader_events: list[tuple[str, int, int]] = field(default_factory=list)  # (start|end, pass, updates)
+    released_at: int | None = None
+    steps_after_release: int = 0
+    settled: bool = False  # init_lrs final: read again at the first call or update, after every constructor wrapper
+    depth: int = 0
+
+    @property
+    def unit(self) -> str:
+        return "epoch" if self.on_epochs else "update"
+
+    def group_lrs(self) -> list[float]:
+        return [float(group[self.field]) for group in self.optimizer.param_groups]
+
+
+class _ObservedMethod(wrapt.BaseObjectProxy):
+    """``step``, ``step_update`` or ``load_state_dict`` of a class, seen by the active recorder: looked up on an
+    audited scheduler (or its timing) it is a recording call of the method it wraps, otherwise that method itself."""
+
+    __timm_sched_fix_patched_method__ = True  # timing.stock_method and compat look past it
+    name: str
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        bound = self.__wrapped__.__get__(instance, owner)
+        recorder = _active
+        if instance is None or recorder is None:
+            return bound
+        record = recorder.record_for(self._scheduler_of(instance))
+        if record is None or record.depth:
+            return bound
+        return functools.partial(recorder.observe, record, type(self).name, bound)
+
+    @staticmethod
+    def _scheduler_of(instance: Any) -> Any:
+        # a fixed scheduler's calls are seen at its timing, where every adapter's calls arrive
+        return None if timing_of(instance) is not None else instance
+
+
+class _ObservedTimingMethod(_ObservedMethod):
+    @staticmethod
+    def _scheduler_of(instance: Any) -> Any:
+        return instance.scheduler
+
+
+_OBSERVED_ON_SCHEDULERS = {name: type(f"_Observed_{name}", (_ObservedMethod,), {"name": name}) for name in OBSERVED}
+_OBSERVED_ON_TIMINGS = {name: type(f"_ObservedTiming_{name}", (_ObservedTimingMethod,), {"name": name})
+                        for name in OBSERVED}
+
+
+class Recorder:
+    """Records while installed; ``records`` holds one :class:`SchedulerRecord` per scheduler constructed.
+
+    ``max_steps``: the (N+1)-th optimizer step of the process raises :class:`MaxStepsReached` before it runs.
+    """
+
+    def __init__(self, max_steps: int | None = None) -> None:
+        self.max_steps = max_steps
+        self.records: list[SchedulerRecord] = []
+        self.updates = 0  # parameter updates of every optimizer
+        self.stopped = False  # MaxStepsReached was raised
+        self.notes: list[str] = []  # what could not be recorded, said in the report
+        self._by_scheduler: dict[int, SchedulerRecord] = {}
+        self._live: list[SchedulerRecord] = []
+        self._released_records: list[SchedulerRecord] = []
+        self._constructing: set[int] = set()
+        self._depth: dict[int, int] = {}
+        self._passes = itertools.count(1)
+        self._wrappers: list[tuple[Any, str, Any]] = []
+        self._hooks: list[Any] = []
+        self._lock = threading.RLock()
+
+    # -- installing -------------------------------------------------------------------------------
+
+    def install(self) -> None:
+        """Instrument timm's scheduler classes, the fix's timing, torch's optimizer steps and DataLoaders."""
+        global _active
+        if _active is not None:
+            raise RuntimeError("another audit recorder is installed")
+        _active = self
+        try:
+            self._instrument()
+        except BaseException:
+            self.uninstall()
+            raise
+
+    def _instrument(self) -> None:
+        scheduler_base = compat.Scheduler
+        self._wrap(scheduler_base, "__init_subclass__", self._instrument_new_subclass)
+        for cls in _with_subclasses(scheduler_base):
+            self._instrument_class(cls)
+        for name in OBSERVED:
+            self._apply(ScheduleTiming, name, _OBSERVED_ON_TIMINGS[name](vars(ScheduleTiming)[name]))
+        self._hooks = [register_optimizer_step_pre_hook(self._before_step),
+                       register_optimizer_step_post_hook(self._after_step)]
+        data = torch.utils.data.dataloader
+        self._wrap(data.DataLoader, "__iter__", self._loader_pass)
+        self._wrap(data._BaseDataLoaderIter, "__next__", self._loader_next)
+
+    def uninstall(self) -> None:
+        """Remove every wrapper and hook (innermost last); recording stops, the records stay."""
+        global _active
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
+        while self._wrappers:
+            owner, attribute, handle = self._wrappers.pop()
+            wrapt.unwrap_object(owner, attribute, handle, missing_ok=True)
+        if _active is self:
+            _active = None
+
+    def _wrap(self, owner: Any, attribute: str, wrapper: Any) -> None:
+        self._wrappers.append((owner, attribute, wrapt.wrap_function_wrapper(owner, attribute, wrapper)))
+
+    def _apply(self, owner: Any, attribute: str, proxy: Any) -> None:
+        wrapt.apply_patch(owner, attribute, proxy)
+        self._wrappers.append((owner, attribute, proxy))
+
+    def _instrument_class(self, cls: type) -> None:
+        if "__init__" in vars(cls):
+            self._wrap(cls, "__init__", self._construct)
+        for name in OBSERVED:
+            if name in vars(cls):
+                self._apply(cls, name, _OBSERVED_ON_SCHEDULERS[name](vars(cls)[name]))
+
+    def _instrument_new_subclass(self, wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> None:
+        wrapped(*args, **kwargs)
+        if _active is self:
+            self._instrument_class(wrapped.__self__)
+
+    # -- schedulers -------------------------------------------------------------------------------
+
+    def record_for(self, scheduler: Any) -> SchedulerRecord | None:
+        return None if scheduler is None else self._by_scheduler.get(id(scheduler))
+
+    def _construct(self, wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> None:
+        key = id(instance)
+        if key in self._constructing:  # super().__init__: only the outermost constructor registers
+            wrapped(*args, **kwargs)
+            return
+        self._constructing.add(key)
+        try:
+            wrapped(*args, **kwargs)
+        finally:
+            self._constructing.discard(key)
+        try:
+            self._register(instance, wrapped, args, kwargs)
+        except Exception as error:  # noqa: BLE001 (the audit never breaks the script: the report says it)
+            self.notes.append(f"a {type(instance).__name__} built at {_where()} could not be audited: {error!r}")
+
+    def _register(self, scheduler: Any, init: Any, args: tuple, kwargs: dict) -> None:
+        _, initialize = compat.construction_args(init, args, kwargs)
+        optimizer = scheduler.optimizer
+        field = scheduler.param_group_field
+        shadow, shadow_error = _shadow(scheduler)
+        dtypes = [group[field].dtype for group in optimizer.param_groups if isinstance(group[field], torch.Tensor)]
+        tolerance = max([1e-12, *(4 * torch.finfo(dtype).eps for dtype in dtypes if dtype.is_floating_point)])
+        with self._lock:
+            record = SchedulerRecord(
+                number=len(self.records) + 1, class_name=type(scheduler).__name__,
+                timm_class=compat.timm_class_name(scheduler), on_epochs=compat.is_epoch_schedule(scheduler),
+                field=field, where=_where(), optimizer=optimizer, initialize=initialize, shadow=shadow,
+                shadow_error=shadow_error, init_lrs=[], tolerance=tolerance)
+            record.init_lrs = record.group_lrs()
+            self.records.append(record)
+            self._live.append(record)
+            self._by_scheduler[id(scheduler)] = record
+        weakref.finalize(scheduler, self._released, id(scheduler), record)
+
+    def _released(self, key: int, record: SchedulerRecord) -> None:
+        with self._lock:
+            if self._by_scheduler.get(key) is record:
+                del self._by_scheduler[key]
+            if record in self._live:
+                self._live.remove(record)
+                self._released_records.append(record)
+                record.released_at = len(record.lrs)
+
+    def observe(self, record: SchedulerRecord, name: str, bound: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one call of an audited scheduler and record it."""
+        _settle(record)
+        record.depth += 1
+        try:
+            result = bound(*args, **kwargs)
+        finally:
+            record.depth -= 1
+        try:
+            record.calls.append(_call(name, len(record.lrs), args, kwargs))
+            if name == "load_state_dict" and not record.lrs:  # a resume: the schedule as loaded
+                record.shadow, record.shadow_error = _shadow(_scheduler_behind(bound))
+        except Exception as error:  # noqa: BLE001 (as above)
+            self.notes.append(f"scheduler {record.number}: a {name}() call could not be recorded: {error!r}")
+        return result
+
+    # -- optimizer steps --------------------------------------------------------------------------
+    # One count per parameter update: the outermost step() of the optimizers sharing one param_groups list
+    # (timm's Lookahead and its base optimizer, an optimizer subclass calling super().step(), Accelerate's and
+    # DeepSpeed's wrappers around a torch optimizer). The LRs are read after the step, so every step pre-hook
+    # (auto mode's included, whenever registered) has run; a step post-hook that changes them is not seen.
+
+    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        key = id(optimizer.param_groups)
+        depth = self._depth.get(key, 0)
+        if not depth:
+            if self.max_steps is not None and self.updates >= self.max_steps:
+                self.stopped = True
+                raise MaxStepsReached(f"--max-steps {self.max_steps}: stopped before optimizer step "
+                                      f"{self.updates + 1}")
+            for record in self._live:
+                if not record.settled:
+                    _settle(record)
+        self._depth[key] = depth + 1
+
+    def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        groups = optimizer.param_groups
+        key = id(groups)
+        depth = self._depth.get(key, 1) - 1
+        if depth:
+            self._depth[key] = depth
+            return
+        self._depth.pop(key, None)
+        self.updates += 1
+        for record in self._live:
+            if record.optimizer.param_groups is groups:
+                record.lrs.append([float(group[record.field]) for group in groups])
+        for record in self._released_records:
+            if record.optimizer.param_groups is groups:
+                record.steps_after_release += 1
+
+    # -- DataLoader passes ------------------------------------------------------------------------
+
+    def _loader_pass(self, wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        iterator = wrapped(*args, **kwargs)
+        number = next(self._passes)
+        try:
+            iterator._timm_sched_fix_audit_pass = number
+        except AttributeError:  # an iterator type without attributes: its end is not seen
+            pass
+        self._loader_event("start", number)
+        return iterator
+
+    def _loader_next(self, wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        try:
+            return wrapped(*args, **kwargs)
+        except StopIteration:
+            number = getattr(instance, "_timm_sched_fix_audit_pass", None)
+            if number is not None:
+                self._loader_event("end", number)
+            raise
+
+    def _loader_event(self, kind: str, number: int) -> None:
+        for record in self._live:
+            record.loader_events.append((kind, number, len(record.lrs)))
+
+
+def _settle(record: SchedulerRecord) -> None:
+    """The LRs the construction left, read at the first call or update: every constructor wrapper has run by then
+    (a ``patch()`` installed by the script itself wraps the constructor around the recorder's)."""
+    if not record.settled and not record.lrs and not record.calls:
+        record.init_lrs = record.group_lrs()
+    record.settled = True
+
+
+def _call(name: str, updates: int, args: tuple, kwargs: dict) -> Call:
+    if name == "load_state_dict":
+        state = args[0] if args else kwargs.get("state_dict")
+        ours = state.get(STATE_KEY) if isinstance(state, dict) else None
+        position = ours.get("last_t") if isinstance(ours, dict) else None
+        return Call(updates, name, _number(position), stock_state=ours is None)
+    index = args[0] if args else kwargs.get("epoch" if name == "step" else "num_updates")
+    metric = args[1] if len(args) > 1 else kwargs.get("metric")
+    return Call(updates, name, _number(index), _number(metric))
+
+
+def _number(value: Any) -> float | None:
+    """An index or metric as a plain number (an int where it is one, as timm's noise seeding needs), or None."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        pass
+    try:
+        number = float(value)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _scheduler_behind(bound: Any) -> Any:
+    owner = bound.__self__
+    return owner.scheduler if isinstance(owner, ScheduleTiming) else owner
+
+
+def _shadow(scheduler: Any) -> tuple[Any, str | None]:
+    """A copy of the scheduler on a throwaway optimizer holding copies of its param groups' values, so that v(t) can
+    be written there by the schedule's own code without touching the script's optimizer; the fix's timing is left
+    out (the copy is stock). ``(None, reason)`` when it cannot be copied."""
+    optimizer = scheduler.optimizer
+    field = scheduler.param_group_field
+    keep = {"lr", field, f"initial_{field}", "lr_scale"}
+    groups = [{key: copy.deepcopy(value) for key, value in group.items() if key in keep}
+              for group in optimizer.param_groups]
+    memo: dict[int, Any] = {id(optimizer): types.SimpleNamespace(param_groups=groups)}
+    timing = getattr(scheduler, TIMING_KEY, None)
+    if timing is not None:
+        memo[id(timing)] = None
+    try:
+        return copy.deepcopy(scheduler, memo), None
+    except Exception as error:  # noqa: BLE001 (reported as undecided, never a crash of the script)
+        return None, f"the scheduler could not be copied to compute its schedule ({type(error).__name__}: {error})"
+
+
+def _where() -> str:
+    """``file:line`` of the innermost frame outside timm, torch, wrapt and this package: where the script built it."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_LIBRARY_DIRS) and not filename.startswith("<frozen"):
+            relative = os.path.relpath(filename) if os.path.isabs(filename) else filename
+            return f"{filename if relative.startswith('..') else relative}:{frame.f_lineno}"
+        frame = frame.f_back
+    return "?"
+
+
+def _with_subclasses(cls: type) -> list[type]:
+    found = [cls]
+    for subclass in cls.__subclasses__():
+        found.extend(_with_subclasses(subclass))
+    return found
