@@ -23,6 +23,13 @@ MAX_WRONG_RUNS = 6
 TRACE_TOLERANCE = 1e-12
 
 
+def epoch_length(boundaries: Sequence[int] | None, steps: int) -> int | None:
+    """The number of optimizer steps per epoch when every epoch has the same (boundaries at N, 2N, ...)."""
+    if not boundaries or list(boundaries) != list(range(boundaries[0], steps, boundaries[0])):
+        return None
+    return boundaries[0]
+
+
 def lr_text(value: float | None) -> str:
     return "?" if value is None else f"{value:.8g}"
 
@@ -180,8 +187,7 @@ def plot(audits: Sequence[SchedulerAudit], path: str, ran_label: str, updates_pe
         status = (f"cannot decide ({audit.undecided.split(':')[0]})" if audit.undecided
                   else f"{audit.wrong_count} of {audit.steps} steps wrong")
         boundaries = audit.boundaries or []
-        regular = updates_per_epoch or (boundaries[0] if boundaries and boundaries == list(
-            range(boundaries[0], audit.steps, boundaries[0])) else None)
+        regular = updates_per_epoch or epoch_length(boundaries, audit.steps)
         panels.append(Panel(
             title=f"scheduler {record.number}: {record.class_name} per {record.unit}, built at "
                   f"{Path(record.where).name}: {status}",
@@ -224,7 +230,8 @@ def golden_differences(stored: dict[str, Any], document: dict[str, Any]) -> list
     if len(saved) != len(now):
         problems.append(f"the golden file has {len(saved)} scheduler(s), this run built {len(now)}")
     for old, new in zip(saved, now):
-        difference = golden.first_difference(old["lrs"], new["trace"]["ran_lr"], rel_tol=TRACE_TOLERANCE)
+        difference = golden.first_difference(old["lrs"], new["trace"]["ran_lr"], rel_tol=TRACE_TOLERANCE,
+                                             updates_per_epoch=epoch_length(new["boundaries"], new["steps"]))
         if difference is not None:
             problems.append(f"scheduler {new['number']} ({new['class']}): {difference}")
     return problems

@@ -139,12 +139,12 @@ def _boundaries(record: SchedulerRecord, updates_per_epoch: int | None) -> tuple
     by_loader = sorted({begin for begin, _ in passes if 0 < begin < steps})
     inside = sorted({update for update in step_calls for begin, end in passes if end is not None and
                      begin < update < end})
-    if by_calls and by_loader and by_calls != by_loader:
-        return None, (f"the scheduler's step() calls put epoch boundaries at steps {_few(by_calls)} but the "
-                      f"DataLoader's passes begin at steps {_few(by_loader)}; pass --updates-per-epoch N")
     if inside:
         return None, (f"step() was called at steps {_few(inside)}, inside a DataLoader pass: fractional or extra "
                       "epochs? pass --updates-per-epoch N")
+    if by_calls and by_loader and by_calls != by_loader:
+        return None, (f"the scheduler's step() calls put epoch boundaries at steps {_few(by_calls)} but the "
+                      f"DataLoader's passes begin at steps {_few(by_loader)}; pass --updates-per-epoch N")
     if by_calls:
         return by_calls, "the scheduler's step() calls" + (
             ", where the DataLoader passes also begin" if by_loader else "")

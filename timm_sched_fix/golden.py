@@ -80,10 +80,13 @@ def _build(config: SchedulerConfig, optimizer: Any) -> Any:
     return scheduler
 
 
-def first_difference(golden: list[list[float]], actual: list[list[float]], *, updates_per_epoch: int = 1,
+def first_difference(golden: list[list[float]], actual: list[list[float]], *, updates_per_epoch: int | None = 1,
                      rel_tol: float = 1e-9) -> str | None:
-    """A readable description of where two traces first differ, or None when they match."""
+    """A readable description of where two traces first differ, or None when they match (``updates_per_epoch``
+    None: epochs of unknown length, steps are named without them)."""
     def where(step: int) -> str:
+        if updates_per_epoch is None:
+            return f"optimizer step {step}"
         return f"optimizer step {step} (epoch {step // updates_per_epoch}, update {step % updates_per_epoch})"
 
     for step, (want, got) in enumerate(zip(golden, actual)):
