@@ -105,12 +105,16 @@ def scheduler_lines(audit: SchedulerAudit, total: int) -> list[str]:
     title = f"scheduler {record.number} of {total}: {record.class_name}, per {record.unit}, {where}"
     lines = [f"{title} ({groups} param group{plural})",
              f"  t:      {audit.start_how}",
-             f"  epochs: {audit.epochs_how}" + (" (counted from the start of this run)" if audit.start else "")]
+             f"  epochs: {_epochs_text(audit)}"]
+    if record.stopped:
+        lines.append(f"  {record.stopped}")
     if record.steps_after_release:
         lines.append(f"  released (garbage collected) after {record.released_at:,} optimizer steps; the "
                      f"{record.steps_after_release:,} later steps of its optimizer are not its")
     if audit.undecided is not None:
         lines.append(f"  {audit.steps:,} optimizer steps, cannot decide: {audit.undecided}")
+    elif not audit.steps:
+        lines.append("  no optimizer step ran with it")
     elif not audit.wrong_count:
         lines.append(f"  {audit.steps:,} optimizer steps, every one ran with v(t)")
     else:
@@ -126,6 +130,12 @@ def scheduler_lines(audit: SchedulerAudit, total: int) -> list[str]:
     if audit.steps:
         lines += [""] + ["  " + line for line in _table(audit)]
     return lines
+
+
+def _epochs_text(audit: SchedulerAudit) -> str:
+    if audit.boundaries is None and not audit.record.on_epochs:
+        return f"not known ({audit.epochs_how.split(';')[0]}); an update schedule does not need them"
+    return audit.epochs_how + (" (counted from the start of this run)" if audit.start else "")
 
 
 def _table(audit: SchedulerAudit) -> list[str]:
@@ -158,6 +168,8 @@ def verdict(audits: Sequence[SchedulerAudit]) -> tuple[int, str]:
     """The exit code (0 every step ran with v(t), 1 otherwise) and the last line of the report."""
     if not audits:
         return 1, "the script built no timm scheduler: nothing was checked"
+    if not any(audit.steps for audit in audits):
+        return 1, "no optimizer step ran with a timm scheduler: nothing was checked"
     undecided = [audit for audit in audits if audit.undecided is not None]
     steps = sum(audit.steps for audit in audits)
     wrong = sum(audit.wrong_count for audit in audits)

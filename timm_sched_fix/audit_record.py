@@ -22,8 +22,9 @@ import sys
 import threading
 import types
 import weakref
+from array import array
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.utils.data.dataloader
@@ -31,7 +32,7 @@ import wrapt
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from . import compat
-from .timing import STATE_KEY, TIMING_KEY, ScheduleTiming, timing_of
+from .timing import STATE_KEY, TIMING_KEY, ScheduleTiming
 
 #: The scheduler methods whose calls are recorded.
 OBSERVED = ("step", "step_update", "load_state_dict")
@@ -47,15 +48,18 @@ class MaxStepsReached(BaseException):
     script's own ``except Exception`` lets it through and it stops there."""
 
 
-@dataclass
-class Call:
+class Call(NamedTuple):
     """One call of a scheduler: ``update`` is the number of its optimizer's updates before it."""
 
     update: int
     method: str  # step, step_update or load_state_dict
-    index: float | None  # the index passed (step/step_update), or the position a load restored
-    metric: float | None = None
-    stock_state: bool = False  # a load_state_dict without the fix's position record
+    index: float | None  # the index passed (step/step_update), or the position a load restored (None: unknown)
+    metric: float | None
+
+
+_new_call = functools.partial(tuple.__new__, Call)  # Call(...) without NamedTuple's Python-level __new__: per step
+#: The name of the index parameter of each recorded method.
+_INDEX_NAMES = {"step": "epoch", "step_update": "num_updates"}
 
 
 @dataclass(eq=False)
@@ -74,7 +78,9 @@ class SchedulerRecord:
     shadow_error: str | None
     init_lrs: list[float]
     tolerance: float  # relative; float32 tensor LRs cannot hold v(t) exactly
-    lrs: list[list[float]] = field(default_factory=list)
+    steps: int = 0  # optimizer steps recorded
+    values: array = field(default_factory=lambda: array("d"))  # the LR of every group at every step, flat (no GC load)
+    stopped: str | None = None  # why recording stopped early (the optimizer's param groups changed)
     calls: list[Call] = field(default_factory=list)
     loader_events: list[tuple[str, int, int]] = field(default_factory=list)  # (start|end, pass, updates)
     released_at: int | None = None
@@ -85,6 +91,12 @@ class SchedulerRecord:
     @property
     def unit(self) -> str:
         return "epoch" if self.on_epochs else "update"
+
+    @functools.cached_property
+    def lrs(self) -> list[list[float]]:
+        """The LRs every optimizer step ran with, one list per step (read once recording is over)."""
+        groups = len(self.init_lrs)
+        return [self.values[k * groups:(k + 1) * groups].tolist() for k in range(self.steps)]
 
     def group_lrs(self) -> list[float]:
         return [float(group[self.field]) for group in self.optimizer.param_groups]
@@ -102,15 +114,16 @@ class _ObservedMethod(wrapt.BaseObjectProxy):
         recorder = _active
         if instance is None or recorder is None:
             return bound
-        record = recorder.record_for(self._scheduler_of(instance))
+        record = recorder._by_scheduler.get(id(self._scheduler_of(instance)))
         if record is None or record.depth:
             return bound
         return functools.partial(recorder.observe, record, type(self).name, bound)
 
     @staticmethod
     def _scheduler_of(instance: Any) -> Any:
-        # a fixed scheduler's calls are seen at its timing, where every adapter's calls arrive
-        return None if timing_of(instance) is not None else instance
+        # a fixed scheduler's calls are seen at its timing, where every adapter's calls arrive (timing_of, inlined)
+        timing = getattr(instance, TIMING_KEY, None)
+        return instance if timing is None or timing.orphaned else None
 
 
 class _ObservedTimingMethod(_ObservedMethod):
@@ -141,6 +154,7 @@ class Recorder:
         self._released_records: list[SchedulerRecord] = []
         self._constructing: set[int] = set()
         self._depth: dict[int, int] = {}
+        self._unsettled = False  # a record whose init_lrs are not final yet
         self._passes = itertools.count(1)
         self._wrappers: list[tuple[Any, str, Any]] = []
         self._hooks: list[Any] = []
@@ -241,6 +255,7 @@ class Recorder:
             self.records.append(record)
             self._live.append(record)
             self._by_scheduler[id(scheduler)] = record
+            self._unsettled = True
         weakref.finalize(scheduler, self._released, id(scheduler), record)
 
     def _released(self, key: int, record: SchedulerRecord) -> None:
@@ -250,23 +265,37 @@ class Recorder:
             if record in self._live:
                 self._live.remove(record)
                 self._released_records.append(record)
-                record.released_at = len(record.lrs)
+                record.released_at = record.steps
 
     def observe(self, record: SchedulerRecord, name: str, bound: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run one call of an audited scheduler and record it."""
-        _settle(record)
+        """Run one call of an audited scheduler and record it (it runs on every optimizer step: kept lean)."""
+        if not record.settled:
+            _settle(record)
         record.depth += 1
         try:
             result = bound(*args, **kwargs)
         finally:
             record.depth -= 1
-        try:
-            record.calls.append(_call(name, len(record.lrs), args, kwargs))
-            if name == "load_state_dict" and not record.lrs:  # a resume: the schedule as loaded
-                record.shadow, record.shadow_error = _shadow(_scheduler_behind(bound))
-        except Exception as error:  # noqa: BLE001 (as above)
-            self.notes.append(f"scheduler {record.number}: a {name}() call could not be recorded: {error!r}")
+        if name == "load_state_dict":
+            self._loaded(record, bound, args[0] if args else kwargs.get("state_dict"))
+            return result
+        index = args[0] if args else kwargs.get(_INDEX_NAMES[name])
+        metric = args[1] if len(args) > 1 else kwargs.get("metric")
+        if type(index) is not int:
+            index = _number(index)
+        if metric is not None and type(metric) is not float:
+            metric = _number(metric)  # never keep a tensor (and its autograd graph) alive
+        record.calls.append(_new_call((record.steps, name, index, metric)))
         return result
+
+    def _loaded(self, record: SchedulerRecord, bound: Any, state: Any) -> None:
+        """A ``load_state_dict``: the position it restored (a fixed scheduler's record carries one); before the first
+        optimizer step, a resume: the schedule is copied again as loaded."""
+        ours = state.get(STATE_KEY) if isinstance(state, dict) else None
+        position = _number(ours.get("last_t")) if isinstance(ours, dict) else None
+        record.calls.append(_new_call((record.steps, "load_state_dict", position, None)))
+        if not record.steps:
+            record.shadow, record.shadow_error = _shadow(_scheduler_behind(bound))
 
     # -- optimizer steps --------------------------------------------------------------------------
     # One count per parameter update: the outermost step() of the optimizers sharing one param_groups list
@@ -282,9 +311,11 @@ class Recorder:
                 self.stopped = True
                 raise MaxStepsReached(f"--max-steps {self.max_steps}: stopped before optimizer step "
                                       f"{self.updates + 1}")
-            for record in self._live:
-                if not record.settled:
-                    _settle(record)
+            if self._unsettled:
+                for record in self._live:
+                    if not record.settled:
+                        _settle(record)
+                self._unsettled = False
         self._depth[key] = depth + 1
 
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
@@ -297,8 +328,17 @@ class Recorder:
         self._depth.pop(key, None)
         self.updates += 1
         for record in self._live:
-            if record.optimizer.param_groups is groups:
-                record.lrs.append([float(group[record.field]) for group in groups])
+            if record.optimizer.param_groups is groups and record.stopped is None:
+                field = record.field
+                if len(groups) == 1:
+                    record.values.append(float(groups[0][field]))
+                elif len(groups) == len(record.init_lrs):
+                    record.values.extend([float(group[field]) for group in groups])
+                else:
+                    record.stopped = (f"the optimizer's param groups changed from {len(record.init_lrs)} to "
+                                      f"{len(groups)} at step {record.steps}: later steps are not audited")
+                    continue
+                record.steps += 1
         for record in self._released_records:
             if record.optimizer.param_groups is groups:
                 record.steps_after_release += 1
@@ -326,26 +366,15 @@ class Recorder:
 
     def _loader_event(self, kind: str, number: int) -> None:
         for record in self._live:
-            record.loader_events.append((kind, number, len(record.lrs)))
+            record.loader_events.append((kind, number, record.steps))
 
 
 def _settle(record: SchedulerRecord) -> None:
     """The LRs the construction left, read at the first call or update: every constructor wrapper has run by then
     (a ``patch()`` installed by the script itself wraps the constructor around the recorder's)."""
-    if not record.settled and not record.lrs and not record.calls:
+    if not record.settled and not record.steps and not record.calls:
         record.init_lrs = record.group_lrs()
     record.settled = True
-
-
-def _call(name: str, updates: int, args: tuple, kwargs: dict) -> Call:
-    if name == "load_state_dict":
-        state = args[0] if args else kwargs.get("state_dict")
-        ours = state.get(STATE_KEY) if isinstance(state, dict) else None
-        position = ours.get("last_t") if isinstance(ours, dict) else None
-        return Call(updates, name, _number(position), stock_state=ours is None)
-    index = args[0] if args else kwargs.get("epoch" if name == "step" else "num_updates")
-    metric = args[1] if len(args) > 1 else kwargs.get("metric")
-    return Call(updates, name, _number(index), _number(metric))
 
 
 def _number(value: Any) -> float | None:

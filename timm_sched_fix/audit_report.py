@@ -131,6 +131,8 @@ def _start(record: SchedulerRecord) -> tuple[float | None, str]:
 def _boundaries(record: SchedulerRecord, updates_per_epoch: int | None) -> tuple[list[int] | None, str]:
     """The optimizer steps where an epoch begins (0 excluded), and how they were found; None when undecided."""
     steps = len(record.lrs)
+    if not steps:
+        return [], "no optimizer step ran with this scheduler"
     if updates_per_epoch:
         return list(range(updates_per_epoch, steps, updates_per_epoch)), f"--updates-per-epoch {updates_per_epoch}"
     step_calls = [call.update for call in record.calls if call.method == "step"]
@@ -150,7 +152,7 @@ def _boundaries(record: SchedulerRecord, updates_per_epoch: int | None) -> tuple
             ", where the DataLoader passes also begin" if by_loader else "")
     if by_loader:
         return by_loader, "the DataLoader's passes (the script made no step() call between optimizer steps)"
-    if passes or any(update >= steps for update in step_calls) or not steps:
+    if passes or any(update >= steps for update in step_calls):
         return [], "one epoch: " + ("one DataLoader pass" if passes else "a step() call after the last step")
     return None, "no step() call and no DataLoader pass seen between optimizer steps; pass --updates-per-epoch N"
 
