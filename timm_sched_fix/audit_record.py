@@ -12,19 +12,11 @@ Everything is read, nothing written: the script's LRs and schedulers behave as w
 
 from __future__ import annotations
 
-import copy
 import functools
 import itertools
-import math
-import operator
-import os
-import sys
 import threading
-import types
 import weakref
-from array import array
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.utils.data.dataloader
@@ -32,74 +24,20 @@ import wrapt
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from . import compat
+from .audit_data import Call, SchedulerRecord, number, settle, shadow_of, where
 from .timing import STATE_KEY, TIMING_KEY, ScheduleTiming
 
+_new_call = functools.partial(tuple.__new__, Call)  # Call(...) without NamedTuple's Python-level __new__: per step
+#: The name of the index parameter of each recorded method.
+_INDEX_NAMES = {"step": "epoch", "step_update": "num_updates"}
 #: The scheduler methods whose calls are recorded.
 OBSERVED = ("step", "step_update", "load_state_dict")
-#: Frames from these packages are skipped when naming where a scheduler was built.
-_LIBRARY_DIRS = tuple(os.path.dirname(module.__file__) + os.sep for module in (compat.timm, torch, wrapt)
-                      if getattr(module, "__file__", None)) + (os.path.dirname(__file__) + os.sep,)
-
 _active: Recorder | None = None  # the installed recorder (one at a time)
 
 
 class MaxStepsReached(BaseException):
     """Raised inside the script at its (N+1)-th optimizer step under ``--max-steps N``. A BaseException, so the
     script's own ``except Exception`` lets it through and it stops there."""
-
-
-class Call(NamedTuple):
-    """One call of a scheduler: ``update`` is the number of its optimizer's updates before it."""
-
-    update: int
-    method: str  # step, step_update or load_state_dict
-    index: float | None  # the index passed (step/step_update), or the position a load restored (None: unknown)
-    metric: float | None
-
-
-_new_call = functools.partial(tuple.__new__, Call)  # Call(...) without NamedTuple's Python-level __new__: per step
-#: The name of the index parameter of each recorded method.
-_INDEX_NAMES = {"step": "epoch", "step_update": "num_updates"}
-
-
-@dataclass(eq=False)
-class SchedulerRecord:
-    """Everything recorded about one scheduler the script constructed."""
-
-    number: int  # 1-based, in the order of construction
-    class_name: str
-    timm_class: str
-    on_epochs: bool
-    field: str
-    where: str
-    optimizer: Any
-    initialize: bool
-    shadow: Any  # a copy on a throwaway optimizer, for v(t); None when it could not be made
-    shadow_error: str | None
-    init_lrs: list[float]
-    tolerance: float  # relative; float32 tensor LRs cannot hold v(t) exactly
-    steps: int = 0  # optimizer steps recorded
-    values: array = field(default_factory=lambda: array("d"))  # the LR of every group at every step, flat (no GC load)
-    stopped: str | None = None  # why recording stopped early (the optimizer's param groups changed)
-    calls: list[Call] = field(default_factory=list)
-    loader_events: list[tuple[str, int, int]] = field(default_factory=list)  # (start|end, pass, updates)
-    released_at: int | None = None
-    steps_after_release: int = 0
-    settled: bool = False  # init_lrs final: read again at the first call or update, after every constructor wrapper
-    depth: int = 0
-
-    @property
-    def unit(self) -> str:
-        return "epoch" if self.on_epochs else "update"
-
-    @functools.cached_property
-    def lrs(self) -> list[list[float]]:
-        """The LRs every optimizer step ran with, one list per step (read once recording is over)."""
-        groups = len(self.init_lrs)
-        return [self.values[k * groups:(k + 1) * groups].tolist() for k in range(self.steps)]
-
-    def group_lrs(self) -> list[float]:
-        return [float(group[self.field]) for group in self.optimizer.param_groups]
 
 
 class _ObservedMethod(wrapt.BaseObjectProxy):
@@ -236,20 +174,20 @@ class Recorder:
         try:
             self._register(instance, wrapped, args, kwargs)
         except Exception as error:  # noqa: BLE001 (the audit never breaks the script: the report says it)
-            self.notes.append(f"a {type(instance).__name__} built at {_where()} could not be audited: {error!r}")
+            self.notes.append(f"a {type(instance).__name__} built at {where()} could not be audited: {error!r}")
 
     def _register(self, scheduler: Any, init: Any, args: tuple, kwargs: dict) -> None:
         _, initialize = compat.construction_args(init, args, kwargs)
         optimizer = scheduler.optimizer
         field = scheduler.param_group_field
-        shadow, shadow_error = _shadow(scheduler)
+        shadow, shadow_error = shadow_of(scheduler)
         dtypes = [group[field].dtype for group in optimizer.param_groups if isinstance(group[field], torch.Tensor)]
         tolerance = max([1e-12, *(4 * torch.finfo(dtype).eps for dtype in dtypes if dtype.is_floating_point)])
         with self._lock:
             record = SchedulerRecord(
                 number=len(self.records) + 1, class_name=type(scheduler).__name__,
                 timm_class=compat.timm_class_name(scheduler), on_epochs=compat.is_epoch_schedule(scheduler),
-                field=field, where=_where(), optimizer=optimizer, initialize=initialize, shadow=shadow,
+                field=field, where=where(), optimizer=optimizer, initialize=initialize, shadow=shadow,
                 shadow_error=shadow_error, init_lrs=[], tolerance=tolerance)
             record.init_lrs = record.group_lrs()
             self.records.append(record)
@@ -270,7 +208,7 @@ class Recorder:
     def observe(self, record: SchedulerRecord, name: str, bound: Any, *args: Any, **kwargs: Any) -> Any:
         """Run one call of an audited scheduler and record it (it runs on every optimizer step: kept lean)."""
         if not record.settled:
-            _settle(record)
+            settle(record)
         record.depth += 1
         try:
             result = bound(*args, **kwargs)
@@ -282,9 +220,9 @@ class Recorder:
         index = args[0] if args else kwargs.get(_INDEX_NAMES[name])
         metric = args[1] if len(args) > 1 else kwargs.get("metric")
         if type(index) is not int:
-            index = _number(index)
+            index = number(index)
         if metric is not None and type(metric) is not float:
-            metric = _number(metric)  # never keep a tensor (and its autograd graph) alive
+            metric = number(metric)  # never keep a tensor (and its autograd graph) alive
         record.calls.append(_new_call((record.steps, name, index, metric)))
         return result
 
@@ -292,10 +230,10 @@ class Recorder:
         """A ``load_state_dict``: the position it restored (a fixed scheduler's record carries one); before the first
         optimizer step, a resume: the schedule is copied again as loaded."""
         ours = state.get(STATE_KEY) if isinstance(state, dict) else None
-        position = _number(ours.get("last_t")) if isinstance(ours, dict) else None
+        position = number(ours.get("last_t")) if isinstance(ours, dict) else None
         record.calls.append(_new_call((record.steps, "load_state_dict", position, None)))
         if not record.steps:
-            record.shadow, record.shadow_error = _shadow(_scheduler_behind(bound))
+            record.shadow, record.shadow_error = shadow_of(_scheduler_behind(bound))
 
     # -- optimizer steps --------------------------------------------------------------------------
     # One count per parameter update: the outermost step() of the optimizers sharing one param_groups list
@@ -314,7 +252,7 @@ class Recorder:
             if self._unsettled:
                 for record in self._live:
                     if not record.settled:
-                        _settle(record)
+                        settle(record)
                 self._unsettled = False
         self._depth[key] = depth + 1
 
@@ -369,67 +307,14 @@ class Recorder:
             record.loader_events.append((kind, number, record.steps))
 
 
-def _settle(record: SchedulerRecord) -> None:
-    """The LRs the construction left, read at the first call or update: every constructor wrapper has run by then
-    (a ``patch()`` installed by the script itself wraps the constructor around the recorder's)."""
-    if not record.settled and not record.steps and not record.calls:
-        record.init_lrs = record.group_lrs()
-    record.settled = True
-
-
-def _number(value: Any) -> float | None:
-    """An index or metric as a plain number (an int where it is one, as timm's noise seeding needs), or None."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return operator.index(value)
-    except TypeError:
-        pass
-    try:
-        number = float(value)
-    except (TypeError, ValueError, RuntimeError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _scheduler_behind(bound: Any) -> Any:
     owner = bound.__self__
     return owner.scheduler if isinstance(owner, ScheduleTiming) else owner
 
 
-def _shadow(scheduler: Any) -> tuple[Any, str | None]:
-    """A copy of the scheduler on a throwaway optimizer holding copies of its param groups' values, so that v(t) can
-    be written there by the schedule's own code without touching the script's optimizer; the fix's timing is left
-    out (the copy is stock). ``(None, reason)`` when it cannot be copied."""
-    optimizer = scheduler.optimizer
-    field = scheduler.param_group_field
-    keep = {"lr", field, f"initial_{field}", "lr_scale"}
-    groups = [{key: copy.deepcopy(value) for key, value in group.items() if key in keep}
-              for group in optimizer.param_groups]
-    memo: dict[int, Any] = {id(optimizer): types.SimpleNamespace(param_groups=groups)}
-    timing = getattr(scheduler, TIMING_KEY, None)
-    if timing is not None:
-        memo[id(timing)] = None
-    try:
-        return copy.deepcopy(scheduler, memo), None
-    except Exception as error:  # noqa: BLE001 (reported as undecided, never a crash of the script)
-        return None, f"the scheduler could not be copied to compute its schedule ({type(error).__name__}: {error})"
-
-
-def _where() -> str:
-    """``file:line`` of the innermost frame outside timm, torch, wrapt and this package: where the script built it."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        filename = frame.f_code.co_filename
-        if not filename.startswith(_LIBRARY_DIRS) and not filename.startswith("<frozen"):
-            relative = os.path.relpath(filename) if os.path.isabs(filename) else filename
-            return f"{filename if relative.startswith('..') else relative}:{frame.f_lineno}"
-        frame = frame.f_back
-    return "?"
-
-
 def _with_subclasses(cls: type) -> list[type]:
-    found = [cls]
+    """``cls`` and every subclass, each once (a class with two timm bases included)."""
+    found: dict[type, None] = {cls: None}
     for subclass in cls.__subclasses__():
-        found.extend(_with_subclasses(subclass))
-    return found
+        found.update(dict.fromkeys(_with_subclasses(subclass)))
+    return list(found)

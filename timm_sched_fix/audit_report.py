@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import compat
-from .audit_record import SchedulerRecord
+from .audit_data import SchedulerRecord
 from .timing import stock_method
 
 #: Short names of the causes, in the table and in the JSON; the summary explains each in words.
