@@ -29,7 +29,7 @@ SUITE = [*PYTEST, "-n", "2"]  # pytest-xdist: the 2-core machines run two test p
 #: Supported range, oldest first: the releases the README names, the newest last.
 MATRIX = ["0.4.12", "0.5.4", "0.6.13", "0.9.2", "0.9.16", "1.0.3", "1.0.15", "1.0.24", "1.0.31"]
 #: Scripts in benchmarks/ that CI runs with ``--smoke``.
-SMOKE_BENCHMARKS = ["overhead.py", "import_cost.py", "compiled.py", "trace_cost.py"]
+SMOKE_BENCHMARKS = ["overhead.py", "import_cost.py", "compiled.py", "trace_cost.py", "audit_cost.py"]
 #: The first release whose sdist ships tests/test_scheduler.py.
 FIRST_WITH_SCHEDULER_TESTS = (1, 0, 24)
 

@@ -266,7 +266,8 @@ def _against(version: str, args: argparse.Namespace, options: Options | None, do
         print(f"timm-sched-fix audit: error: {error}", file=sys.stderr)
         return 2
     mine, theirs = f"timm {document['timm']}", f"timm {other['timm']}"
-    lines = ["", f"against {theirs} ({folder}): the same script and options, audited in a child process",
+    shown = os.path.relpath(folder) if not os.path.relpath(folder).startswith("..") else str(folder)
+    lines = ["", f"against {theirs} ({shown}): the same script and options, audited in a child process",
              f"  under {theirs}: {other['verdict']['summary']}"]
     if other["script"]["ended"]:
         lines.append(f"  under {theirs}: {other['script']['ended']}")

@@ -25,7 +25,7 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str] | str]) -> 
     lines = ["  ".join(cell.rjust(width) for cell, width in zip(header, widths))]
     lines += [row if isinstance(row, str) else "  ".join(cell.rjust(width) for cell, width in zip(row, widths))
               for row in rows]
-    return lines
+    return [line.rstrip() for line in lines]
 
 
 def rows_with_gaps(selected: Sequence[int], cells_of: Callable[[int], Sequence[str]]) -> list[Sequence[str] | str]:
