@@ -4,10 +4,11 @@ Every session runs in the calling environment (``venv_backend="none"``), so torc
 timm version is installed without dependencies into ``.nox/timm/<version>`` and put first on
 ``PYTHONPATH``. Sessions: ``matrix`` (the suite against every version in ``MATRIX``, and the installed timm
 if it is newer), ``peer`` (timm's ``tests/test_scheduler.py`` from the sdist, run with
-``pytest --timm-sched-fix``, for every version that ships it) and ``benchmarks`` (each of
-``SMOKE_BENCHMARKS`` with ``--smoke`` on the installed timm: it must run and print; no timing is checked)
-run by default; ``tests`` (the suite against the installed timm alone, which the matrix already covers) on
-request. The suite runs on two pytest-xdist workers, one per core. pytest's exit code 5 (nothing collected)
+``pytest --timm-sched-fix``, for every version that ships it), ``benchmarks`` (each of
+``SMOKE_BENCHMARKS`` with ``--smoke`` on the installed timm: it must run and print; no timing is checked),
+``docs`` (the API reference with Sphinx, warnings as errors) and ``package`` (sdist and wheel built, checked
+with twine, the wheel installed into a clean venv and smoke-tested) run by default; ``tests`` (the suite
+against the installed timm alone, which the matrix already covers) on request. The suite runs on two pytest-xdist workers, one per core. pytest's exit code 5 (nothing collected)
 fails a session like any other non-zero code.
 """
 
@@ -15,8 +16,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import shutil
 import sys
+import sysconfig
 import tarfile
+import tempfile
+import textwrap
+import zipfile
 from pathlib import Path
 
 import nox
@@ -30,11 +36,20 @@ SUITE = [*PYTEST, "-n", "2"]  # pytest-xdist: the 2-core machines run two test p
 MATRIX = ["0.4.12", "0.5.4", "0.6.13", "0.9.2", "0.9.16", "1.0.3", "1.0.15", "1.0.24", "1.0.31"]
 #: Scripts in benchmarks/ that CI runs with ``--smoke``.
 SMOKE_BENCHMARKS = ["overhead.py", "import_cost.py", "compiled.py", "trace_cost.py", "audit_cost.py"]
+#: Files the built distributions must hold (``{version}``: the package's); other files may be there too.
+WHEEL_FILES = ["timm_sched_fix/__init__.py", "timm_sched_fix/auto.py", "timm_sched_fix/pytest_plugin.py",
+               "timm_sched_fix/py.typed", "timm_sched_fix-{version}.dist-info/licenses/LICENSE",
+               "timm_sched_fix-{version}.dist-info/entry_points.txt"]
+SDIST_FILES = ["LICENSE", "README.md", "CHANGELOG.md", "pyproject.toml", "MANIFEST.in", "noxfile.py", ".ci/run",
+               "timm_sched_fix/__init__.py", "tests/conftest.py", "tests/support.py", "tests/defect_cases.py",
+               "tests/resume_worker.py", "tests/distributed_worker.py", "tests/version_worker.py",
+               "examples/warmup_demo.py", "examples/timm_style_train.py", "benchmarks/overhead.py", "docs/conf.py",
+               "docs/api.rst", "docs/trace.png"]
 #: The first release whose sdist ships tests/test_scheduler.py.
 FIRST_WITH_SCHEDULER_TESTS = (1, 0, 24)
 
 nox.options.default_venv_backend = "none"
-nox.options.sessions = ["matrix", "peer", "benchmarks"]
+nox.options.sessions = ["matrix", "peer", "benchmarks", "docs", "package"]
 nox.options.error_on_missing_interpreters = True
 
 
@@ -134,3 +149,97 @@ def benchmarks(session: nox.Session, benchmark: str) -> None:
     """``benchmarks/<benchmark> --smoke`` on the installed timm: it runs and prints; shared machines are too
     noisy for timing checks, so the ratios are read, not asserted."""
     session.run(sys.executable, str(ROOT / "benchmarks" / benchmark), "--smoke", env={"PYTHONPATH": str(ROOT)})
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The API reference (``docs/api.rst``, generated from the docstrings by Sphinx autodoc) into
+    ``docs/_build/html``, with warnings as errors: a docstring that does not render fails the session."""
+    build = ROOT / "docs" / "_build"
+    session.run(sys.executable, "-m", "sphinx", "-W", "--keep-going", "-E", "-q", "-b", "html",
+                "-d", str(build / "doctrees"), str(ROOT / "docs"), str(build / "html"), env={"PYTHONPATH": str(ROOT)})
+
+
+#: Run by the wheel's interpreter in the clean venv: the package imported is the wheel's, and
+#: ``import timm_sched_fix.auto`` patches timm so that a scheduler's first step gets v(0).
+_INSTALLED_SMOKE = """
+import pathlib, sys, sysconfig
+import timm_sched_fix
+site = pathlib.Path(sysconfig.get_paths()["purelib"]).resolve()
+where = pathlib.Path(timm_sched_fix.__file__).resolve()
+assert where.is_relative_to(site), f"imported {where}, not the wheel's copy under {site}"
+import timm_sched_fix.auto
+assert timm_sched_fix.is_patched()
+import torch
+from timm.scheduler import TanhLRScheduler
+optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+assert TanhLRScheduler(optimizer, t_initial=10).last_t == 0
+print("installed:", where.parent, "timm_sched_fix.auto patched timm")
+"""
+
+#: The pytest plugin of the installed wheel: ``--timm-sched-fix begin`` patches, the fixture exists.
+_PLUGIN_SMOKE = """
+import pathlib, sysconfig
+import timm_sched_fix
+import timm_sched_fix.pytest_plugin
+
+def test_the_plugin_is_the_wheels_and_patches():
+    site = pathlib.Path(sysconfig.get_paths()["purelib"]).resolve()
+    assert pathlib.Path(timm_sched_fix.pytest_plugin.__file__).resolve().is_relative_to(site)
+    assert timm_sched_fix.is_patched()
+    import torch
+    from timm.scheduler import CosineLRScheduler
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    assert CosineLRScheduler(optimizer, t_initial=5).state_dict()["timm_sched_fix"]["convention"] == "begin"
+
+def test_the_golden_trace_fixture_is_there(lr_trace_golden):
+    assert lr_trace_golden.path("x").name == "x.json"
+"""
+
+
+@nox.session
+def package(session: nox.Session) -> None:
+    """Build the sdist and, from it, the wheel (``python -m build``), ``twine check --strict`` both, check what
+    they hold, collect the sdist's test suite, and install the wheel into a clean venv outside the checkout,
+    where the console script, ``import timm_sched_fix.auto`` and the pytest plugin must work from the installed
+    files. The venv gets the wheel alone (``--no-deps``) and then reads torch, timm, wrapt and pytest from this
+    environment through a path entry placed after its own site-packages, so torch is not installed again."""
+    dist = WORK / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run(sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT), silent=True)
+    (sdist,), (wheel,) = sorted(dist.glob("*.tar.gz")), sorted(dist.glob("*.whl"))
+    session.run(sys.executable, "-m", "twine", "check", "--strict", str(sdist), str(wheel))
+    version = wheel.name.split("-")[1]
+    with zipfile.ZipFile(wheel) as archive:
+        wheel_files = set(archive.namelist())
+    with tarfile.open(sdist) as archive:
+        sdist_files = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    for label, required, found in (("wheel", WHEEL_FILES, wheel_files), ("sdist", SDIST_FILES, sdist_files)):
+        missing = [name.format(version=version) for name in required if name.format(version=version) not in found]
+        if missing:
+            session.error(f"the {label} lacks {missing}")
+        session.log(f"{label}: {len(found)} files, every required one present")
+    with tempfile.TemporaryDirectory(prefix="timm-sched-fix-package-") as scratch:
+        scratch_dir = Path(scratch)
+        with tarfile.open(sdist) as archive:
+            archive.extractall(scratch_dir, filter="data")
+        unpacked = scratch_dir / sdist.name.removesuffix(".tar.gz")
+        # the sdist's test suite is complete: it collects with the sdist's own package (exit code 5 if empty)
+        with session.chdir(unpacked):
+            session.run(*PYTEST, "--collect-only", env={"PYTHONPATH": str(unpacked)}, silent=True)
+        venv = scratch_dir / "venv"
+        session.run(sys.executable, "-m", "venv", "--without-pip", str(venv))
+        python = venv / "bin" / "python"
+        session.run(sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", str(wheel))
+        purelib = session.run(str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+                              silent=True).strip()
+        shared = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+        (Path(purelib) / "_shared_deps_for_ci.pth").write_text("".join(f"{path}\n" for path in sorted(shared)))
+        clean = {"PYTHONPATH": None, "PYTHONNOUSERSITE": "1"}
+        (scratch_dir / "test_plugin_smoke.py").write_text(textwrap.dedent(_PLUGIN_SMOKE))
+        with session.chdir(scratch_dir):  # outside the checkout: nothing of it is importable from here
+            session.run(str(venv / "bin" / "timm-sched-fix"), "--version", env=clean)
+            session.run(str(venv / "bin" / "timm-sched-fix"), "check", env=clean, silent=True)
+            session.run(str(python), "-c", _INSTALLED_SMOKE, env=clean)
+            session.run(str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timm-sched-fix", "begin",
+                        "test_plugin_smoke.py", env=clean)

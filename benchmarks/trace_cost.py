@@ -32,7 +32,7 @@ import timm
 import torch
 
 from timm_sched_fix import trace as tr
-from timm_sched_fix import trace_steps
+from timm_sched_fix import trace_settings, trace_steps
 
 SCHEDULES = {"cosine, warmup": [], "cosine, warmup, noise": ["--lr-noise", "0", "1"]}
 LOOP = "timm"
@@ -47,7 +47,7 @@ def settings_of(arguments: list[str]) -> argparse.Namespace:
     """The settings ``trace`` resolves from these arguments (train.py's defaults otherwise: 5 warmup epochs)."""
     parser = argparse.ArgumentParser()
     tr.add_parser(parser.add_subparsers())
-    return tr.resolve_settings(parser.parse_args(arguments))
+    return trace_settings.resolve_settings(parser.parse_args(arguments))
 
 
 def contenders(settings: argparse.Namespace, updates: int) -> dict[str, Callable[[], object]]:

@@ -7,6 +7,7 @@ runs as a program (``python -m``, the console script, a terminal, files, user mi
 subprocesses; those the release does not change are marked release_independent (see tests/conftest.py).
 """
 
+import argparse
 import csv
 import json
 import os
@@ -17,10 +18,12 @@ from pathlib import Path
 
 import pytest
 import timm.scheduler
+import torch
 import yaml
 
+import timm_sched_fix
 from timm_sched_fix import cli as timm_sched_fix_cli
-from timm_sched_fix import compat
+from timm_sched_fix import compat, trace_settings, trace_steps
 
 HAS_V2 = hasattr(timm.scheduler, "create_scheduler_v2")
 
@@ -43,6 +46,58 @@ def assert_user_error(result, *fragments):
     assert "Traceback" not in result.stderr, result.stderr
     for fragment in fragments:
         assert fragment in result.stderr, result.stderr
+
+
+def help_of(capsys, *args):
+    """What ``timm-sched-fix ARGS --help`` prints; it exits with 0."""
+    with pytest.raises(SystemExit) as exit_info:
+        timm_sched_fix_cli.main([*args, "--help"])
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+# -- the command line as a whole ------------------------------------------------------------------
+
+def test_version_names_the_package_timm_torch_and_python(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        timm_sched_fix_cli.main(["--version"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out.strip()
+    # the versions read without importing are those of the timm and torch this process imported
+    assert printed.startswith(f"timm-sched-fix {timm_sched_fix.__version__} (timm {timm.__version__}, torch ")
+    assert torch.__version__.split("+")[0] in printed and f"Python {sys.version.split()[0]}" in printed
+
+
+#: Phrases of the modules' own docstrings (for developers) that the help once showed.
+INTERNAL = ("add_parser", "``", ":mod:", "compat.", "first_step", "stock_writer", "runpy")
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["check"], ["trace"]], ids=["main", "run", "check", "trace"])
+def test_help_is_for_users_with_examples_and_defaults(capsys, command):
+    text = help_of(capsys, *command)
+    assert "examples:" in text
+    assert not [phrase for phrase in INTERNAL if phrase in text], text
+    if command:
+        parser, _ = timm_sched_fix_cli.build_parser()
+        subparser = parser._subparsers._group_actions[0].choices[command[0]]
+        for action in subparser._actions:  # every option with a value by default says which
+            if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+                assert f"(default: {action.default})" in " ".join(text.split()), action.option_strings
+    else:
+        for name in ("run", "check", "trace", "--version", "TIMM_SCHED_FIX_AUTO"):
+            assert name in text
+        # the environment variables' values as options.options_from_env accepts them
+        assert "1, true, yes or on; 0, false, no or off" in text
+
+
+def test_run_without_a_script_says_what_is_missing(capsys):
+    for args, what in ((["run"], "no script to run"), (["run", "--auto"], "no script to run"),
+                       (["run", "-m"], "no module to run")):
+        with pytest.raises(SystemExit) as exit_info:
+            timm_sched_fix_cli.main(args)
+        assert exit_info.value.code == 2
+        error = capsys.readouterr().err
+        assert what in error and "required" not in error, error
 
 
 # -- check -------------------------------------------------------------------------------------
@@ -170,7 +225,7 @@ def test_plot_without_matplotlib_says_how_to_install_it(tmp_path):
     blocker.mkdir()
     (blocker / "__init__.py").write_text("raise ImportError('matplotlib is not installed')\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
-    result = cli("trace", "--epochs", "3", "--plot", str(tmp_path / "t.png"), env=env)
+    result = cli("trace", "--epochs", "3", "--warmup-epochs", "0", "--plot", str(tmp_path / "t.png"), env=env)
     assert_user_error(result, "timm-sched-fix[plot]")
     assert not (tmp_path / "t.png").exists()
 
@@ -214,7 +269,7 @@ def test_no_progress_line_when_not_on_a_terminal():
     (["--epochs", "-3"], ["--epochs must be positive"]),
     (["--epochs", "5", "--warmup-epochs", "5"],
      ["--warmup-epochs 5 is not shorter than --epochs 5", "--warmup-prefix"]),
-    (["--sched", "multistep", "--decay-milestones", "30", "20"], ["--decay-milestones must be increasing"]),
+    (["--decay-milestones", "30", "20"], ["--decay-milestones must be increasing"]),  # multistep is not in 0.4.12
     (["--lr", "-0.1"], ["--lr must be positive"]),
     (["--sched-on-updates"], ["--updates-per-epoch"]),
     (["--updates-per-epoch", "0"], ["--updates-per-epoch must be positive"]),
@@ -223,6 +278,27 @@ def test_no_progress_line_when_not_on_a_terminal():
 ])
 def test_impossible_settings_name_the_flag(args, fragments):
     assert_user_error(cli("trace", *args), *fragments)
+
+
+@pytest.mark.parametrize("args, first, not_shown", [
+    # an unknown scheduler comes before what it would make wrong (warmup as long as the run)
+    (["--sched", "foo", "--epochs", "5"], "--sched 'foo' is not a scheduler of timm", "--warmup-epochs"),
+    (["--epochs", "5", "--sched", "none"], "--sched none leaves the LR alone", "--warmup-epochs"),
+    (["--sched", "cosin", "--lr", "-1"], "--sched 'cosin'", "--lr must be"),
+    # the settings before the length of an epoch, the length of an epoch before the output files
+    (["--epochs", "0", "--updates-per-epoch", "0"], "--epochs must be positive", "--updates-per-epoch"),
+    (["--updates-per-epoch", "0", "--out", "trace.txt"], "--updates-per-epoch must be positive", "--out"),
+    (["--lr", "-1", "--plot", "trace.jpg"], "--lr must be positive", "--plot"),
+])
+def test_mistakes_are_reported_in_the_order_a_user_fixes_them(capsys, args, first, not_shown):
+    result = in_process(capsys, "trace", *args)
+    assert_user_error(result, first)
+    assert not_shown not in result.stderr
+
+
+def test_names_every_release_schedules_are_schedules_of_this_release():
+    """``trace`` reports a setting mistake next to these names without asking the installed timm first."""
+    assert set(trace_settings.SCHEDULES_OF_EVERY_RELEASE) <= set(trace_steps._valid_schedules())
 
 
 def test_yaml_that_is_not_train_py_args_is_refused(tmp_path):

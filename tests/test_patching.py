@@ -125,10 +125,37 @@ def test_patch_before_timm_import_does_not_import_timm_or_torch():
     assert result.stdout.split() == [repr(v0), "0"]
 
 
+@pytest.mark.release_independent("the import order of the package's own modules")
+def test_patch_then_package_names_that_import_timm():
+    """patch() first, then a name whose module imports timm: timm's classes are instrumented while the package's
+    compat module is still importing timm, which once failed with a circular ImportError."""
+    result = run_python("""
+        import timm_sched_fix.auto
+        from timm_sched_fix import TorchScheduler, wrap
+        import torch
+        from timm.scheduler import CosineLRScheduler, TanhLRScheduler
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        patched_scheduler = TanhLRScheduler(optimizer, t_initial=10)
+        adapter = TorchScheduler(wrap(CosineLRScheduler(optimizer, t_initial=10)))
+        print(patched_scheduler.last_t, adapter.last_t)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", "0"]
+
+
 @pytest.mark.parametrize("env, expected", [
     ({}, "end False warn"),
     ({"TIMM_SCHED_FIX_CONVENTION": "begin", "TIMM_SCHED_FIX_AUTO": "1", "TIMM_SCHED_FIX_ON_LAG": "fix"},
      "begin True fix"),
+    # the values the README and the command's help list: any case, blanks around them ignored
+    ({"TIMM_SCHED_FIX_CONVENTION": " Begin ", "TIMM_SCHED_FIX_AUTO": "YES", "TIMM_SCHED_FIX_ON_LAG": "Raise"},
+     "begin True raise"),
+    ({"TIMM_SCHED_FIX_AUTO": "on"}, "end True warn"),
+    ({"TIMM_SCHED_FIX_AUTO": "true"}, "end True warn"),
+    ({"TIMM_SCHED_FIX_AUTO": "Off"}, "end False warn"),
+    ({"TIMM_SCHED_FIX_AUTO": "no"}, "end False warn"),
+    ({"TIMM_SCHED_FIX_AUTO": "false"}, "end False warn"),
+    ({"TIMM_SCHED_FIX_AUTO": "0"}, "end False warn"),
 ])
 def test_auto_module_patches_with_environment_options(env, expected):
     result = run_python("""

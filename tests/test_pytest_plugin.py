@@ -42,16 +42,27 @@ def test_without_the_option_nothing_is_patched(pytester):
     result.assert_outcomes(passed=1)
 
 
-@pytest.mark.parametrize("option, convention", [
-    (["--timm-sched-fix"], "end"),  # bare, with the path right after it
-    (["--timm-sched-fix=begin"], "begin"),
-    (["--timm-sched-fix=end"], "end"),
+@pytest.mark.parametrize("before, after, convention", [
+    (["--timm-sched-fix"], [], "end"),  # bare, with the path right after it
+    ([], ["--timm-sched-fix"], "end"),  # bare, last
+    (["--timm-sched-fix", "begin"], [], "begin"),  # the value as its own argument, then the path
+    (["--timm-sched-fix", "end"], [], "end"),
+    (["--timm-sched-fix=begin"], [], "begin"),
+    (["--timm-sched-fix=end"], [], "end"),
 ])
-def test_option_patches_the_run_with_the_convention(pytester, option, convention):
+def test_option_patches_the_run_with_the_convention(pytester, before, after, convention):
     path = pytester.makepyfile(test_patched=PATCHED_CHECK)
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-s", *option, str(path))
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-s", *before, str(path), *after)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([f"*CONVENTION {convention}", "*timm-sched-fix: 0 expected deviation(s)*"])
+
+
+def test_option_in_addopts_takes_its_value_too(pytester):
+    pytester.makeini("[pytest]\naddopts = --timm-sched-fix begin\n")
+    path = pytester.makepyfile(test_patched=PATCHED_CHECK)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-s", str(path))
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*CONVENTION begin"])
 
 
 def test_unknown_convention_is_a_usage_error(pytester):

@@ -13,7 +13,7 @@ import timm.scheduler
 
 import timm_sched_fix
 from timm_sched_fix import compat, trace_steps
-from timm_sched_fix import trace as tr
+from timm_sched_fix import trace_settings as tr
 
 from support import StepRecorder, assert_trace, make_optimizer
 

@@ -13,7 +13,7 @@ import argparse
 import pytest
 import timm.scheduler
 
-from timm_sched_fix import trace as tr
+from timm_sched_fix import trace_settings as tr
 from timm_sched_fix import trace_steps
 
 from support import installed_classes, make_optimizer, scheduler_configs, stock_scheduler

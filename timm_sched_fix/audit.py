@@ -18,19 +18,42 @@ import traceback
 from typing import Any
 
 from .options import Options
-from .runner import TargetNotFound, add_patch_arguments, add_target_arguments, execute
+from .runner import TargetNotFound, add_patch_arguments, add_target_arguments, execute, require_target
 from .tools import UsageError, check_suffix
 
 EXIT_SCRIPT_FAILED = 3
+
+DESCRIPTION = """\
+Run a training script (or, with -m, a module) the way `run` does, and check the
+learning rate every optimizer step ran with against the schedule of each timm
+scheduler the script builds: v(t) for the index t that step should run with.
+
+Stock timm by default; --fix audits the script under the fix. For each
+scheduler it prints its class and unit, how t and the epoch boundaries were
+found, the wrong steps with their likely cause (missing pre-advance, one-period
+lag, ...), and a table of the steps. The script runs in this process with its
+own sys.argv, as __main__; options go before it, everything after it is its own."""
+
+EPILOG = """\
+examples:
+  timm-sched-fix audit train.py --epochs 300            # stock timm: is my run affected?
+  timm-sched-fix audit --fix --on-lag fix my_lightning_script.py
+  timm-sched-fix audit --max-steps 50 --golden lr.json train.py ...   # a CI gate
+  timm-sched-fix audit --against-timm 1.0.24 train.py ...   # does another timm change my LRs?
+  torchrun --nproc_per_node 2 -m timm_sched_fix audit train.py ...   # one report per rank
+
+exit status: 0 every optimizer step ran with v(t); 1 some did not, or it cannot
+decide (the report says why), or --golden, --against-timm or the ranks differ;
+2 a usage error; 3 the script itself failed (the report covers the steps before)."""
 
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "audit", help="run a training script and check the LR every optimizer step ran with against its schedule",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+        description=DESCRIPTION, epilog=EPILOG, allow_abbrev=False)
     parser.add_argument("--fix", action="store_true", help="run the script with the fix, as `run` does "
                         "(default: stock timm)")
-    fix_options = parser.add_argument_group("options of the fix (with --fix)")
+    fix_options = parser.add_argument_group("options of the fix (with --fix; by default end, off, warn)")
     add_patch_arguments(fix_options)
     parser.set_defaults(convention=None, auto=None, on_lag=None)
     parser.add_argument("--updates-per-epoch", type=int, metavar="N",
@@ -69,6 +92,7 @@ def _options(args: argparse.Namespace) -> Options | None:
 
 def _check(args: argparse.Namespace) -> Options | None:
     """Every usage error, before the script runs."""
+    require_target(args, "audit")
     options = _options(args)
     for name in ("updates_per_epoch", "max_steps"):
         value = getattr(args, name)

@@ -1,20 +1,95 @@
-"""The ``timm-sched-fix`` command: one subcommand per module, each with ``add_parser`` and ``run``."""
+"""The ``timm-sched-fix`` command line: one subcommand per module of ``SUBCOMMANDS``, each module with
+``add_parser(subparsers)`` and ``run(args)``. The help text is written for users; module docstrings are not
+shown. Building the parser imports neither torch nor timm.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
+import platform
 from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from .options import ENV_AUTO, ENV_CONVENTION, ENV_ON_LAG
 
 #: Subcommand name -> module (relative to this package) defining ``add_parser(subparsers)`` and ``run(args)``.
 SUBCOMMANDS: dict[str, str] = {"run": "runner", "check": "check", "trace": "trace", "audit": "audit"}
 
+DESCRIPTION = """\
+Make every optimizer step run with the learning rate its timm schedule
+defines. These commands show what stock timm does on your installed timm and
+run a script with the fix; in your own code, `import timm_sched_fix.auto` at
+the top of the training script does the same as `run`."""
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="timm-sched-fix", description=__doc__)
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+EPILOG = f"""\
+examples:
+  timm-sched-fix check
+      which first optimizer steps stock timm gets wrong on the installed timm
+  timm-sched-fix trace --epochs 20 --warmup-epochs 3 --loop lightning
+      the LR of every step of such a run, stock vs fixed
+  timm-sched-fix run train.py --epochs 300
+      run an unedited training script with the fix
+  timm-sched-fix audit train.py --epochs 300
+      run it (stock, or --fix) and check the LR every optimizer step ran with
+  timm-sched-fix COMMAND --help
+      a command's options and examples
+
+environment, read by `import timm_sched_fix.auto` (`run` takes options instead);
+values are case-insensitive:
+  {ENV_CONVENTION}  end (default) or begin
+  {ENV_AUTO}        1, true, yes or on; 0, false, no or off (default)
+  {ENV_ON_LAG}      warn (default), fix, raise or ignore
+
+`pytest --timm-sched-fix` (or --timm-sched-fix begin) runs a test suite with the
+fix in effect. `python -m timm_sched_fix` is the same as `timm-sched-fix`."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions and examples as written; every option with a default value shows it (flags that are off
+    and options without a value by default do not say so)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """The parser of the command and of every subcommand: ``HelpFormatter`` unless one is given."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def version_text() -> str:
+    """This package's version and those of the timm, torch and Python it runs with (read without importing)."""
+    found = []
+    for name in ("timm", "torch"):
+        try:
+            found.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            found.append(f"{name} not installed")
+    return f"timm-sched-fix {__version__} ({', '.join(found)}, Python {platform.python_version()})"
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
+    """The ``timm-sched-fix`` parser and its subcommand modules, by name."""
+    parser = _Parser(prog="timm-sched-fix", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=version_text(),
+                        help="print the versions of timm-sched-fix, timm, torch and Python, and exit")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
     modules = {name: importlib.import_module(f".{module}", __package__) for name, module in SUBCOMMANDS.items()}
     for module in modules.values():
         module.add_parser(subparsers)
+    return parser, modules
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    parser, modules = build_parser()
     args = parser.parse_args(argv)
     return int(modules[args.command].run(args) or 0)

@@ -75,6 +75,10 @@ def _fixed_factory(stock: Callable[..., Any]) -> Callable[..., Any]:
 
     factory.__signature__ = _with_options(inspect.signature(stock))  # type: ignore[attr-defined]
     factory.__module__ = __name__
+    factory.__doc__ = (f"timm's ``{stock.__name__}``, same arguments and return value, with the scheduler fixed "
+                       "(a :class:`~timm_sched_fix.FixedScheduler`; ``None`` for ``sched='none'``, as in timm), "
+                       "plus the keyword options ``convention``, ``auto`` and ``on_lag``. Raises what timm's raises, "
+                       "and ``ValueError``/``TypeError`` for an unknown option before anything is built.")
     return factory
 
 

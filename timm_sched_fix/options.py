@@ -25,9 +25,12 @@ _FALSE = ("0", "false", "no", "off", "")
 class Options:
     """How a fixed scheduler reads its calls: see the README's "Terms" section. Immutable, compared by value.
 
-    Written out instead of a frozen dataclass: creating one generates its methods with ``exec``, about 0.7 ms
-    of ``import timm_sched_fix.auto`` (see benchmarks/import_cost.py).
+    Raises ``ValueError`` for an unknown ``convention`` or ``on_lag``, ``TypeError`` for an ``auto`` that is not a
+    bool.
     """
+
+    # Written out instead of a frozen dataclass: creating one generates its methods with ``exec``, about 0.7 ms
+    # of ``import timm_sched_fix.auto`` (see benchmarks/import_cost.py).
 
     convention: Convention
     auto: bool

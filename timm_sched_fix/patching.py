@@ -91,7 +91,7 @@ def _on_timm_scheduler_imported(module: Any) -> None:
 
 
 def _instrument(module: Any) -> None:
-    from .compat import Scheduler
+    from timm.scheduler.scheduler import Scheduler  # not compat.Scheduler: compat may be importing timm right now
 
     _wrap(Scheduler, "__init_subclass__", _instrument_new_subclass)
     for cls in _with_subclasses(Scheduler):

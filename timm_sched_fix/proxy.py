@@ -15,22 +15,36 @@ from .timing import ScheduleTiming, attach, timing_of
 
 class FixedScheduler(wrapt.ObjectProxy):
     """A timm scheduler with the fix: ``isinstance`` against its timm class holds, every attribute
-    forwards, and the routed methods go to its timing."""
+    forwards, and the routed methods go to its timing. Made by ``wrap()`` and the drop-in factories.
+
+    Bad calls (see the README's "Bad input") raise with the LRs unchanged: ``ValueError`` for a negative, NaN
+    or infinite index, ``TypeError`` for a bool, string or tensor index, ``RuntimeError`` for a call without an
+    index while the position is unknown (``initialize=False`` before ``load_state_dict``), and
+    ``ScheduleLagError`` for a lagging index under ``on_lag="raise"``; calls the schedule ignores warn
+    ``ScheduleCallWarning`` once."""
 
     def __init__(self, scheduler: Scheduler, timing: ScheduleTiming) -> None:
         super().__init__(scheduler)
         self._self_timing = timing
 
     def step(self, epoch: float | None = None, metric: Any = None) -> None:
+        """timm's epoch call: applies v(epoch) (epochs) for the optimizer steps that follow; without an index,
+        the next one the count gives under the convention. ``metric`` is PlateauLRScheduler's."""
         self._self_timing.step(epoch, metric)
 
     def step_update(self, num_updates: float | None = None, metric: Any = None) -> None:
+        """timm's update call: applies v(num_updates) (optimizer steps) for the optimizer steps that follow;
+        without an index, the next one the count gives under the convention."""
         self._self_timing.step_update(num_updates, metric)
 
     def state_dict(self) -> dict[str, Any]:
+        """timm's state dict plus the position, under the key ``"timm_sched_fix"``; stock timm loads it too."""
         return self._self_timing.state_dict()
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore a state dict of this class, saved by a fixed or a stock scheduler, and apply its position
+        now. ``TypeError`` (not a mapping) or ``ValueError`` (another class, missing keys, corrupted values)
+        leave the scheduler and the LRs unchanged."""
         self._self_timing.load_state_dict(state_dict)
 
     @property

@@ -1,4 +1,4 @@
-"""pytest plugin (entry point ``pytest11``): ``pytest --timm-sched-fix[=end|begin]`` runs any suite with
+"""pytest plugin (entry point ``pytest11``): ``pytest --timm-sched-fix [end|begin]`` runs any suite with
 ``timm_sched_fix.patch()`` in effect, so a project's own tests (or timm's) show what the fix changes.
 
 Without the option the plugin does nothing: it imports neither timm nor torch and patches nothing. It also
@@ -30,7 +30,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("timm-sched-fix")
     group.addoption(
         OPTION, dest="timm_sched_fix", nargs="?", const="end", default=None, metavar="end|begin",
-        help="run with timm_sched_fix.patch(convention=...) in effect (default convention: end); "
+        help="run the tests with timm_sched_fix.patch(convention=...) in effect; the convention is end "
+             "(timm's) when none is given, begin as in --timm-sched-fix begin or --timm-sched-fix=begin. "
              "timm's own scheduler tests that assert what the fix changes become expected deviations",
     )
     group.addoption(
@@ -41,10 +42,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
-    """A bare ``--timm-sched-fix`` means ``=end``; rewritten here so it never takes the path after it."""
-    if OPTION in args:
-        args[:] = [f"{OPTION}=end" if arg == OPTION else arg for arg in args]
-        early_config.known_args_namespace = parser.parse_known_args(args, namespace=copy.copy(early_config.option))
+    """``--timm-sched-fix begin`` means ``--timm-sched-fix=begin``, and a bare ``--timm-sched-fix`` followed by
+    anything else means ``=end``: rewritten here (``args`` includes ``addopts`` and ``PYTEST_ADDOPTS``) so the
+    optional value never takes a test path, nor a path the value."""
+    if OPTION not in args:
+        return
+    rewritten: list[str] = []
+    given = iter(args)
+    for arg in given:
+        if arg != OPTION:
+            rewritten.append(arg)
+            continue
+        value = next(given, None)
+        if value in CONVENTIONS:
+            rewritten.append(f"{OPTION}={value}")
+        else:
+            rewritten.append(f"{OPTION}=end")
+            if value is not None:
+                rewritten.append(value)
+    args[:] = rewritten
+    early_config.known_args_namespace = parser.parse_known_args(args, namespace=copy.copy(early_config.option))
 
 
 def _convention(config: pytest.Config) -> Any:
@@ -57,7 +74,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if convention not in CONVENTIONS:
         raise pytest.UsageError(
-            f"{OPTION} takes 'end' or 'begin' (write {OPTION}=begin), got {convention!r}")
+            f"{OPTION} takes 'end' or 'begin' ({OPTION} begin or {OPTION}=begin), got {convention!r}")
     import timm_sched_fix
 
     timm_sched_fix.patch(convention=convention)

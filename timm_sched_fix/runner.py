@@ -18,6 +18,20 @@ from collections.abc import Sequence
 from .options import CONVENTIONS, LAG_POLICIES
 from .patching import patched
 
+DESCRIPTION = """\
+Run a training script (or, with -m, a module) unedited, with every timm
+scheduler it builds fixed, as if it began with `import timm_sched_fix.auto`.
+
+The script runs in this process the way `python script.py args...` runs it: it
+sees its own sys.argv, runs as __main__, and its exit code is the command's.
+Options go before the script; everything after the script is the script's."""
+
+EPILOG = """\
+examples:
+  timm-sched-fix run train.py --model resnet50 --sched cosine --epochs 300
+  timm-sched-fix run --on-lag fix my_lightning_script.py --max-epochs 10
+  timm-sched-fix run -m mypackage.train --config config.yaml"""
+
 
 class TargetNotFound(Exception):
     """The script or module to run does not exist; nothing was run. ``exit_code`` is what Python itself exits
@@ -28,27 +42,39 @@ class TargetNotFound(Exception):
         self.exit_code = exit_code
 
 
-def add_patch_arguments(parser: argparse.ArgumentParser) -> None:
+def add_patch_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """``--convention``, ``--auto`` and ``--on-lag``: the options of ``patch()``."""
-    parser.add_argument("--convention", choices=CONVENTIONS, default="end", help="how calls are read (default: end)")
-    parser.add_argument("--auto", action="store_true", help="apply v(k) before every optimizer step (update schedules)")
-    parser.add_argument("--on-lag", choices=LAG_POLICIES, default="warn", help="what a lagging index does (default: warn)")
+    parser.add_argument("--convention", choices=CONVENTIONS, default="end",
+                        help="when the script calls the scheduler: end = after the epoch or update, with the "
+                        "next index (timm's train.py); begin = before it, with the current one")
+    parser.add_argument("--auto", action="store_true",
+                        help="apply each optimizer step's LR right before the step, so update schedules need no "
+                        "step_update() calls (epoch schedules still need step())")
+    parser.add_argument("--on-lag", choices=LAG_POLICIES, default="warn",
+                        help="what an index one behind the convention does (Lightning's documented override "
+                        "passes one): warn once, fix it (shift by one), raise ScheduleLagError, or ignore it")
 
 
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     """``-m``, the script (or module) and its arguments: everything after the script belongs to it."""
     parser.add_argument("-m", dest="module", action="store_true", help="run TARGET as a module, like python -m")
-    parser.add_argument("target", metavar="TARGET", help="the script to run (or the module, with -m)")
-    parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
+    parser.add_argument("target", metavar="TARGET", nargs="?", help="the script to run (with -m: the module)")
+    parser.add_argument("args", metavar="ARGS", nargs=argparse.REMAINDER, help="the script's own arguments")
+    parser.set_defaults(usage_error=parser.error)
+
+
+def require_target(args: argparse.Namespace, command: str) -> None:
+    """Exit with a usage error (2) when no script was given."""
+    if args.target is None:
+        what = "module" if args.module else "script"
+        args.usage_error(f"no {what} to run: give it after the options, e.g. timm-sched-fix {command} "
+                         + ("-m package.module [ARGS ...]" if args.module else "train.py [ARGS ...]"))
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "run",
-        help="run a Python script or module with every timm scheduler fixed",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
+        "run", help="run a Python script or module with every timm scheduler fixed",
+        description=DESCRIPTION, epilog=EPILOG, allow_abbrev=False,
     )
     add_patch_arguments(parser)
     add_target_arguments(parser)
@@ -56,6 +82,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the target with the patch active; its ``SystemExit`` and exceptions propagate as they are."""
+    require_target(args, "run")
     try:
         with patched(convention=args.convention, auto=args.auto, on_lag=args.on_lag):
             execute(args.target, args.args, module=args.module)

@@ -1,5 +1,9 @@
-"""The settings of ``timm-sched-fix trace``: train.py's scheduler flags and defaults, its ``args.yaml``, the
-calling loops, and the checks that name an impossible flag. No torch or timm import (see ``trace``)."""
+"""The settings of ``timm-sched-fix trace``: train.py's scheduler flags and defaults, an args.yaml, and the
+checks that refuse impossible settings with one line naming the flag (``UsageError``).
+
+Shared by the command line (``trace``) and the computing half (``trace_steps``); imports neither torch nor
+timm, so mistakes are reported at once.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 ARGS_YAML_KEYS = ("sched", "epochs", "warmup_epochs", "min_lr", "decay_rate")
 #: Scheduler names any timm release knows; the installed timm's factory decides which of them it accepts.
 KNOWN_SCHEDULES = ("cosine", "tanh", "step", "multistep", "plateau", "poly", "wsd", "rsqrt", "constant")
+#: The names of KNOWN_SCHEDULES every supported timm release (0.4.12 on) builds: next to a setting mistake, only
+#: the other names are checked against the installed timm first (which imports it).
+SCHEDULES_OF_EVERY_RELEASE = ("cosine", "tanh", "step", "plateau")
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,8 @@ LOOPS: dict[str, Loop] = {
                       {"on_lag": "fix"}),
 }
 
+
+# -- settings -----------------------------------------------------------------------------------
 
 def load_args_yaml(path: str) -> dict[str, Any]:
     """The values of a train.py args.yaml; anything else is refused with the reason."""
@@ -68,17 +77,40 @@ def load_args_yaml(path: str) -> dict[str, Any]:
     return values
 
 
-def resolve_settings(args: argparse.Namespace) -> argparse.Namespace:
-    """train.py defaults, then args.yaml, then the flags given; ``lr`` derived as train.py does if unset."""
+def merged_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """train.py defaults, then args.yaml, then the flags given (not checked yet)."""
     settings = dict(TRAIN_DEFAULTS)
     if args.config:
         settings.update(load_args_yaml(args.config))
     settings.update({key: getattr(args, key) for key in TRAIN_DEFAULTS if hasattr(args, key)})
+    return settings
+
+
+def checked_settings(merged: dict[str, Any]) -> argparse.Namespace:
+    """``merged`` with ``lr`` derived as train.py does if unset, after the checks, in the order a user fixes the
+    mistakes: the scheduler name first, then the numbers."""
+    settings = dict(merged)
+    check_schedule_name(settings["sched"])
     settings["lr_derived"] = settings["lr"] is None
     if settings["lr"] is None:
         _derive_lr(settings)
     _validate(settings)
     return argparse.Namespace(**settings)
+
+
+def resolve_settings(args: argparse.Namespace) -> argparse.Namespace:
+    """The checked settings of a parsed ``trace`` command line (see ``merged_settings``, ``checked_settings``)."""
+    return checked_settings(merged_settings(args))
+
+
+def check_schedule_name(name: Any) -> None:
+    """Refuse what no timm release schedules with; the installed timm's own list is checked when it builds."""
+    if not isinstance(name, str) or not name:
+        raise UsageError(f"--sched must be a scheduler name, got {name!r}")
+    if name == "none":
+        raise UsageError("--sched none leaves the LR alone: there is no schedule to trace")
+    if name not in KNOWN_SCHEDULES:
+        raise UsageError(f"--sched {name!r} is not a timm scheduler name; timm's are {', '.join(KNOWN_SCHEDULES)}")
 
 
 def _derive_lr(settings: dict[str, Any]) -> None:

@@ -52,7 +52,8 @@ def _valid_schedules() -> list[str]:
     return valid
 
 
-def _refuse_unknown_schedule(name: str) -> None:
+def refuse_unknown_schedule(name: str) -> None:
+    """Raise ``UsageError`` listing the installed timm's scheduler names unless ``name`` is one of them."""
     valid = _valid_schedules()
     if name not in valid:
         raise UsageError(f"--sched {name!r} is not a scheduler of timm {timm.__version__}; valid: {', '.join(valid)}")
@@ -251,12 +252,12 @@ def compute_trace(settings: argparse.Namespace, loop: str, updates_per_epoch: in
             raise
         except (ValueError, AssertionError, TypeError, KeyError) as error:
             if settings.sched not in KNOWN_SCHEDULES:
-                _refuse_unknown_schedule(settings.sched)
+                refuse_unknown_schedule(settings.sched)
             raise UsageError(
                 f"timm {timm.__version__} could not build the scheduler from these settings: {error}"
             ) from None
     if stock is None:
-        _refuse_unknown_schedule(settings.sched)
+        refuse_unknown_schedule(settings.sched)
         raise UsageError(f"timm {timm.__version__} built no scheduler for --sched {settings.sched!r}")
     on_epochs = compat.is_epoch_schedule(stock)
     stock_t, fixed_t = step_indices(loop, on_epochs, epochs, updates_per_epoch)
