@@ -64,7 +64,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--plot", metavar="FILE.png", help="draw what ran against v(t) (needs the [plot] extra)")
     parser.add_argument("--golden", metavar="FILE.json", help="compare the LRs that ran with a golden trace file")
     parser.add_argument("--update-golden", action="store_true", help="write the --golden file instead")
-    parser.add_argument("--against-timm", action="append", default=[], metavar="VERSION",
+    parser.add_argument("--against-timm", action="append", metavar="VERSION",
                         help="audit the script again under this timm release (repeatable) and name the steps "
                         "whose LR differs")
     parser.add_argument("--timm-cache", metavar="DIR", help="where --against-timm releases are installed "
@@ -93,6 +93,7 @@ def _options(args: argparse.Namespace) -> Options | None:
 def _check(args: argparse.Namespace) -> Options | None:
     """Every usage error, before the script runs."""
     require_target(args, "audit")
+    args.against_timm = args.against_timm or []
     options = _options(args)
     for name in ("updates_per_epoch", "max_steps"):
         value = getattr(args, name)
