@@ -247,6 +247,36 @@ def test_epoch_boundaries_it_cannot_infer_are_said_and_updates_per_epoch_settles
     assert code == 1 and wrong_steps(scheduler) == [1, 2, 3, 5, 6, 7, 9, 10, 11], out
 
 
+WRAPPED_OPTIMIZERS = """
+import torch
+from timm.optim import Lookahead
+from timm.scheduler import CosineLRScheduler
+
+
+class ClippedSGD(torch.optim.SGD):  # a subclass whose step() calls the parent's: one update, two step() calls
+    def step(self, closure=None):
+        torch.nn.utils.clip_grad_norm_(self.param_groups[0]["params"], 1.0)
+        return super().step(closure)
+
+
+for optimizer in (Lookahead(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)),
+                  ClippedSGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)):
+    scheduler = CosineLRScheduler(optimizer, t_initial=6, t_in_epochs=False)
+    for update in range(6):
+        optimizer.param_groups[0]["params"][0].grad = torch.ones(1)
+        optimizer.step()
+        scheduler.step_update(update + 1)
+"""
+
+
+def test_each_parameter_update_counts_once_behind_lookahead_and_super_step(capsys, tmp_path):
+    script = tmp_path / "wrapped.py"
+    script.write_text(WRAPPED_OPTIMIZERS)
+    code, out, document = audit(capsys, "--out", tmp_path / "a.json", script)
+    assert code == 0, out
+    assert [(s["optimizer"], s["steps"]) for s in document["schedulers"]] == [("Lookahead", 6), ("ClippedSGD", 6)]
+
+
 # -- golden files ----------------------------------------------------------------------------------------
 
 def test_golden_round_trip_and_a_moved_schedule(capsys, tmp_path):

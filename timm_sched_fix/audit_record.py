@@ -16,6 +16,7 @@ import functools
 import itertools
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -91,11 +92,10 @@ class Recorder:
         self._live: list[SchedulerRecord] = []
         self._released_records: list[SchedulerRecord] = []
         self._constructing: set[int] = set()
-        self._depth: dict[int, int] = {}
         self._unsettled = False  # a record whose init_lrs are not final yet
         self._passes = itertools.count(1)
         self._wrappers: list[tuple[Any, str, Any]] = []
-        self._hooks: list[Any] = []
+        self._updates: _UpdateCounter | None = None
         self._lock = threading.RLock()
 
     # -- installing -------------------------------------------------------------------------------
@@ -119,8 +119,7 @@ class Recorder:
             self._instrument_class(cls)
         for name in OBSERVED:
             self._apply(ScheduleTiming, name, _OBSERVED_ON_TIMINGS[name](vars(ScheduleTiming)[name]))
-        self._hooks = [register_optimizer_step_pre_hook(self._before_step),
-                       register_optimizer_step_post_hook(self._after_step)]
+        self._updates = _UpdateCounter(self._before_update, self._after_update)
         data = torch.utils.data.dataloader
         self._wrap(data.DataLoader, "__iter__", self._loader_pass)
         self._wrap(data._BaseDataLoaderIter, "__next__", self._loader_next)
@@ -128,9 +127,9 @@ class Recorder:
     def uninstall(self) -> None:
         """Remove every wrapper and hook (innermost last); recording stops, the records stay."""
         global _active
-        for handle in self._hooks:
-            handle.remove()
-        self._hooks = []
+        if self._updates is not None:
+            self._updates.remove()
+            self._updates = None
         while self._wrappers:
             owner, attribute, handle = self._wrappers.pop()
             wrapt.unwrap_object(owner, attribute, handle, missing_ok=True)
@@ -236,34 +235,21 @@ class Recorder:
             record.shadow, record.shadow_error = shadow_of(_scheduler_behind(bound))
 
     # -- optimizer steps --------------------------------------------------------------------------
-    # One count per parameter update: the outermost step() of the optimizers sharing one param_groups list
-    # (timm's Lookahead and its base optimizer, an optimizer subclass calling super().step(), Accelerate's and
-    # DeepSpeed's wrappers around a torch optimizer). The LRs are read after the step, so every step pre-hook
-    # (auto mode's included, whenever registered) has run; a step post-hook that changes them is not seen.
+    # The LRs are read after the step, so every step pre-hook (auto mode's included, whenever registered) has run;
+    # a step post-hook that changes them is not seen.
 
-    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        key = id(optimizer.param_groups)
-        depth = self._depth.get(key, 0)
-        if not depth:
-            if self.max_steps is not None and self.updates >= self.max_steps:
-                self.stopped = True
-                raise MaxStepsReached(f"--max-steps {self.max_steps}: stopped before optimizer step "
-                                      f"{self.updates + 1}")
-            if self._unsettled:
-                for record in self._live:
-                    if not record.settled:
-                        settle(record)
-                self._unsettled = False
-        self._depth[key] = depth + 1
+    def _before_update(self, optimizer: Any) -> None:
+        if self.max_steps is not None and self.updates >= self.max_steps:
+            self.stopped = True
+            raise MaxStepsReached(f"--max-steps {self.max_steps}: stopped before optimizer step {self.updates + 1}")
+        if self._unsettled:
+            for record in self._live:
+                if not record.settled:
+                    settle(record)
+            self._unsettled = False
 
-    def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+    def _after_update(self, optimizer: Any) -> None:
         groups = optimizer.param_groups
-        key = id(groups)
-        depth = self._depth.get(key, 1) - 1
-        if depth:
-            self._depth[key] = depth
-            return
-        self._depth.pop(key, None)
         self.updates += 1
         for record in self._live:
             if record.optimizer.param_groups is groups and record.stopped is None:
@@ -305,6 +291,40 @@ class Recorder:
     def _loader_event(self, kind: str, number: int) -> None:
         for record in self._live:
             record.loader_events.append((kind, number, record.steps))
+
+
+class _UpdateCounter:
+    """Calls ``before(optimizer)`` and ``after(optimizer)`` once per parameter update of any torch optimizer: around
+    the outermost ``step()`` of the optimizers sharing one ``param_groups`` list (timm's Lookahead and its base
+    optimizer, a subclass calling ``super().step()``, Accelerate's and DeepSpeed's wrappers of a torch optimizer),
+    through torch's global optimizer step hooks. Steps that do not run (GradScaler's skipped ones) are not counted.
+
+    The role of the package's counting of parameter updates (issue #11): local here until that lands."""
+
+    def __init__(self, before: Callable[[Any], None], after: Callable[[Any], None]) -> None:
+        self._before, self._after = before, after
+        self._depth: dict[int, int] = {}  # id(param_groups) -> step() calls in progress
+        self._handles = [register_optimizer_step_pre_hook(self._pre), register_optimizer_step_post_hook(self._post)]
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+    def _pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        key = id(optimizer.param_groups)
+        depth = self._depth.get(key, 0)
+        if not depth:
+            self._before(optimizer)
+        self._depth[key] = depth + 1
+
+    def _post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        key = id(optimizer.param_groups)
+        depth = self._depth.get(key, 1) - 1
+        if depth:
+            self._depth[key] = depth
+            return
+        self._depth.pop(key, None)
+        self._after(optimizer)
 
 
 def _scheduler_behind(bound: Any) -> Any:
