@@ -5,8 +5,9 @@ One training step of a small loop: the next batch from a ``DataLoader`` (batch s
 shows), then ``scheduler.step_update(k)``: stock timm and fixed (``patch()``), each without and with the audit's
 recorder installed (its wrappers on ``DataLoader`` and the scheduler's methods, torch's global optimizer step
 hooks, and the per-step record of every param group's LR). Every variant runs in the same process,
-round-robin in a shuffled order each round; the table shows the median cost per step and the median of the
-per-round differences (audited minus not audited).
+round-robin in a shuffled order each round, timed in CPU time of this process (a shared machine's other
+processes do not count); the table shows the median cost per step and the median of the per-round
+differences (audited minus not audited).
 
 Not included: what the audit does once the script has ended (v(t) for every step, about one stock
 ``step_update`` each, and the report).
@@ -48,11 +49,11 @@ def one_round(variant: str, steps: int) -> float:
         loader = torch.utils.data.DataLoader(torch.zeros(steps, 1), batch_size=1)
         parameter = optimizer.param_groups[0]["params"][0]
         parameter.grad = torch.ones_like(parameter)
-        start = time.perf_counter()
+        start = time.process_time()  # CPU time: what other processes on a shared machine take is not counted
         for k, _batch in enumerate(loader):
             optimizer.step()
             scheduler.step_update(k + 1)
-        elapsed = time.perf_counter() - start
+        elapsed = time.process_time() - start
     finally:
         if recorder is not None:
             recorder.uninstall()
