@@ -35,12 +35,13 @@ SUITE = [*PYTEST, "-n", "2"]  # pytest-xdist: the 2-core machines run two test p
 #: Supported range, oldest first: the releases the README names, the newest last.
 MATRIX = ["0.4.12", "0.5.4", "0.6.13", "0.9.2", "0.9.16", "1.0.3", "1.0.15", "1.0.24", "1.0.31"]
 #: Scripts in benchmarks/ that CI runs with ``--smoke``.
-SMOKE_BENCHMARKS = ["overhead.py", "import_cost.py", "compiled.py", "trace_cost.py", "audit_cost.py"]
+SMOKE_BENCHMARKS = ["overhead.py", "import_cost.py", "compiled.py", "trace_cost.py", "startup_cost.py",
+                    "audit_cost.py"]
 #: Files the built distributions must hold (``{version}``: the package's); other files may be there too.
 WHEEL_FILES = ["timm_sched_fix/__init__.py", "timm_sched_fix/auto.py", "timm_sched_fix/pytest_plugin.py",
-               "timm_sched_fix/py.typed", "timm_sched_fix-{version}.dist-info/licenses/LICENSE",
+               "timm_sched_fix/py.typed", "timm_sched_fix.pth", "timm_sched_fix-{version}.dist-info/licenses/LICENSE",
                "timm_sched_fix-{version}.dist-info/entry_points.txt"]
-SDIST_FILES = ["LICENSE", "README.md", "CHANGELOG.md", "pyproject.toml", "MANIFEST.in", "noxfile.py", ".ci/run",
+SDIST_FILES = ["LICENSE", "README.md", "CHANGELOG.md", "pyproject.toml", "setup.py", "timm_sched_fix.pth", "MANIFEST.in", "noxfile.py", ".ci/run",
                "timm_sched_fix/__init__.py", "tests/conftest.py", "tests/support.py", "tests/defect_cases.py",
                "tests/resume_worker.py", "tests/distributed_worker.py", "tests/version_worker.py",
                "examples/warmup_demo.py", "examples/timm_style_train.py", "benchmarks/overhead.py", "docs/conf.py",

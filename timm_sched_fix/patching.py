@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import wrapt
@@ -29,6 +29,7 @@ _options: Options | None = None  # None while not patched
 _wrappers: list[tuple[Any, str, Any]] = []  # (owner, attribute, wrapt handle), in installation order
 _fixed: weakref.WeakSet[Any] = weakref.WeakSet()  # timings attached by the patch
 _hook_registered = False
+_observer: Callable[[Any, Options], None] | None = None  # see observe_constructions
 
 
 def patch(*, convention: Convention = "end", auto: bool = False, on_lag: LagPolicy = "warn") -> None:
@@ -82,6 +83,18 @@ def patched(*, convention: Convention = "end", auto: bool = False, on_lag: LagPo
             unpatch()
         else:
             patch(convention=previous.convention, auto=previous.auto, on_lag=previous.on_lag)
+
+
+def observe_constructions(
+    observer: Callable[[Any, Options], None] | None,
+) -> Callable[[Any, Options], None] | None:
+    """Call ``observer(scheduler, options)`` for every scheduler ``patch()`` fixes from now on (None: stop), right
+    after timm's constructor and before the fix pre-advances it (``--report`` reads what stock timm left).
+    Returns the observer it replaces."""
+    global _observer
+    with _lock:
+        previous, _observer = _observer, observer
+    return previous
 
 
 def _on_timm_scheduler_imported(module: Any) -> None:
@@ -164,7 +177,7 @@ def _constructor(cls: type) -> Any:
             # began before patch(): the scheduler is not half-fixed before its own __init__ has finished
             wrapped(*args, **kwargs)
             return
-        construct(instance, wrapped, args, kwargs, options, owner="patch")
+        construct(instance, wrapped, args, kwargs, options, owner="patch", observer=_observer)
         timing = timing_of(instance)
         if timing is not None and timing.owner == "patch":
             with _lock:

@@ -1,21 +1,34 @@
 """``timm-sched-fix run [options] script.py [args...]`` (or ``-m module``): run a training script, unedited,
-with ``patch()`` active.
+with ``patch()`` active, in this process and in the Python processes it starts.
 
 Like ``python -m cProfile`` and ``coverage run``, the script is run with :mod:`runpy` in this process: it
-sees its own ``sys.argv``, runs as ``__main__``, and its exit code and exceptions are the command's.
+sees its own ``sys.argv``, runs as ``__main__``, and its exit code and exceptions are the command's. The
+processes it starts (torchrun's workers, ``torch.multiprocessing.spawn``'s, ``subprocess``) inherit
+``TIMM_SCHED_FIX=1`` and the options, which the start-up hook (timm_sched_fix/startup.py) turns into ``patch()``.
 :func:`execute` is that way of running a script, shared with ``timm-sched-fix audit``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import runpy
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
-from .options import CONVENTIONS, LAG_POLICIES
+from . import report, startup
+from .options import (
+    CONVENTIONS,
+    ENV_REPORT,
+    ENV_SWITCH,
+    LAG_POLICIES,
+    Options,
+    env_of,
+    flag_from_env,
+    options_from_env,
+)
 from .patching import patched
 
 DESCRIPTION = """\
@@ -77,6 +90,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=DESCRIPTION, epilog=EPILOG, allow_abbrev=False,
     )
     add_patch_arguments(parser)
+    parser.add_argument("--no-children", action="store_true",
+                        help="patch this process only, not the Python processes the script starts")
+    parser.add_argument("--report", action="store_true",
+                        help="each patched process says on stderr, at exit, which schedulers it fixed "
+                        "(also TIMM_SCHED_FIX_REPORT=1)")
     add_target_arguments(parser)
 
 
@@ -84,12 +102,36 @@ def run(args: argparse.Namespace) -> int:
     """Run the target with the patch active; its ``SystemExit`` and exceptions propagate as they are."""
     require_target(args, "run")
     try:
-        with patched(convention=args.convention, auto=args.auto, on_lag=args.on_lag):
-            execute(args.target, args.args, module=args.module)
+        check_target(args.target, module=args.module)
     except TargetNotFound as error:
         print(f"timm-sched-fix run: {error}", file=sys.stderr)
         return error.exit_code
+    try:
+        reports = args.report or flag_from_env(os.environ, ENV_REPORT)
+    except ValueError as error:
+        print(f"timm-sched-fix run: {error}", file=sys.stderr)
+        return 2
+    options = Options(convention=args.convention, auto=args.auto, on_lag=args.on_lag)
+    children = {} if args.no_children else env_of(options, report=reports)
+    _warn_about_children(options, children)
+    reporting = report.reporting() if reports else contextlib.nullcontext()
+    with patched(convention=args.convention, auto=args.auto, on_lag=args.on_lag), reporting, environ(children):
+        execute(args.target, args.args, module=args.module)
     return 0
+
+
+def check_target(target: str, *, module: bool) -> None:
+    """Raise :class:`TargetNotFound` when the script (or, with ``module``, the module) does not exist."""
+    if module:
+        sys.path.insert(0, os.getcwd())  # where `python -m` looks first
+        try:
+            found = _module_exists(target)
+        finally:
+            sys.path.pop(0)
+        if not found:
+            raise TargetNotFound(f"No module named {target!r}", 1)
+    elif not os.path.exists(target):
+        raise TargetNotFound(f"can't open file {target!r}: no such file", 2)
 
 
 def execute(target: str, args: Sequence[str], *, module: bool) -> None:
@@ -99,22 +141,51 @@ def execute(target: str, args: Sequence[str], *, module: bool) -> None:
     Raises :class:`TargetNotFound` before running anything when the script or module does not exist; the
     script's ``SystemExit`` and exceptions propagate as they are.
     """
+    check_target(target, module=module)
     # what `python -m module` / `python script.py` put first on sys.path
     search_path = os.getcwd() if module else os.path.dirname(os.path.abspath(target))
     saved_argv, saved_path = sys.argv[:], sys.path[:]
     sys.argv[:] = [target, *args]
     sys.path.insert(0, search_path)
     try:
-        if module and not _module_exists(target):
-            raise TargetNotFound(f"No module named {target!r}", 1)
-        if not module and not os.path.exists(target):
-            raise TargetNotFound(f"can't open file {target!r}: no such file", 2)
         if module:
             runpy.run_module(target, run_name="__main__", alter_sys=True)
         else:
             runpy.run_path(target, run_name="__main__")
     finally:
         sys.argv[:], sys.path[:] = saved_argv, saved_path
+
+
+def _warn_about_children(options: Options, children: Mapping[str, str]) -> None:
+    """Say when the processes the script starts will not run with this command's options."""
+    if children and not startup.hook_installed():
+        print(f"timm-sched-fix run: {startup.PTH_NAME} is not in this Python's site-packages, so the Python "
+              "processes the script starts run stock timm; install the package (pip install timm-sched-fix, or "
+              "pip install -e . in a checkout), or pass --no-children", file=sys.stderr)
+    if startup.switched_on(ENV_SWITCH):
+        try:
+            inherited: object = options_from_env(os.environ)
+        except ValueError as error:
+            inherited = f"refused ({error})"
+        if inherited != options:
+            whose = "this command's" if children else f"the environment's ({ENV_SWITCH}=1)"
+            print(f"timm-sched-fix run: the environment's options, {inherited}, are not this command's, "
+                  f"{options}: the processes the script starts run with {whose}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def environ(variables: Mapping[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``variables`` set, for the processes started in the block; restored after."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _module_exists(name: str) -> bool:

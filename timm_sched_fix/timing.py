@@ -88,10 +88,19 @@ def timing_of(scheduler: Any) -> ScheduleTiming | None:
     return None if timing is None or timing.orphaned else timing
 
 
-def construct(scheduler: Any, init: Callable[..., Any], args: tuple, kwargs: dict, options: Options, owner: str) -> None:
+def construct(
+    scheduler: Any,
+    init: Callable[..., Any],
+    args: tuple,
+    kwargs: dict,
+    options: Options,
+    owner: str,
+    observer: Callable[[Any, Options], None] | None = None,
+) -> None:
     """Run a scheduler constructor, then fix the scheduler and pre-advance it.
 
-    Nested constructors (``super().__init__``) run as they are; only the outermost one fixes.
+    Nested constructors (``super().__init__``) run as they are; only the outermost one fixes. ``observer(scheduler,
+    options)`` runs between the two, when the param groups hold what stock timm's constructor left in them.
     """
     if hasattr(scheduler, CONSTRUCTING_KEY):
         init(*args, **kwargs)
@@ -104,6 +113,8 @@ def construct(scheduler: Any, init: Callable[..., Any], args: tuple, kwargs: dic
         compat.for_installed_torch(init)(*args, **kwargs)
     finally:
         delattr(scheduler, CONSTRUCTING_KEY)
+    if observer is not None:
+        observer(scheduler, options)
     attach(scheduler, options, owner, groups_before=groups_before, initialize=initialize)
 
 
@@ -300,6 +311,11 @@ class ScheduleTiming:
         self._optimizer_steps.since_apply += 1
         if auto_updates:  # the count follows the optimizer steps, so skipping a call without an index is fine
             self.next_count = self.last_t + 1
+
+    @property
+    def called(self) -> bool:
+        """Whether a ``step``/``step_update`` call for the schedule's own unit has come."""
+        return self._saw_matching_call
 
     def detach(self) -> None:
         """Stop fixing: remove the hook and the timing from the scheduler."""
