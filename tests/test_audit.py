@@ -420,3 +420,26 @@ def test_two_ranks_under_torchrun_report_each_and_name_the_rank_that_disagrees(t
     assert "ranks disagree: rank 1 ran other LRs than rank 0 (2 ranks)" in out
     assert "scheduler 1 (CosineLRScheduler): 9 of 12 optimizer steps ran with a different LR, first at step 3" in out
     assert not (tmp_path / "ranks").exists()
+
+
+@pytest.mark.release_independent("torchrun, the start-up hook and the hand-over of reports do not depend on the timm "
+                                "release")
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="this torch build has no gloo backend")
+def test_audit_outside_torchrun_reaches_every_rank_through_the_environment(installed_python, tmp_path):
+    """``timm-sched-fix audit -m torch.distributed.run ... script.py``: the ranks are processes the audit's script
+    starts; the start-up hook of the installed package audits each and hands its report back (--fix, so every rank
+    also runs patched)."""
+    from installed import environment
+
+    result = subprocess.run([str(installed_python), "-m", "timm_sched_fix", "audit", "--fix", "-m",
+                             "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                             "--master_port", str(free_port()), str(SCRIPTS / "two_ranks.py"), "--rank-1-lr", "0.2"],
+                            capture_output=True, text=True, env=environment(), cwd=tmp_path, timeout=600, check=False)
+    out = result.stdout
+    assert result.returncode == 1, out + result.stderr[-3000:]
+    for rank in (0, 1):
+        assert f"timm-sched-fix audit (rank {rank} of 2): " in out, out + result.stderr[-3000:]
+    assert "with the fix: patch(convention='end', auto=False, on_lag='warn')" in out
+    assert out.count("audit: every one of the 12 optimizer steps ran with the LR its schedule defines") == 2
+    assert "ranks disagree: rank 1 ran other LRs than rank 0 (2 ranks)" in out

@@ -17,7 +17,7 @@ import sys
 import traceback
 from typing import Any
 
-from .options import Options
+from .options import Options, rank_of
 from .runner import TargetNotFound, add_patch_arguments, add_target_arguments, execute, require_target
 from .tools import UsageError, check_suffix
 
@@ -106,7 +106,7 @@ def _check(args: argparse.Namespace) -> Options | None:
         raise UsageError("--update-golden needs --golden FILE.json (the file to write)")
     if args.golden and not args.update_golden and not os.path.exists(args.golden):
         raise UsageError(f"--golden {args.golden}: no such file; run once with --update-golden to write it")
-    from .audit_compare import check_version, rank_of
+    from .audit_compare import check_version
 
     for version in args.against_timm:
         check_version(version)
@@ -122,19 +122,25 @@ def _check(args: argparse.Namespace) -> Options | None:
 def _audit(args: argparse.Namespace) -> int:
     options = _check(args)
     from . import audit_compare as compare
-    from .audit_output import golden_document, plot, verdict, write_out
+    from .audit_output import Run, audit_document, golden_document, plot, report_lines, verdict, write_out
     from .audit_record import Recorder
     from .audit_report import analyse
 
-    rank = compare.rank_of(os.environ)
+    rank = rank_of(os.environ)
     if rank is not None:
         compare.forget_earlier_run(compare.ranks_dir(os.environ), rank[0])
     recorder = Recorder(max_steps=args.max_steps)
-    script_status = _run_script(recorder, options, args)
+    children = compare.Children(options, args.updates_per_epoch, args.max_steps)
+    with children:
+        exit_code, ended = _run_script(recorder, options, args)
     audits = [analyse(record, args.updates_per_epoch) for record in recorder.records]
     code, summary = verdict(audits)
-    document = _document(args, options, recorder, audits, script_status, rank, code, summary)
-    lines = _report(args, options, recorder, audits, script_status, rank, summary)
+    if not audits and children.documents:
+        summary = "this process built no timm scheduler; the processes it started did (below)"
+    run = Run([args.target, *args.args], args.module, options, args.updates_per_epoch, args.max_steps, exit_code,
+              ended, rank)
+    document = audit_document(run, recorder, audits, code, summary)
+    lines = report_lines(run, recorder, audits, summary)
     if args.out:
         write_out(document, args.out)
         lines.append(f"wrote {args.out}")
@@ -145,12 +151,19 @@ def _audit(args: argparse.Namespace) -> int:
         lines.append(f"no plot written to {args.plot}: no timm scheduler was built")
     if args.golden:
         code = max(code, _golden(args, document, lines, golden_document))
+    unreached = children.unreached(audited_here=bool(audits))
+    if unreached:
+        lines.append(f"note: {unreached}")
     _print(lines)
+    if children.documents:
+        child_lines, child_code = children.lines_and_code()
+        _print(child_lines)
+        code = child_code if not audits else max(code, child_code)
     for version in args.against_timm:
         code = max(code, _against(version, args, options, document))
     if rank is not None:
         code = max(code, _ranks(document, rank))
-    return EXIT_SCRIPT_FAILED if script_status[0] else code
+    return EXIT_SCRIPT_FAILED if exit_code else code
 
 
 def _run_script(recorder: Any, options: Options | None, args: argparse.Namespace) -> tuple[int, str | None]:
@@ -183,59 +196,6 @@ def _run_script(recorder: Any, options: Options | None, args: argparse.Namespace
         finally:
             recorder.uninstall()
     return 0, None
-
-
-def _fix_text(options: Options | None) -> str:
-    if options is None:
-        return "stock timm (no fix; --fix audits the script under the fix)"
-    return (f"with the fix: patch(convention={options.convention!r}, auto={options.auto!r}, "
-            f"on_lag={options.on_lag!r})")
-
-
-def _versions() -> str:
-    import timm
-    import torch
-
-    return f"timm {timm.__version__}, torch {torch.__version__}"
-
-
-def _report(args: argparse.Namespace, options: Options | None, recorder: Any, audits: list, status: tuple,
-            rank: tuple[int, int] | None, summary: str) -> list[str]:
-    from .audit_output import scheduler_lines
-
-    command = " ".join(["-m"] * args.module + [args.target, *args.args])
-    lines = ["", f"timm-sched-fix audit{f' (rank {rank[0]} of {rank[1]})' if rank else ''}: {command}",
-             f"{_versions()}; {_fix_text(options)}"]
-    if recorder.stopped:
-        lines.append(f"stopped the script after {recorder.updates:,} optimizer steps (--max-steps {args.max_steps})")
-    if status[1]:
-        lines.append(f"{status[1]}: the audit covers the optimizer steps before")
-    lines += [f"note: {note}" for note in recorder.notes]
-    for audit in audits:
-        lines += [""] + scheduler_lines(audit, len(audits))
-    lines += ["", f"audit: {summary}"]
-    return lines
-
-
-def _document(args: argparse.Namespace, options: Options | None, recorder: Any, audits: list, status: tuple,
-              rank: tuple[int, int] | None, code: int, summary: str) -> dict[str, Any]:
-    import timm
-    import torch
-
-    from .audit_output import scheduler_document
-
-    return {
-        "tool": "timm-sched-fix audit", "timm": timm.__version__, "torch": torch.__version__,
-        "command": [args.target, *args.args], "module": args.module,
-        "fix": None if options is None else {"convention": options.convention, "auto": options.auto,
-                                             "on_lag": options.on_lag},
-        "updates_per_epoch": args.updates_per_epoch, "max_steps": args.max_steps,
-        "stopped_at_max_steps": recorder.stopped, "optimizer_steps": recorder.updates,
-        "script": {"exit_code": status[0], "ended": status[1]},
-        "rank": rank[0] if rank else None, "world_size": rank[1] if rank else None,
-        "notes": recorder.notes, "verdict": {"exit_code": code, "summary": summary},
-        "schedulers": [scheduler_document(audit) for audit in audits],
-    }
 
 
 def _golden(args: argparse.Namespace, document: dict, lines: list[str], golden_document: Any) -> int:

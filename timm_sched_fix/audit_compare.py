@@ -1,11 +1,12 @@
 """Comparisons of ``timm-sched-fix audit`` traces made in other processes: the same audit under other timm releases
-(``--against-timm``), and the ranks of a multi-process run.
+(``--against-timm``), the ranks of a multi-process run, and the Python processes the script starts.
 
 Another release is installed without dependencies into a cache folder on first use (``pip install --no-deps
 --target``; the noxfile's ``.nox/timm/<version>`` copies are reused when present) and the audit runs again in a
 child process with that folder first on ``PYTHONPATH``, handing back its JSON document. Ranks (``RANK`` and
 ``WORLD_SIZE`` in the environment, as torchrun sets them) each write their document into one folder; rank 0
-waits for the others and names the ranks whose LRs differ from its own.
+waits for the others and names the ranks whose LRs differ from its own. The processes the script starts are audited
+through the start-up hook (audit_children.py): :class:`Children` gives them the environment and reads their reports.
 """
 
 from __future__ import annotations
@@ -21,8 +22,12 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
+from . import startup
+from .options import ENV_AUDIT, ENV_AUDIT_MAX_STEPS, ENV_AUDIT_UPDATES_PER_EPOCH, Options, env_of
+from .runner import environ
 from .tools import UsageError, format_table
 
 #: A timm release as pip names it (1.0.24, 0.9.16, 1.0.0rc1, ...).
@@ -161,15 +166,6 @@ def _t(t: float | None) -> str:
 
 # -- ranks -------------------------------------------------------------------------------------------------
 
-def rank_of(environ: Mapping[str, str]) -> tuple[int, int] | None:
-    """``(rank, world size)`` of a process started by torchrun (or any launcher setting RANK and WORLD_SIZE)."""
-    try:
-        rank, world = int(environ["RANK"]), int(environ["WORLD_SIZE"])
-    except (KeyError, ValueError):
-        return None
-    return (rank, world) if world > 1 and 0 <= rank < world else None
-
-
 def ranks_dir(environ: Mapping[str, str]) -> Path:
     """The folder where the ranks of this run hand over their documents."""
     if environ.get(ENV_RANKS_DIR):
@@ -229,3 +225,93 @@ def rank_lines(documents: Sequence[Mapping[str, Any] | None]) -> tuple[list[str]
     else:
         lines.insert(0, f"all {world} ranks ran the same LR at every optimizer step")
     return lines, bool(disagree)
+
+
+# -- the processes the script starts ---------------------------------------------------------------------
+
+def hook_audits_children() -> bool:
+    """Whether a ``timm_sched_fix.pth`` that knows ``TIMM_SCHED_FIX_AUDIT`` is in a site-packages directory this
+    interpreter processes (one installed by an earlier release of this package does not)."""
+    directories = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        directories.append(site.getusersitepackages())
+    for directory in directories:
+        path = Path(directory) / startup.PTH_NAME
+        if path.is_file() and f'"{ENV_AUDIT}"' in path.read_text():
+            return True
+    return False
+
+
+class Children:
+    """``with Children(...):`` around the script: its child processes get the audit's environment; afterwards
+    ``documents`` holds what they wrote, and ``note`` says why they could not be audited."""
+
+    def __init__(self, options: Options | None, updates_per_epoch: int | None, max_steps: int | None) -> None:
+        self.variables = {ENV_AUDIT: "", **(env_of(options) if options else {})}
+        for name, value in ((ENV_AUDIT_UPDATES_PER_EPOCH, updates_per_epoch), (ENV_AUDIT_MAX_STEPS, max_steps)):
+            if value is not None:
+                self.variables[name] = str(value)
+        self.documents: list[dict[str, Any]] = []
+        self.note: str | None = None
+        self._folder: str | None = None
+        self._environ: Any = None
+
+    def __enter__(self) -> Children:  # noqa: PYI034 (not subclassed)
+        if not hook_audits_children():
+            self._unreached = (f"the Python processes the script started (if any) were not audited: no "
+                               f"{startup.PTH_NAME} that knows {ENV_AUDIT} is in this Python's site-packages "
+                               "(install this version of the package)")
+            return self
+        self._unreached = None
+        self._folder = tempfile.mkdtemp(prefix="timm-sched-fix-audit-")
+        self.variables[ENV_AUDIT] = self._folder
+        self._environ = environ(self.variables)
+        self._environ.__enter__()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if self._environ is not None:
+            self._environ.__exit__(kind, error, traceback)
+        if self._folder is not None:
+            for path in sorted(Path(self._folder).glob("*.json")):
+                self.documents.append(json.loads(path.read_text()))
+            shutil.rmtree(self._folder, ignore_errors=True)
+        self.documents.sort(key=lambda document: (document["rank"] is None, document["rank"] or 0, document["pid"]))
+
+    def unreached(self, audited_here: bool) -> str | None:
+        """Why child processes were not audited, worth saying when this process audited nothing itself."""
+        return None if audited_here else self._unreached
+
+    def lines_and_code(self) -> tuple[list[str], int]:
+        """Every child's report, the ranks that disagree, a last line over all of them, and their exit code (0:
+        every step of every process ran with v(t) and the ranks agree, else 1)."""
+        lines: list[str] = []
+        failing = []
+        for document in self.documents:
+            lines += document["report"]
+            if document["verdict"]["exit_code"]:
+                failing.append(_process_name(document))
+        disagree = False
+        ranked = [document for document in self.documents if document["rank"] is not None]
+        if len(ranked) > 1:
+            world = max(document["world_size"] for document in ranked)
+            by_rank: list[dict[str, Any] | None] = [None] * world
+            for document in ranked:
+                by_rank[document["rank"]] = document
+            if by_rank[0] is not None:
+                found, disagree = rank_lines(by_rank)
+                lines += [""] + found
+        count = len(self.documents)
+        processes = f"{count} process{'es' if count != 1 else ''} the script started"
+        if not failing and not disagree:
+            lines += ["", f"audit of the {processes}: every optimizer step ran with the LR its schedule defines"]
+            return lines, 0
+        parts = ([f"not every step ran with v(t) in {', '.join(failing)}"] if failing else []) + (
+            ["the ranks disagree"] if disagree else [])
+        lines += ["", f"audit of the {processes}: {'; '.join(parts)}"]
+        return lines, 1
+
+
+def _process_name(document: Mapping[str, Any]) -> str:
+    return f"rank {document['rank']}" if document["rank"] is not None else f"process {document['pid']}"

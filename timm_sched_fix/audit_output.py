@@ -7,13 +7,19 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import golden
 from .audit_report import SchedulerAudit
+from .options import Options
 from .tools import UsageError, format_table, rows_with_gaps
+
+if TYPE_CHECKING:
+    from .audit_record import Recorder
 
 #: Tables longer than this keep their first and last rows and the rows around each run of wrong steps.
 MAX_ROWS = 40
@@ -95,6 +101,70 @@ def _blank(value: Any) -> Any:
 
 
 # -- the report ----------------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    """What was audited: the script and its arguments, the fix's options (None: stock), the audit's settings, how
+    the script ended (exit code, and a sentence when it did not end normally), its rank (rank, world size)."""
+
+    command: list[str]
+    module: bool
+    options: Options | None
+    updates_per_epoch: int | None
+    max_steps: int | None
+    exit_code: int | None
+    ended: str | None
+    rank: tuple[int, int] | None
+    child: bool = False  # a process the script started (audited through the environment)
+
+
+def _fix_text(options: Options | None) -> str:
+    if options is None:
+        return "stock timm (no fix; --fix audits the script under the fix)"
+    return (f"with the fix: patch(convention={options.convention!r}, auto={options.auto!r}, "
+            f"on_lag={options.on_lag!r})")
+
+
+def report_lines(run: Run, recorder: Recorder, audits: Sequence[SchedulerAudit], summary: str) -> list[str]:
+    """The whole report of one process: what ran, each scheduler's summary and table, the verdict."""
+    import timm
+    import torch
+
+    command = " ".join(["-m"] * run.module + run.command)
+    where = f" (rank {run.rank[0]} of {run.rank[1]})" if run.rank else f" (process {os.getpid()})" if run.child else ""
+    lines = ["", f"timm-sched-fix audit{where}: {command}",
+             f"timm {timm.__version__}, torch {torch.__version__}; {_fix_text(run.options)}"]
+    if recorder.stopped:
+        lines.append(f"stopped the script after {recorder.updates:,} optimizer steps (--max-steps {run.max_steps})")
+    if run.ended:
+        lines.append(f"{run.ended}: the audit covers the optimizer steps before")
+    lines += [f"note: {note}" for note in recorder.notes]
+    for audit in audits:
+        lines += [""] + scheduler_lines(audit, len(audits))
+    lines += ["", f"audit: {summary}"]
+    return lines
+
+
+def audit_document(run: Run, recorder: Recorder, audits: Sequence[SchedulerAudit], code: int,
+                   summary: str) -> dict[str, Any]:
+    """The JSON document of one process's audit (``--out``, ``--against-timm``'s children, ranks)."""
+    import timm
+    import torch
+
+    options = run.options
+    return {
+        "tool": "timm-sched-fix audit", "timm": timm.__version__, "torch": torch.__version__,
+        "command": run.command, "module": run.module,
+        "fix": None if options is None else {"convention": options.convention, "auto": options.auto,
+                                             "on_lag": options.on_lag},
+        "updates_per_epoch": run.updates_per_epoch, "max_steps": run.max_steps,
+        "stopped_at_max_steps": recorder.stopped, "optimizer_steps": recorder.updates,
+        "script": {"exit_code": run.exit_code, "ended": run.ended},
+        "rank": run.rank[0] if run.rank else None, "world_size": run.rank[1] if run.rank else None,
+        "pid": os.getpid(), "notes": recorder.notes, "verdict": {"exit_code": code, "summary": summary},
+        "schedulers": [scheduler_document(audit) for audit in audits],
+    }
+
 
 def scheduler_lines(audit: SchedulerAudit, total: int) -> list[str]:
     """The summary of one scheduler and its table."""

@@ -36,9 +36,14 @@ OBSERVED = ("step", "step_update", "load_state_dict")
 _active: Recorder | None = None  # the installed recorder (one at a time)
 
 
-class MaxStepsReached(BaseException):
-    """Raised inside the script at its (N+1)-th optimizer step under ``--max-steps N``. A BaseException, so the
-    script's own ``except Exception`` lets it through and it stops there."""
+class MaxStepsReached(SystemExit):
+    """Raised inside the script at its (N+1)-th optimizer step under ``--max-steps N``: a ``SystemExit(0)``, so the
+    script's own ``except Exception`` lets it through, and a child process audited through the environment ends
+    there cleanly (exit status 0, exit handlers run)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0)
+        self.message = message
 
 
 class _ObservedMethod(wrapt.BaseObjectProxy):
@@ -88,6 +93,7 @@ class Recorder:
         self.updates = 0  # parameter updates of every optimizer
         self.stopped = False  # MaxStepsReached was raised
         self.notes: list[str] = []  # what could not be recorded, said in the report
+        self.rank: tuple[int, int] | None = None  # (rank, world size) of torch.distributed, when a scheduler was built
         self._by_scheduler: dict[int, SchedulerRecord] = {}
         self._live: list[SchedulerRecord] = []
         self._released_records: list[SchedulerRecord] = []
@@ -177,6 +183,9 @@ class Recorder:
 
     def _register(self, scheduler: Any, init: Any, args: tuple, kwargs: dict) -> None:
         _, initialize = compat.construction_args(init, args, kwargs)
+        distributed = torch.distributed
+        if self.rank is None and distributed.is_available() and distributed.is_initialized():
+            self.rank = (distributed.get_rank(), distributed.get_world_size())
         optimizer = scheduler.optimizer
         field = scheduler.param_group_field
         shadow, shadow_error = shadow_of(scheduler)
