@@ -163,9 +163,6 @@ class Recorder:
 
     # -- schedulers -------------------------------------------------------------------------------
 
-    def record_for(self, scheduler: Any) -> SchedulerRecord | None:
-        return None if scheduler is None else self._by_scheduler.get(id(scheduler))
-
     def _construct(self, wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> None:
         key = id(instance)
         if key in self._constructing:  # super().__init__: only the outermost constructor registers
