@@ -308,9 +308,13 @@ def test_golden_round_trip_and_a_moved_schedule(capsys, tmp_path):
     (["--update-golden", "x.py"], "--update-golden needs --golden"),
     (["--against-timm", "latest", "x.py"], "not a timm release number"),
     (["no_such_script.py"], "can't open file 'no_such_script.py'"),
+    (["--env", "x.py"], "run one audit, not one inside another"),
 ])
 def test_usage_errors_exit_2_before_the_script_runs(capsys, tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
+    if args[0] == "--env":  # started by an outer audit, through the environment
+        monkeypatch.setenv("TIMM_SCHED_FIX_AUDIT", str(tmp_path))
+        args = args[1:]
     assert cli.main(["audit", *args]) == 2
     captured = capsys.readouterr()
     assert message in captured.err and "Traceback" not in captured.err

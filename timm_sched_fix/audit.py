@@ -17,7 +17,7 @@ import sys
 import traceback
 from typing import Any
 
-from .options import Options, rank_of
+from .options import ENV_AUDIT, Options, rank_of
 from .runner import TargetNotFound, add_patch_arguments, add_target_arguments, execute, require_target
 from .tools import UsageError, check_suffix
 
@@ -94,6 +94,9 @@ def _check(args: argparse.Namespace) -> Options | None:
     """Every usage error, before the script runs."""
     require_target(args, "audit")
     args.against_timm = args.against_timm or []
+    if os.environ.get(ENV_AUDIT, "").strip():
+        raise UsageError(f"this process is already audited ({ENV_AUDIT} is set: an outer timm-sched-fix audit "
+                         "started it); run one audit, not one inside another")
     options = _options(args)
     for name in ("updates_per_epoch", "max_steps"):
         value = getattr(args, name)

@@ -244,7 +244,7 @@ def hook_audits_children() -> bool:
 
 class Children:
     """``with Children(...):`` around the script: its child processes get the audit's environment; afterwards
-    ``documents`` holds what they wrote, and ``note`` says why they could not be audited."""
+    ``documents`` holds what they wrote, and :meth:`unreached` says why they could not be audited."""
 
     def __init__(self, options: Options | None, updates_per_epoch: int | None, max_steps: int | None) -> None:
         self.variables = {ENV_AUDIT: "", **(env_of(options) if options else {})}
@@ -252,7 +252,7 @@ class Children:
             if value is not None:
                 self.variables[name] = str(value)
         self.documents: list[dict[str, Any]] = []
-        self.note: str | None = None
+        self._unreached: str | None = None
         self._folder: str | None = None
         self._environ: Any = None
 
@@ -262,7 +262,6 @@ class Children:
                                f"{startup.PTH_NAME} that knows {ENV_AUDIT} is in this Python's site-packages "
                                "(install this version of the package)")
             return self
-        self._unreached = None
         self._folder = tempfile.mkdtemp(prefix="timm-sched-fix-audit-")
         self.variables[ENV_AUDIT] = self._folder
         self._environ = environ(self.variables)
