@@ -21,6 +21,11 @@ ENV_AUTO = "TIMM_SCHED_FIX_AUTO"
 ENV_ON_LAG = "TIMM_SCHED_FIX_ON_LAG"
 #: Each patched process reports, at exit, the schedulers it fixed (timm_sched_fix/report.py).
 ENV_REPORT = "TIMM_SCHED_FIX_REPORT"
+#: A folder: every Python process audits the schedulers it builds and writes its report there at exit
+#: (timm_sched_fix/audit_children.py), with these settings of ``timm-sched-fix audit``.
+ENV_AUDIT = "TIMM_SCHED_FIX_AUDIT"
+ENV_AUDIT_UPDATES_PER_EPOCH = "TIMM_SCHED_FIX_AUDIT_UPDATES_PER_EPOCH"
+ENV_AUDIT_MAX_STEPS = "TIMM_SCHED_FIX_AUDIT_MAX_STEPS"
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -94,3 +99,12 @@ def env_of(options: Options, *, report: bool = False) -> dict[str, str]:
     variables = {ENV_SWITCH: "1", ENV_CONVENTION: options.convention, ENV_AUTO: "1" if options.auto else "0",
                  ENV_ON_LAG: options.on_lag}
     return {**variables, ENV_REPORT: "1"} if report else variables
+
+
+def rank_of(environ: Mapping[str, str]) -> tuple[int, int] | None:
+    """``(rank, world size)`` of a process started by torchrun (or any launcher setting RANK and WORLD_SIZE)."""
+    try:
+        rank, world = int(environ["RANK"]), int(environ["WORLD_SIZE"])
+    except (KeyError, ValueError):
+        return None
+    return (rank, world) if world > 1 and 0 <= rank < world else None

@@ -1,6 +1,8 @@
 """The process start-up hook, like coverage.py's: ``TIMM_SCHED_FIX=1`` in the environment makes every Python
 process that starts call ``patch()`` before its own code runs, with the options of ``TIMM_SCHED_FIX_CONVENTION``,
-``TIMM_SCHED_FIX_AUTO`` and ``TIMM_SCHED_FIX_ON_LAG`` (``TIMM_SCHED_FIX_REPORT=1``: and report at exit).
+``TIMM_SCHED_FIX_AUTO`` and ``TIMM_SCHED_FIX_ON_LAG`` (``TIMM_SCHED_FIX_REPORT=1``: and report at exit);
+``TIMM_SCHED_FIX_AUDIT=<folder>``, set by ``timm-sched-fix audit`` for the processes its script starts, makes
+each record its schedulers and write its audit there at exit (audit_children.py).
 
 ``timm_sched_fix.pth``, installed into site-packages next to the package (setup.py puts it in the wheel and in
 the editable wheel), holds one line that ``site`` runs in every Python process of the environment. It reads the
@@ -22,7 +24,7 @@ import site
 import sys
 from collections.abc import Callable
 
-from .options import ENV_REPORT, ENV_SWITCH, flag_from_env, options_from_env
+from .options import ENV_AUDIT, ENV_REPORT, ENV_SWITCH, flag_from_env, options_from_env
 
 #: The file setup.py installs into site-packages.
 PTH_NAME = "timm_sched_fix.pth"
@@ -49,8 +51,15 @@ def _patch_from_environment() -> None:
         reporting.enable()
 
 
+def _audit_from_environment() -> None:
+    """``TIMM_SCHED_FIX_AUDIT``: record this process for ``timm-sched-fix audit`` (after the patch, if any)."""
+    from .audit_children import start
+
+    start(options_from_env(os.environ) if switched_on(ENV_SWITCH) else None)
+
+
 #: Variable -> what the process does when it is on (not in :data:`OFF`), in this order.
-ACTIONS: dict[str, Callable[[], None]] = {ENV_SWITCH: _patch_from_environment}
+ACTIONS: dict[str, Callable[[], None]] = {ENV_SWITCH: _patch_from_environment, ENV_AUDIT: _audit_from_environment}
 
 
 def switched_on(name: str) -> bool:
