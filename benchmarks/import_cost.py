@@ -68,15 +68,17 @@ def timed(call):
 #: (c): patch() then unpatch(); prints their wall and CPU ms and the package modules patch() imported.
 PATCH_WHOLE = TIMED + """
 import timm.scheduler, timm_sched_fix
+patch, unpatch = timm_sched_fix.patch, timm_sched_fix.unpatch  # the package loads them (and wrapt) on first use
 before = set(sys.modules)
-patched, unpatched = timed(timm_sched_fix.patch), timed(timm_sched_fix.unpatch)
+patched, unpatched = timed(patch), timed(unpatch)
 print(*patched, *unpatched, *sorted(name for name in set(sys.modules) - before if name.startswith("timm_sched_fix")))
 """
 #: (c) split: importing the modules that patch() imports (given in argv), then patch().
 PATCH_SPLIT = TIMED + """
 import importlib, timm.scheduler, timm_sched_fix
+patch = timm_sched_fix.patch
 imported = timed(lambda: [importlib.import_module(name) for name in sys.argv[1:]])
-print(*imported, *timed(timm_sched_fix.patch))
+print(*imported, *timed(patch))
 """
 
 

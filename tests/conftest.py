@@ -33,6 +33,8 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "release_independent(why): checks something the timm release does not "
                                        "change; skipped under --skip-release-independent")
+    config.addinivalue_line("markers", "engines: needs DeepSpeed (the engines extra); run by the nox session engines, "
+                                       "left out of the version matrix")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -65,3 +67,15 @@ def no_patch_leaks_between_tests():
     if timm_sched_fix.is_patched():
         timm_sched_fix.unpatch()
         pytest.fail("the test left timm patched")
+
+
+@pytest.fixture(scope="session")
+def installed_python(tmp_path_factory):
+    """The python of a fresh venv with this project installed from its wheel (tests/installed.py): its Python
+    processes run the start-up hook."""
+    import installed
+
+    directory = tmp_path_factory.mktemp("wheel-install")
+    python = installed.venv(directory / "venv")
+    installed.install(installed.build(directory), python)
+    return python

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import site
+import socket
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -189,6 +190,13 @@ _WORKER_IMPORTS = "TIMM_SCHED_FIX_TEST_IMPORTS"
 
 def _imported_files() -> str:
     return os.pathsep.join(str(Path(module.__file__).resolve()) for module in (timm, timm_sched_fix))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for a gloo rendezvous)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def site_package_dirs() -> set[Path]:

@@ -72,7 +72,8 @@ def test_version_names_the_package_timm_torch_and_python(capsys):
 INTERNAL = ("add_parser", "``", ":mod:", "compat.", "first_step", "stock_writer", "runpy")
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["check"], ["trace"]], ids=["main", "run", "check", "trace"])
+@pytest.mark.parametrize("command", [[], ["run"], ["check"], ["trace"], ["audit"]],
+                         ids=["main", "run", "check", "trace", "audit"])
 def test_help_is_for_users_with_examples_and_defaults(capsys, command):
     text = help_of(capsys, *command)
     assert "examples:" in text
@@ -84,7 +85,7 @@ def test_help_is_for_users_with_examples_and_defaults(capsys, command):
             if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
                 assert f"(default: {action.default})" in " ".join(text.split()), action.option_strings
     else:
-        for name in ("run", "check", "trace", "--version", "TIMM_SCHED_FIX_AUTO"):
+        for name in ("run", "check", "trace", "audit", "--version", "TIMM_SCHED_FIX_AUTO"):
             assert name in text
         # the environment variables' values as options.options_from_env accepts them
         assert "1, true, yes or on; 0, false, no or off" in text
@@ -92,7 +93,7 @@ def test_help_is_for_users_with_examples_and_defaults(capsys, command):
 
 def test_run_without_a_script_says_what_is_missing(capsys):
     for args, what in ((["run"], "no script to run"), (["run", "--auto"], "no script to run"),
-                       (["run", "-m"], "no module to run")):
+                       (["run", "-m"], "no module to run"), (["audit", "--fix"], "no script to run")):
         with pytest.raises(SystemExit) as exit_info:
             timm_sched_fix_cli.main(args)
         assert exit_info.value.code == 2

@@ -2,7 +2,6 @@
 included, for every scheduler class x {epoch, update} x adapter."""
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,16 +9,10 @@ from pathlib import Path
 import pytest
 import torch.distributed
 
-from support import worker_environment
+from support import free_port, worker_environment
 
 TESTS = Path(__file__).parent
 WORLD_SIZE = 2
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.release_independent("the ranks agreeing is torch.distributed (gloo) and seeded noise, which "

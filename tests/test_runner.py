@@ -2,6 +2,7 @@
 ``__name__`` and exit code, as under ``python -m cProfile`` or ``coverage run``."""
 
 import json
+import os
 import runpy
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import wrapt
 
 import timm_sched_fix
 from timm_sched_fix import cli, compat
@@ -133,3 +135,69 @@ def test_console_script_exits_with_the_scripts_exit_code_and_imports_no_torch_fo
         "import sys\nsys.exit(99 if 'torch' in sys.modules or 'timm' in sys.modules else int(sys.argv[1]))\n")
     result = subprocess.run([str(CONSOLE_SCRIPT), "run", "exits.py", "5"], cwd=tmp_path, check=False)
     assert result.returncode == 5
+
+
+# -- the processes the script starts ----------------------------------------------------------------------
+
+ENV_SCRIPT = """
+import json, os, sys
+with open(sys.argv[1], "w") as out:
+    json.dump({name: value for name, value in os.environ.items() if name.startswith("TIMM_SCHED_FIX")}, out)
+"""
+
+
+@pytest.fixture
+def env_script(script, monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("TIMM_SCHED_FIX"):
+            monkeypatch.delenv(name)
+    (script / "my_env.py").write_text(ENV_SCRIPT)
+    return script
+
+
+def test_processes_the_script_starts_inherit_the_switch_and_the_options(env_script):
+    assert cli.main(["run", "--no-children", "my_env.py", "seen.json"]) == 0
+    assert seen(env_script) == {}
+    assert cli.main(["run", "--convention", "begin", "--auto", "--report", "my_env.py", "seen.json"]) == 0
+    assert seen(env_script) == {"TIMM_SCHED_FIX": "1", "TIMM_SCHED_FIX_CONVENTION": "begin", "TIMM_SCHED_FIX_AUTO": "1",
+                                "TIMM_SCHED_FIX_ON_LAG": "warn", "TIMM_SCHED_FIX_REPORT": "1"}
+    assert not [name for name in os.environ if name.startswith("TIMM_SCHED_FIX")]  # restored
+
+
+def test_environment_with_other_options_is_overridden_and_said(env_script, monkeypatch, capsys):
+    monkeypatch.setenv("TIMM_SCHED_FIX", "1")
+    monkeypatch.setenv("TIMM_SCHED_FIX_CONVENTION", "begin")
+    assert cli.main(["run", "--no-children", "my_env.py", "seen.json"]) == 0
+    assert ("the environment's options, Options(convention='begin', auto=False, on_lag='warn'), are not this "
+            "command's, Options(convention='end', auto=False, on_lag='warn'): the processes the script starts run "
+            "with the environment's") in capsys.readouterr().err
+    assert cli.main(["run", "my_env.py", "seen.json"]) == 0
+    assert "the processes the script starts run with this command's" in capsys.readouterr().err
+    assert seen(env_script)["TIMM_SCHED_FIX_CONVENTION"] == "end"
+    assert os.environ["TIMM_SCHED_FIX_CONVENTION"] == "begin"  # restored
+
+
+def test_bad_report_variable_is_a_clear_error(env_script, monkeypatch, capsys):
+    monkeypatch.setenv("TIMM_SCHED_FIX_REPORT", "loud")
+    assert cli.main(["run", "my_env.py", "seen.json"]) == 2
+    assert "TIMM_SCHED_FIX_REPORT must be one of" in capsys.readouterr().err
+    assert not (env_script / "seen.json").exists()
+
+
+@pytest.mark.release_independent("whether site-packages holds the hook is the interpreter's, not timm's")
+def test_runner_says_when_the_hook_is_not_installed(tmp_path):
+    """A venv where the package is importable but not installed (a checkout on sys.path): the processes the script
+    starts would run stock, and the runner says so unless --no-children."""
+    import installed
+
+    python = installed.venv(tmp_path / "venv")
+    site_packages = Path(subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"],
+                                        capture_output=True, text=True, check=True).stdout.strip())
+    (site_packages / "checkout.pth").write_text(f"{installed.ROOT}\n{Path(wrapt.__file__).parent.parent}\n")
+    (tmp_path / "empty.py").write_text("")
+    for options, said in (([], True), (["--no-children"], False)):
+        result = subprocess.run([str(python), "-m", "timm_sched_fix", "run", *options, "empty.py"], cwd=tmp_path,
+                                env=installed.environment(), capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stderr
+        assert ("timm_sched_fix.pth is not in this Python's site-packages, so the Python processes the script "
+                "starts run stock timm" in result.stderr) == said, result.stderr

@@ -16,7 +16,7 @@ from . import __version__
 from .options import ENV_AUTO, ENV_CONVENTION, ENV_ON_LAG
 
 #: Subcommand name -> module (relative to this package) defining ``add_parser(subparsers)`` and ``run(args)``.
-SUBCOMMANDS: dict[str, str] = {"run": "runner", "check": "check", "trace": "trace"}
+SUBCOMMANDS: dict[str, str] = {"run": "runner", "check": "check", "trace": "trace", "audit": "audit"}
 
 DESCRIPTION = """\
 Make every optimizer step run with the learning rate its timm schedule
@@ -32,6 +32,8 @@ examples:
       the LR of every step of such a run, stock vs fixed
   timm-sched-fix run train.py --epochs 300
       run an unedited training script with the fix
+  timm-sched-fix audit train.py --epochs 300
+      run it (stock, or --fix) and check the LR every optimizer step ran with
   timm-sched-fix COMMAND --help
       a command's options and examples
 

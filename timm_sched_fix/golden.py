@@ -80,10 +80,13 @@ def _build(config: SchedulerConfig, optimizer: Any) -> Any:
     return scheduler
 
 
-def first_difference(golden: list[list[float]], actual: list[list[float]], *, updates_per_epoch: int = 1,
+def first_difference(golden: list[list[float]], actual: list[list[float]], *, updates_per_epoch: int | None = 1,
                      rel_tol: float = 1e-9) -> str | None:
-    """A readable description of where two traces first differ, or None when they match."""
+    """A readable description of where two traces first differ, or None when they match (``updates_per_epoch``
+    None: epochs of unknown length, steps are named without them)."""
     def where(step: int) -> str:
+        if updates_per_epoch is None:
+            return f"optimizer step {step}"
         return f"optimizer step {step} (epoch {step // updates_per_epoch}, update {step % updates_per_epoch})"
 
     for step, (want, got) in enumerate(zip(golden, actual)):
@@ -123,7 +126,8 @@ class GoldenTraces:
         path = self.path(name)
         if self.update:
             self.directory.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(_document(trace, epochs, updates_per_epoch), indent=1) + "\n")
+            path.write_text(json.dumps(document(trace, epochs=epochs, updates_per_epoch=updates_per_epoch), indent=1)
+                            + "\n")
             return trace
         if not path.exists():
             raise GoldenTraceMismatch(f"no golden LR trace {path}; {UPDATE_HINT}")
@@ -148,5 +152,9 @@ def _timm_version() -> str:
     return str(getattr(timm, "__version__", "unknown"))
 
 
-def _document(trace: list[list[float]], epochs: int, updates_per_epoch: int) -> dict[str, Any]:
-    return {"timm": _timm_version(), "epochs": epochs, "updates_per_epoch": updates_per_epoch, "lrs": trace}
+def document(trace: list[list[float]], *, epochs: int | None, updates_per_epoch: int | None,
+             **extra: Any) -> dict[str, Any]:
+    """A golden file's content: the installed timm release, the run's shape and the LRs (one list of param-group
+    LRs per optimizer step); ``extra`` keys are stored alongside (``timm-sched-fix audit`` keeps every scheduler's
+    trace there)."""
+    return {"timm": _timm_version(), "epochs": epochs, "updates_per_epoch": updates_per_epoch, "lrs": trace, **extra}

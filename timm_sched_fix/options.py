@@ -14,9 +14,18 @@ LagPolicy = Literal["warn", "fix", "raise", "ignore"]
 CONVENTIONS: tuple[str, ...] = ("end", "begin")
 LAG_POLICIES: tuple[str, ...] = ("warn", "fix", "raise", "ignore")
 
+#: The switch of the process start-up hook (timm_sched_fix/startup.py): every Python process patches.
+ENV_SWITCH = "TIMM_SCHED_FIX"
 ENV_CONVENTION = "TIMM_SCHED_FIX_CONVENTION"
 ENV_AUTO = "TIMM_SCHED_FIX_AUTO"
 ENV_ON_LAG = "TIMM_SCHED_FIX_ON_LAG"
+#: Each patched process reports, at exit, the schedulers it fixed (timm_sched_fix/report.py).
+ENV_REPORT = "TIMM_SCHED_FIX_REPORT"
+#: A folder: every Python process audits the schedulers it builds and writes its report there at exit
+#: (timm_sched_fix/audit_children.py), with these settings of ``timm-sched-fix audit``.
+ENV_AUDIT = "TIMM_SCHED_FIX_AUDIT"
+ENV_AUDIT_UPDATES_PER_EPOCH = "TIMM_SCHED_FIX_AUDIT_UPDATES_PER_EPOCH"
+ENV_AUDIT_MAX_STEPS = "TIMM_SCHED_FIX_AUDIT_MAX_STEPS"
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -68,11 +77,34 @@ def options_from_env(environ: Mapping[str, str]) -> Options:
     """Options from the ``TIMM_SCHED_FIX_*`` variables; unset ones keep their defaults."""
     convention = environ.get(ENV_CONVENTION, "end").strip().lower()
     on_lag = environ.get(ENV_ON_LAG, "warn").strip().lower()
-    auto_text = environ.get(ENV_AUTO, "0").strip().lower()
-    if auto_text not in _TRUE + _FALSE:
-        raise ValueError(f"{ENV_AUTO} must be one of {_TRUE + _FALSE[:-1]}, got {environ[ENV_AUTO]!r}")
+    auto = flag_from_env(environ, ENV_AUTO)
     try:
-        return Options(convention=convention, auto=auto_text in _TRUE, on_lag=on_lag)  # type: ignore[arg-type]
+        return Options(convention=convention, auto=auto, on_lag=on_lag)  # type: ignore[arg-type]
     except ValueError as error:
         name = ENV_CONVENTION if convention not in CONVENTIONS else ENV_ON_LAG
         raise ValueError(f"{name}: {error}") from None
+
+
+def flag_from_env(environ: Mapping[str, str], name: str) -> bool:
+    """An on/off variable: ``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``, any case; unset or empty
+    is off. Raises ValueError naming the variable for anything else."""
+    text = environ.get(name, "0").strip().lower()
+    if text not in _TRUE + _FALSE:
+        raise ValueError(f"{name} must be one of {_TRUE + _FALSE[:-1]}, got {environ[name]!r}")
+    return text in _TRUE
+
+
+def env_of(options: Options, *, report: bool = False) -> dict[str, str]:
+    """The variables that make every Python process started with them patch with ``options`` (and report)."""
+    variables = {ENV_SWITCH: "1", ENV_CONVENTION: options.convention, ENV_AUTO: "1" if options.auto else "0",
+                 ENV_ON_LAG: options.on_lag}
+    return {**variables, ENV_REPORT: "1"} if report else variables
+
+
+def rank_of(environ: Mapping[str, str]) -> tuple[int, int] | None:
+    """``(rank, world size)`` of a process started by torchrun (or any launcher setting RANK and WORLD_SIZE)."""
+    try:
+        rank, world = int(environ["RANK"]), int(environ["WORLD_SIZE"])
+    except (KeyError, ValueError):
+        return None
+    return (rank, world) if world > 1 and 0 <= rank < world else None

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .tools import UsageError
+
 #: train.py's defaults for every flag that shapes the schedule (``--lr`` None = derived from ``--lr-base``).
 TRAIN_DEFAULTS: dict[str, Any] = {
     "sched": "cosine", "epochs": 300, "lr": None, "lr_base": 0.1, "lr_base_size": 256, "lr_base_scale": "",
@@ -30,10 +32,6 @@ KNOWN_SCHEDULES = ("cosine", "tanh", "step", "multistep", "plateau", "poly", "ws
 #: The names of KNOWN_SCHEDULES every supported timm release (0.4.12 on) builds: next to a setting mistake, only
 #: the other names are checked against the installed timm first (which imports it).
 SCHEDULES_OF_EVERY_RELEASE = ("cosine", "tanh", "step", "plateau")
-
-
-class UsageError(Exception):
-    """A mistake in the settings; reported as one line naming the flag, never as a traceback."""
 
 
 @dataclass(frozen=True)

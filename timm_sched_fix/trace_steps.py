@@ -27,7 +27,8 @@ import timm_sched_fix
 
 from . import compat
 from .timing import stock_method
-from .trace_settings import KNOWN_SCHEDULES, LOOPS, TRAIN_DEFAULTS, UsageError
+from .tools import UsageError, format_table, rows_with_gaps
+from .trace_settings import KNOWN_SCHEDULES, LOOPS, TRAIN_DEFAULTS
 
 #: More table rows than this are summarised: first and last rows of each phase, and the first differing row.
 MAX_ROWS = 60
@@ -318,26 +319,17 @@ def table_lines(trace: Trace, per_update: bool) -> list[str]:
         header = ["step", "epoch", "phase", "stock t", "stock LR", "fixed t", "fixed LR", "differs"]
     else:
         header = ["epoch", "steps", "phase", "stock t", "stock LR", "fixed t", "fixed LR", "differing steps"]
-    cells = []
-    previous = -1
-    for row in selected:
-        if row - previous > 1:
-            cells.append([f"... {row - previous - 1:,} rows"])
-        previous = row
+
+    def cells_of(row: int) -> list[str]:
         k = row * per_row
         epoch = k // trace.updates_per_epoch
         first = [str(k), str(epoch)] if per_update else [str(epoch), f"{k}-{k + per_row - 1}"]
         mark = ("*" if row_differs[row] else "") if per_update else (f"{int(row_differs[row]):,}" if row_differs[row]
                                                                       else "")
-        cells.append(first + [trace.phase_of_epoch(epoch), _t_cell(int(trace.stock_t[k])),
-                              f"{float(trace.stock_lr[k]):.8g}", _t_cell(int(trace.fixed_t[k])),
-                              f"{float(trace.fixed_lr[k]):.8g}", mark])
-    full = [c for c in cells if len(c) == len(header)]
-    widths = [max(len(line[i]) for line in [header, *full]) for i in range(len(header))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(header, widths))]
-    lines += ["  ".join(c.rjust(w) for c, w in zip(line, widths)) if len(line) == len(header) else line[0]
-              for line in cells]
-    return lines
+        return first + [trace.phase_of_epoch(epoch), _t_cell(int(trace.stock_t[k])), f"{float(trace.stock_lr[k]):.8g}",
+                         _t_cell(int(trace.fixed_t[k])), f"{float(trace.fixed_lr[k]):.8g}", mark]
+
+    return format_table(header, rows_with_gaps(selected, cells_of))
 
 
 def _phase_ranges(trace: Trace, per_row: int) -> list[tuple[int, int]]:

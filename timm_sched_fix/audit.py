@@ -1,0 +1,286 @@
+"""``timm-sched-fix audit [options] script.py [args...]`` (or ``-m module``): run a training script as ``run``
+does (its own argv, as ``__main__``) and check the LR every optimizer step ran with against the schedule of each
+timm scheduler it built: v(t) for the index t that step should run with (README "Terms").
+
+Stock timm by default; ``--fix`` (with ``patch()``'s options) audits the script under the fix. For each scheduler:
+its class and unit, how t and the epoch boundaries were found, the wrong steps with the likely cause, and a table
+of the steps. Exit code: 0 every step ran with v(t); 1 some did not, or cannot be decided (the report says why),
+or ``--golden``, ``--against-timm`` or the ranks of a multi-process run differ; 2 a usage error; 3 the script
+itself failed (its traceback is shown, the report covers the steps before).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from typing import Any
+
+from .options import ENV_AUDIT, Options, rank_of
+from .runner import TargetNotFound, add_patch_arguments, add_target_arguments, execute, require_target
+from .tools import UsageError, check_suffix
+
+EXIT_SCRIPT_FAILED = 3
+
+DESCRIPTION = """\
+Run a training script (or, with -m, a module) the way `run` does, and check the
+learning rate every optimizer step ran with against the schedule of each timm
+scheduler the script builds: v(t) for the index t that step should run with.
+
+Stock timm by default; --fix audits the script under the fix. For each
+scheduler it prints its class and unit, how t and the epoch boundaries were
+found, the wrong steps with their likely cause (missing pre-advance, one-period
+lag, ...), and a table of the steps. The script runs in this process with its
+own sys.argv, as __main__; options go before it, everything after it is its own."""
+
+EPILOG = """\
+examples:
+  timm-sched-fix audit train.py --epochs 300            # stock timm: is my run affected?
+  timm-sched-fix audit --fix --on-lag fix my_lightning_script.py
+  timm-sched-fix audit --max-steps 50 --golden lr.json train.py ...   # a CI gate
+  timm-sched-fix audit --against-timm 1.0.24 train.py ...   # does another timm change my LRs?
+  torchrun --nproc_per_node 2 -m timm_sched_fix audit train.py ...   # one report per rank
+
+exit status: 0 every optimizer step ran with v(t); 1 some did not, or it cannot
+decide (the report says why), or --golden, --against-timm or the ranks differ;
+2 a usage error; 3 the script itself failed (the report covers the steps before)."""
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "audit", help="run a training script and check the LR every optimizer step ran with against its schedule",
+        description=DESCRIPTION, epilog=EPILOG, allow_abbrev=False)
+    parser.add_argument("--fix", action="store_true", help="run the script with the fix, as `run` does "
+                        "(default: stock timm)")
+    fix_options = parser.add_argument_group("options of the fix (with --fix; by default end, off, warn)")
+    add_patch_arguments(fix_options)
+    parser.set_defaults(convention=None, auto=None, on_lag=None)
+    parser.add_argument("--updates-per-epoch", type=int, metavar="N",
+                        help="optimizer steps per epoch (else epoch boundaries are inferred from the scheduler's "
+                        "step() calls and the DataLoader's passes)")
+    parser.add_argument("--max-steps", type=int, metavar="N", help="stop the script before its optimizer step N + 1")
+    parser.add_argument("--out", metavar="FILE.csv|FILE.json", help="write every step of every scheduler")
+    parser.add_argument("--plot", metavar="FILE.png", help="draw what ran against v(t) (needs the [plot] extra)")
+    parser.add_argument("--golden", metavar="FILE.json", help="compare the LRs that ran with a golden trace file")
+    parser.add_argument("--update-golden", action="store_true", help="write the --golden file instead")
+    parser.add_argument("--against-timm", action="append", metavar="VERSION",
+                        help="audit the script again under this timm release (repeatable) and name the steps "
+                        "whose LR differs")
+    parser.add_argument("--timm-cache", metavar="DIR", help="where --against-timm releases are installed "
+                        "(default: .nox/timm/<version> if present, else ~/.cache/timm-sched-fix/timm)")
+    add_target_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _audit(args)
+    except UsageError as error:
+        print(f"timm-sched-fix audit: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _options(args: argparse.Namespace) -> Options | None:
+    given = [f"--{name.replace('_', '-')}" for name in ("convention", "auto", "on_lag") if getattr(args, name)]
+    if not args.fix:
+        if given:
+            raise UsageError(f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of the fix: "
+                             "add --fix")
+        return None
+    return Options(convention=args.convention or "end", auto=bool(args.auto), on_lag=args.on_lag or "warn")
+
+
+def _check(args: argparse.Namespace) -> Options | None:
+    """Every usage error, before the script runs."""
+    require_target(args, "audit")
+    args.against_timm = args.against_timm or []
+    if os.environ.get(ENV_AUDIT, "").strip():
+        raise UsageError(f"this process is already audited ({ENV_AUDIT} is set: an outer timm-sched-fix audit "
+                         "started it); run one audit, not one inside another")
+    options = _options(args)
+    for name in ("updates_per_epoch", "max_steps"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    check_suffix("out", args.out, (".csv", ".json"))
+    check_suffix("plot", args.plot, (".png",))
+    check_suffix("golden", args.golden, (".json",))
+    if args.update_golden and not args.golden:
+        raise UsageError("--update-golden needs --golden FILE.json (the file to write)")
+    if args.golden and not args.update_golden and not os.path.exists(args.golden):
+        raise UsageError(f"--golden {args.golden}: no such file; run once with --update-golden to write it")
+    from .audit_compare import check_version
+
+    for version in args.against_timm:
+        check_version(version)
+    if args.against_timm and rank_of(os.environ):
+        raise UsageError("--against-timm runs the script again in one process: use it outside torchrun")
+    if args.plot:
+        from .plot import require_matplotlib
+
+        require_matplotlib(UsageError)
+    return options
+
+
+def _audit(args: argparse.Namespace) -> int:
+    options = _check(args)
+    from . import audit_compare as compare
+    from .audit_output import Run, audit_document, golden_document, plot, report_lines, verdict, write_out
+    from .audit_record import Recorder
+    from .audit_report import analyse
+
+    rank = rank_of(os.environ)
+    if rank is not None:
+        compare.forget_earlier_run(compare.ranks_dir(os.environ), rank[0])
+    recorder = Recorder(max_steps=args.max_steps)
+    children = compare.Children(options, args.updates_per_epoch, args.max_steps)
+    with children:
+        exit_code, ended = _run_script(recorder, options, args)
+    audits = [analyse(record, args.updates_per_epoch) for record in recorder.records]
+    code, summary = verdict(audits)
+    if not audits and children.documents:
+        summary = "this process built no timm scheduler; the processes it started did (below)"
+    run = Run([args.target, *args.args], args.module, options, args.updates_per_epoch, args.max_steps, exit_code,
+              ended, rank)
+    document = audit_document(run, recorder, audits, code, summary)
+    lines = report_lines(run, recorder, audits, summary)
+    if args.out:
+        write_out(document, args.out)
+        lines.append(f"wrote {args.out}")
+    if args.plot and audits:
+        plot(audits, args.plot, "ran (with the fix)" if options else "ran (stock timm)", args.updates_per_epoch)
+        lines.append(f"wrote {args.plot}")
+    elif args.plot:
+        lines.append(f"no plot written to {args.plot}: no timm scheduler was built")
+    if args.golden:
+        code = max(code, _golden(args, document, lines, golden_document))
+    unreached = children.unreached(audited_here=bool(audits))
+    if unreached:
+        lines.append(f"note: {unreached}")
+    _print(lines)
+    if children.documents:
+        child_lines, child_code = children.lines_and_code()
+        _print(child_lines)
+        code = child_code if not audits else max(code, child_code)
+    for version in args.against_timm:
+        code = max(code, _against(version, args, options, document))
+    if rank is not None:
+        code = max(code, _ranks(document, rank))
+    return EXIT_SCRIPT_FAILED if exit_code else code
+
+
+def _run_script(recorder: Any, options: Options | None, args: argparse.Namespace) -> tuple[int, str | None]:
+    """Run the script with the recorder installed (and the patch, with --fix): its exit code and how it ended."""
+    import contextlib
+
+    from .audit_record import MaxStepsReached
+    from .patching import patched
+
+    patch = patched(convention=options.convention, auto=options.auto, on_lag=options.on_lag) if options \
+        else contextlib.nullcontext()
+    with patch:
+        recorder.install()
+        try:
+            execute(args.target, args.args, module=args.module)
+        except TargetNotFound as error:
+            raise UsageError(str(error)) from None
+        except MaxStepsReached:
+            return 0, None
+        except SystemExit as exit_:
+            if exit_.code is None or exit_.code == 0:
+                return 0, None
+            if isinstance(exit_.code, int):
+                return exit_.code, f"the script exited with code {exit_.code}"
+            print(exit_.code, file=sys.stderr)
+            return 1, f"the script exited: {exit_.code}"
+        except Exception as error:  # noqa: BLE001 (the script's own failure: shown, and the report still made)
+            traceback.print_exc()
+            return 1, f"the script raised {type(error).__name__}: {error}"
+        finally:
+            recorder.uninstall()
+    return 0, None
+
+
+def _golden(args: argparse.Namespace, document: dict, lines: list[str], golden_document: Any) -> int:
+    import json
+
+    from .audit_output import golden_differences
+
+    if args.update_golden:
+        try:
+            with open(args.golden, "w") as stream:
+                json.dump(golden_document(document, args.updates_per_epoch), stream, indent=1)
+                stream.write("\n")
+        except OSError as error:
+            raise UsageError(f"--golden {args.golden}: cannot write it ({error.strerror})") from None
+        lines.append(f"wrote the golden trace {args.golden}")
+        return 0
+    try:
+        with open(args.golden) as stream:
+            stored = json.load(stream)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--golden {args.golden}: not a golden trace file ({error})") from None
+    if not isinstance(stored, dict) or "lrs" not in stored:
+        raise UsageError(f"--golden {args.golden}: not a golden trace file (no 'lrs')")
+    problems = golden_differences(stored, document)
+    if not problems:
+        lines.append(f"golden {args.golden}: the same LR at every optimizer step (recorded with timm "
+                     f"{stored.get('timm')})")
+        return 0
+    lines.append(f"golden {args.golden}: the trace moved (recorded with timm {stored.get('timm')}, running "
+                 f"{document['timm']}); --update-golden accepts the new trace")
+    lines += [f"  {problem}" for problem in problems]
+    return 1
+
+
+def _child_arguments(args: argparse.Namespace, options: Options | None) -> list[str]:
+    """This audit's arguments for a child: the fix, the epoch length and --max-steps, then the script."""
+    child: list[str] = []
+    if options is not None:
+        child += ["--fix", "--convention", options.convention, "--on-lag", options.on_lag] + ["--auto"] * options.auto
+    for name in ("updates_per_epoch", "max_steps"):
+        if getattr(args, name) is not None:
+            child += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    return child + ["-m"] * args.module + [args.target, *args.args]
+
+
+def _against(version: str, args: argparse.Namespace, options: Options | None, document: dict) -> int:
+    from .audit_compare import audit_under, differences, release_dir
+
+    try:
+        folder = release_dir(version, args.timm_cache)
+        other = audit_under(version, folder, _child_arguments(args, options))
+    except UsageError as error:
+        print(f"timm-sched-fix audit: error: {error}", file=sys.stderr)
+        return 2
+    mine, theirs = f"timm {document['timm']}", f"timm {other['timm']}"
+    shown = os.path.relpath(folder) if not os.path.relpath(folder).startswith("..") else str(folder)
+    lines = ["", f"against {theirs} ({shown}): the same script and options, audited in a child process",
+             f"  under {theirs}: {other['verdict']['summary']}"]
+    if other["script"]["ended"]:
+        lines.append(f"  under {theirs}: {other['script']['ended']}")
+    found = differences(document, other, mine, theirs)
+    if found:
+        lines += [f"  {line}" for line in found]
+        lines.append(f"against {theirs}: the LRs differ from {mine}'s")
+    else:
+        lines.append(f"against {theirs}: the same LR at every optimizer step as under {mine}")
+    _print(lines)
+    return 1 if found else 0
+
+
+def _ranks(document: dict, rank: tuple[int, int]) -> int:
+    from .audit_compare import hand_over, rank_lines, ranks_dir
+
+    documents = hand_over(document, ranks_dir(os.environ), *rank)
+    if not documents:
+        return 0
+    lines, disagree = rank_lines(documents)
+    _print([""] + lines)
+    return 1 if disagree else 0
+
+
+def _print(lines: list[str]) -> None:
+    """One write, so the reports of several ranks do not interleave line by line."""
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()

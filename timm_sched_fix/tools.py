@@ -1,0 +1,40 @@
+"""What the command-line tools (``trace``, ``audit``) share: the usage error, the table layout and the checks
+of output file names. No torch or timm import, so mistakes in the arguments are reported at once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+
+class UsageError(Exception):
+    """A mistake in the settings or arguments; reported as one line naming the flag, never as a traceback
+    (exit code 2)."""
+
+
+def check_suffix(option: str, path: str | None, suffixes: Sequence[str]) -> None:
+    """Refuse an output file name ``--option path`` that does not end in one of ``suffixes``."""
+    if path and Path(path).suffix.lower() not in suffixes:
+        raise UsageError(f"--{option} {path}: the file name must end in {' or '.join(suffixes)}")
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str] | str]) -> list[str]:
+    """Right-aligned columns under ``header``; a row given as a plain string (``... 12 rows``) is printed as it is."""
+    full = [row for row in rows if not isinstance(row, str)]
+    widths = [max(len(line[i]) for line in [header, *full]) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(header, widths))]
+    lines += [row if isinstance(row, str) else "  ".join(cell.rjust(width) for cell, width in zip(row, widths))
+              for row in rows]
+    return [line.rstrip() for line in lines]
+
+
+def rows_with_gaps(selected: Sequence[int], cells_of: Callable[[int], Sequence[str]]) -> list[Sequence[str] | str]:
+    """The cells of the ``selected`` rows (increasing indices), with a ``... N rows`` line where rows are left out."""
+    rows: list[Sequence[str] | str] = []
+    previous = -1
+    for row in selected:
+        if row - previous > 1:
+            rows.append(f"... {row - previous - 1:,} rows")
+        previous = row
+        rows.append(cells_of(row))
+    return rows
