@@ -6,9 +6,10 @@ timm version is installed without dependencies into ``.nox/timm/<version>`` and 
 if it is newer), ``peer`` (timm's ``tests/test_scheduler.py`` from the sdist, run with
 ``pytest --timm-sched-fix``, for every version that ships it), ``benchmarks`` (each of
 ``SMOKE_BENCHMARKS`` with ``--smoke`` on the installed timm: it must run and print; no timing is checked),
-``docs`` (the API reference with Sphinx, warnings as errors) and ``package`` (sdist and wheel built, checked
+``docs`` (the API reference with Sphinx, warnings as errors), ``engines`` (the DeepSpeed tests, marked ``engines``,
+against the installed timm, after installing the ``engines`` extra) and ``package`` (sdist and wheel built, checked
 with twine, the wheel installed into a clean venv and smoke-tested) run by default; ``tests`` (the suite
-against the installed timm alone, which the matrix already covers) on request. The suite runs on two pytest-xdist workers, one per core. pytest's exit code 5 (nothing collected)
+against the installed timm alone, which the matrix already covers) on request. The suite runs on two pytest-xdist workers, one per core, without the ``engines`` tests. pytest's exit code 5 (nothing collected)
 fails a session like any other non-zero code.
 """
 
@@ -30,7 +31,7 @@ import nox
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / ".nox"
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-SUITE = [*PYTEST, "-n", "2"]  # pytest-xdist: the 2-core machines run two test processes
+SUITE = [*PYTEST, "-n", "2", "-m", "not engines"]  # pytest-xdist: the 2-core machines run two test processes
 
 #: Supported range, oldest first: the releases the README names, the newest last.
 MATRIX = ["0.4.12", "0.5.4", "0.6.13", "0.9.2", "0.9.16", "1.0.3", "1.0.15", "1.0.24", "1.0.31"]
@@ -50,7 +51,7 @@ SDIST_FILES = ["LICENSE", "README.md", "CHANGELOG.md", "pyproject.toml", "setup.
 FIRST_WITH_SCHEDULER_TESTS = (1, 0, 24)
 
 nox.options.default_venv_backend = "none"
-nox.options.sessions = ["matrix", "peer", "benchmarks", "docs", "package"]
+nox.options.sessions = ["matrix", "peer", "benchmarks", "docs", "package", "engines"]
 nox.options.error_on_missing_interpreters = True
 
 
@@ -244,3 +245,12 @@ def package(session: nox.Session) -> None:
             session.run(str(python), "-c", _INSTALLED_SMOKE, env=clean)
             session.run(str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timm-sched-fix", "begin",
                         "test_plugin_smoke.py", env=clean)
+
+
+@nox.session
+def engines(session: nox.Session) -> None:
+    """tests/test_engines.py (DeepSpeed on CPU, one process running every case) against the installed timm, the
+    newest: DeepSpeed comes from the ``engines`` extra, installed into the calling environment."""
+    session.run(sys.executable, "-m", "pip", "install", "-q", "-e", f"{ROOT}[engines]")
+    session.run(*PYTEST, "-m", "engines", str(ROOT / "tests" / "test_engines.py"), *session.posargs,
+                env={"PYTHONPATH": str(ROOT)})

@@ -38,9 +38,11 @@ def make_optimizer(groups: int) -> torch.optim.Optimizer:
 
 
 def step_pre_hook(optimizer: torch.optim.Optimizer) -> Callable[..., None]:
-    """The fix's one optimizer step pre-hook, which ``optimizer.step()`` calls as ``hook(optimizer, args, kwargs)``
-    in its loop over the hooks: what the hook adds to a step is that call."""
+    """The fix's one optimizer step hook, which ``optimizer.step()`` calls as ``hook(optimizer, args, kwargs)`` in
+    its loop over the pre-hooks: what the hook adds to a step is that call. (SGD's steps cannot nest, so the fix
+    adds no post-hook to it.)"""
     (hook,) = optimizer._optimizer_step_pre_hooks.values()
+    assert not optimizer._optimizer_step_post_hooks
     return hook
 
 
@@ -65,7 +67,7 @@ def contenders(groups: int, noise: bool) -> dict[str, Callable[[int], Callable[[
             scheduler = build()
             scheduler.step_update(k0)  # the position the first timed step continues from
             optimizer = scheduler.optimizer
-            hook, args, kwargs = step_pre_hook(optimizer), (), {}
+            hook, args, kwargs = step_pre_hook(optimizer), (optimizer,), {}
 
             def explicit(k: int) -> None:
                 hook(optimizer, args, kwargs)
@@ -78,7 +80,9 @@ def contenders(groups: int, noise: bool) -> dict[str, Callable[[int], Callable[[
             def auto(k: int) -> None:
                 hook(optimizer, args, kwargs)
 
-            return {"explicit": explicit, "counting": counting, "auto": auto}[call]
+            step = {"explicit": explicit, "counting": counting, "auto": auto}[call]
+            step.scheduler = scheduler  # type: ignore[attr-defined]  # a scheduler no longer referenced stops acting
+            return step
 
         return make
 

@@ -33,6 +33,8 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "release_independent(why): checks something the timm release does not "
                                        "change; skipped under --skip-release-independent")
+    config.addinivalue_line("markers", "engines: needs DeepSpeed (the engines extra); run by the nox session engines, "
+                                       "left out of the version matrix")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -43,10 +43,51 @@ def test_wrap_rejects_what_is_not_a_timm_scheduler():
         timm_sched_fix.unwrap(cosine(optimizer))
 
 
-def test_wrap_with_other_options_than_the_existing_fix_is_refused():
-    fixed = timm_sched_fix.wrap(cosine(make_optimizer()))
-    with pytest.raises(ValueError, match="already fixed"):
-        timm_sched_fix.wrap(fixed, convention="begin")
+def per_update(optimizer):
+    return timm.scheduler.CosineLRScheduler(optimizer, t_initial=8, warmup_t=2, warmup_lr_init=1e-3, t_in_epochs=False)
+
+
+def per_update_values(steps):
+    reference = per_update(make_optimizer())
+    values = []
+    for k in range(steps):
+        reference.step_update(k)
+        values.append(reference.optimizer.param_groups[0]["lr"])
+    return values
+
+
+def test_wrap_with_other_options_reconfigures_a_patched_scheduler_in_place():
+    """The most specific options win: wrap(scheduler, auto=True) on a scheduler fixed by patch() (as under
+    `import timm_sched_fix.auto`) keeps its position and drives it from then on."""
+    optimizer = make_optimizer()
+    with timm_sched_fix.patched():
+        scheduler = per_update(optimizer)
+    recorder = StepRecorder(optimizer)
+    for k in range(3):
+        optimizer.step()
+        scheduler.step_update(k + 1)
+    fixed = timm_sched_fix.wrap(scheduler, auto=True)
+    assert fixed.last_t == 3 and fixed.__wrapped__ is scheduler
+    for _ in range(3, 8):
+        optimizer.step()
+    assert recorder.first_group() == pytest.approx(per_update_values(8), rel=1e-12, abs=0)
+    assert timm_sched_fix.wrap(scheduler, auto=True) is fixed
+    assert timm_sched_fix.wrap(fixed) is fixed  # options left out keep what the scheduler has
+    assert fixed.state_dict()["timm_sched_fix"]["convention"] == "end"
+    with pytest.raises(ValueError, match="convention"):
+        timm_sched_fix.wrap(fixed, convention="middle")
+    assert fixed.last_t == 7
+
+
+def test_wrap_with_another_convention_right_after_construction_takes_its_first_index():
+    optimizer = make_optimizer()
+    fixed = timm_sched_fix.wrap(per_update(optimizer))  # "end": pre-advanced to v(0), next call v(1)
+    assert timm_sched_fix.wrap(fixed, convention="begin") is fixed
+    recorder = StepRecorder(optimizer)
+    for _ in range(4):  # a "begin" loop: the call before each step
+        fixed.step_update()
+        optimizer.step()
+    assert recorder.first_group() == pytest.approx(per_update_values(4), rel=1e-12, abs=0)
 
 
 def test_unwrap_removes_the_hook_and_makes_the_scheduler_stock():

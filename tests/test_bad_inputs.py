@@ -111,12 +111,12 @@ def test_bad_plateau_metric_is_refused_and_changes_nothing(adapter, metric, expe
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS)
-def test_param_group_added_after_building_is_refused(adapter):
+def test_param_group_removed_after_building_is_refused(adapter):
     optimizer, scheduler, context = started(adapter)
     try:
-        optimizer.add_param_group({"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.5})
+        del optimizer.param_groups[1]
         before = lrs(optimizer)
-        with pytest.raises(ValueError, match="add_param_group"):
+        with pytest.raises(ValueError, match="cannot be removed"):
             scheduler.step(3)
         assert lrs(optimizer) == before
     finally:
@@ -134,19 +134,16 @@ def test_call_without_index_while_position_unknown(adapter):
         assert lrs(optimizer) == before
 
 
-class NotAnOptimizer:
-    def __init__(self) -> None:
-        self.param_groups = [{"lr": 0.1}]
+class NoGroups:
+    param_groups = None
 
 
 @pytest.mark.parametrize("adapter", ["patch", "dropin"])
-@pytest.mark.parametrize("optimizer", [NotAnOptimizer(), None, [torch.zeros(1)]], ids=["duck", "None", "list"])
+@pytest.mark.parametrize("optimizer", [NoGroups(), None, [torch.zeros(1)]], ids=["no groups", "None", "list"])
 def test_wrong_optimizer_is_refused_before_construction(adapter, optimizer):
-    before = [dict(group) for group in getattr(optimizer, "param_groups", [])]
-    with pytest.raises(TypeError, match="needs a torch.optim.Optimizer"), \
+    with pytest.raises(TypeError, match="needs an optimizer with param_groups"), \
             fixed_scheduler(adapter, "CosineLRScheduler", optimizer, COSINE):
         pass
-    assert [dict(group) for group in getattr(optimizer, "param_groups", [])] == before
 
 
 @pytest.mark.parametrize("adapter", ["patch", "dropin"])

@@ -1,5 +1,6 @@
 """Copies: ``copy.deepcopy``, ``pickle`` and ``torch.save``/``torch.load`` of fixed schedulers (patched,
-wrapped, drop-in) keep their behaviour; an auto-mode copy never leaves a hook on the original's optimizer;
+wrapped, drop-in) keep their behaviour, after ``unpatch()`` too; a copy never leaves a hook on the original's
+optimizer;
 state dicts load with ``torch.load(weights_only=True)``.
 The torch adapter (``TorchScheduler``, from issue 4) is covered too.
 """
@@ -88,17 +89,28 @@ def test_copy_keeps_behaviour_and_leaves_the_original_alone(name, on_epochs, ada
     assert_trace(copy_recorder.steps, expected[COPY_AFTER:])
 
 
-def test_copy_made_while_patched_is_stock_after_unpatch():
-    """unpatch() makes every patched scheduler stock, copies included: no auto-mode hook stays behind."""
+def auto_values(steps):
+    return [lrs[0] for lrs in reference_values("CosineLRScheduler", dict(t_initial=10, t_in_epochs=False), 1,
+                                                steps - 1, on_epochs=False)]
+
+
+def test_copies_made_while_patched_stay_fixed_after_unpatch():
+    """A scheduler built while patched stays fixed after unpatch(), and so do its copies, whenever they are made:
+    each drives its own optimizer in auto mode, and only its own."""
     optimizer = make_optimizer()
     with timm_sched_fix.patched(auto=True):
         scheduler = timm.scheduler.CosineLRScheduler(optimizer, t_initial=10, t_in_epochs=False)
         duplicate = copy.deepcopy(scheduler)
         pickled = pickle.loads(pickle.dumps(scheduler))
-        assert timing_of(duplicate) is not None and hooks(duplicate.optimizer) == 1
-    for copied in (scheduler, duplicate, pickled):
-        assert timing_of(copied) is None
-        assert hooks(copied.optimizer) == 0
+    after_unpatch = pickle.loads(pickle.dumps(scheduler))
+    for copied in (scheduler, duplicate, pickled, after_unpatch):
+        assert isinstance(copied, timm.scheduler.CosineLRScheduler) and timing_of(copied) is not None
+        assert hooks(copied.optimizer) == 1
+        recorder = StepRecorder(copied.optimizer)
+        for _ in range(4):
+            copied.optimizer.step()
+        assert recorder.first_group() == pytest.approx(auto_values(4), rel=1e-12, abs=0)
+        assert copied.last_t == 3
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS)
@@ -118,15 +130,6 @@ def test_state_dict_loads_with_torch_load_weights_only(name, on_epochs, adapter)
             restored.load_state_dict(state)
             assert restored.last_t == 2
             assert restored.get_last_lr() == scheduler.get_last_lr()
-
-
-def test_patched_scheduler_unpickled_after_unpatch_is_stock():
-    optimizer = make_optimizer()
-    with timm_sched_fix.patched(auto=True):
-        data = pickle.dumps(timm.scheduler.CosineLRScheduler(optimizer, t_initial=10, t_in_epochs=False))
-    copied = pickle.loads(data)
-    assert timing_of(copied) is None
-    assert hooks(copied.optimizer) == 0
 
 
 @pytest.mark.parametrize("copier", COPIERS)

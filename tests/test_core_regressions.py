@@ -99,20 +99,23 @@ def test_constructor_begun_before_patch_is_not_fixed_half_way():
         timm_sched_fix.unpatch()
 
 
-def test_unpatch_during_construction_leaves_no_fixed_scheduler_behind():
-    """A constructor in flight during unpatch() attached its timing afterwards and stayed fixed, hook included."""
+def test_unpatch_during_construction_finishes_the_scheduler_fixed_entirely():
+    """A constructor in flight during unpatch() began while patched: the scheduler ends up fixed in every part
+    (timing, routing, counting), as every scheduler built while patched stays, never half-fixed."""
     with timm_sched_fix.patched():
         class UnpatchesMidway(timm.scheduler.CosineLRScheduler):
             def __init__(self, optimizer):
                 timm_sched_fix.unpatch()
-                super().__init__(optimizer, t_initial=10)
+                super().__init__(optimizer, t_initial=10, warmup_t=2, warmup_lr_init=1e-3)
 
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     timm_sched_fix.patch()
     scheduler = UnpatchesMidway(optimizer)
     assert not timm_sched_fix.is_patched()
-    assert timing_of(scheduler) is None
-    assert len(optimizer._optimizer_step_pre_hooks) == 0
+    assert timing_of(scheduler) is not None and type(scheduler).__mro__[1] is UnpatchesMidway
+    assert len(optimizer._optimizer_step_pre_hooks) == 1
+    scheduler.step(1)  # routed: v(1) through the timing
+    assert scheduler.last_t == 1
 
 
 @pytest.mark.skipif(not compat.PLATEAU_PASSES_VERBOSE,

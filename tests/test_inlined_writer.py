@@ -62,7 +62,7 @@ def test_inlined_step_update_is_bit_identical(name, groups, noise, indices, metr
     stock, twin, inlined = _stock_and_inlined(name, groups, noise)
     for t in indices:  # any order, repeats and jumps included
         stock.step_update(t, metric)
-        inlined(t, metric)
+        inlined(twin, t, metric)
         _assert_same(stock, twin)
 
 
@@ -72,7 +72,7 @@ def test_reused_generator_draws_what_a_new_one_draws():
                                               {"noise_range_t": 0, "noise_type": "normal", "noise_pct": 0.05})
     for t in [3, 3, 7, 0, 5000, 7]:
         stock.step_update(t)
-        inlined(t, None)
+        inlined(twin, t, None)
         _assert_same(stock, twin)
 
 
@@ -99,7 +99,7 @@ def test_tensor_lrs_are_written_as_stock_writes_them(name):
     stock, twin, inlined = _stock_and_inlined(name, 3, {}, tensor_lr=True)
     for t in range(6):
         stock.step_update(t)
-        inlined(t, None)
+        inlined(twin, t, None)
         _assert_same(stock, twin)
 
 
@@ -146,5 +146,5 @@ def test_one_group_with_lr_scale_is_written_as_stock_writes_it(name):
         scheduler.optimizer.param_groups[0]["lr_scale"] = 0.3
     for t in range(8):
         stock.step_update(t)
-        inlined(t, None)
+        inlined(twin, t, None)
         _assert_same(stock, twin)

@@ -1,6 +1,6 @@
 """patch()/unpatch() from 8 threads, 1,000 cycles in all, while 2 more threads construct schedulers: no
-exception, every scheduler built while patched is fixed, none stays fixed after the last unpatch(), and
-timm's attributes are the originals again (identity)."""
+exception, every scheduler built while patched is fixed and stays fixed after the last unpatch(), every one
+begun while unpatched is stock, none is half-fixed, and timm's attributes are the originals again (identity)."""
 
 import sys
 import threading
@@ -20,10 +20,11 @@ PATCH_THREADS, CYCLES, BUILD_THREADS = 8, 1000, 2
 
 def test_patch_and_unpatch_under_contention():
     before = class_attributes()
-    state = {"generation": 0, "patched_generation": -1}  # generation = unpatch() calls started
+    # generation = unpatch() calls started, patches = patch() calls made
+    state = {"generation": 0, "patched_generation": -1, "patches": 0}
     stop = threading.Event()
     errors: list[BaseException] = []
-    built: list[tuple[object, bool]] = []  # (scheduler, built entirely while patched)
+    built: list[tuple[object, bool, bool]] = []  # (scheduler, built entirely while patched, begun while unpatched)
     cycles = iter(range(CYCLES))
     cycles_lock = threading.Lock()
 
@@ -36,6 +37,7 @@ def test_patch_and_unpatch_under_contention():
                 with patching._lock:  # the test's bookkeeping and the patch state change together
                     timm_sched_fix.patch()
                     state["patched_generation"] = state["generation"]
+                    state["patches"] += 1
                 time.sleep(0.001)  # let builders run while patched too, not only between cycles
                 with patching._lock:
                     state["generation"] += 1
@@ -47,16 +49,16 @@ def test_patch_and_unpatch_under_contention():
         try:
             while not stop.is_set():
                 with patching._lock:
-                    generation = state["generation"]
+                    generation, patches = state["generation"], state["patches"]
                     patched = state["patched_generation"] == generation and timm_sched_fix.is_patched()
                 scheduler = timm.scheduler.CosineLRScheduler(make_optimizer(), t_initial=10, warmup_t=2,
                                                              warmup_lr_init=1e-3)
                 fixed = timing_of(scheduler) is not None
                 with patching._lock:
-                    undisturbed = state["generation"] == generation
+                    undisturbed = state["generation"] == generation and state["patches"] == patches
                 if patched and undisturbed:
                     assert fixed, "a scheduler built while patched is not fixed"
-                built.append((scheduler, patched and undisturbed))
+                built.append((scheduler, patched and undisturbed, not patched and undisturbed))
         except BaseException as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
@@ -77,11 +79,19 @@ def test_patch_and_unpatch_under_contention():
         timm_sched_fix.unpatch()
     assert not errors, errors[:3]
     assert state["generation"] == CYCLES
-    fixed_while_patched = sum(1 for _, patched in built if patched)
+    fixed_while_patched = sum(1 for _, patched, _ in built if patched)
     assert fixed_while_patched > 0, "no scheduler was built while patched: the test checked nothing"
-    assert all(timing_of(scheduler) is None for scheduler, _ in built), "a scheduler stayed fixed after unpatch()"
+    for scheduler, patched, unpatched in built:
+        fixed = timing_of(scheduler) is not None
+        assert fixed == (type(scheduler) is not timm.scheduler.CosineLRScheduler), "a half-fixed scheduler"
+        if patched:
+            assert fixed and scheduler.last_t == 0, "a scheduler built while patched is not fixed after unpatch()"
+        if unpatched:
+            assert not fixed, "a scheduler begun while unpatched is fixed"
     after = class_attributes()
     assert after.keys() == before.keys()
     assert all(after[key] is before[key] for key in before)
+    stock_while_unpatched = sum(1 for _, _, unpatched in built if unpatched)
     print(f"\n{CYCLES} patch cycles from {PATCH_THREADS} threads; {len(built)} schedulers built, "
-          f"{fixed_while_patched} of them entirely while patched (all fixed)")
+          f"{fixed_while_patched} of them entirely while patched (all fixed, and still after unpatch()), "
+          f"{stock_while_unpatched} entirely while unpatched (all stock)")

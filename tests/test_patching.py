@@ -1,5 +1,5 @@
 """patch()/unpatch(): every scheduler built while patched is fixed, whether timm was imported before or
-after; unpatch() puts back timm's exact attributes (identity)."""
+after, and stays fixed after unpatch(); unpatch() puts back timm's exact attributes (identity)."""
 
 import os
 import subprocess
@@ -16,9 +16,11 @@ from support import StepRecorder, make_optimizer, reference_values
 
 
 def class_attributes():
-    """Every attribute of Scheduler and its subclasses, by (class, name), as identity snapshots."""
+    """Every attribute of Scheduler and its subclasses, by (class, name), as identity snapshots (the classes
+    timm_sched_fix makes, drop-ins and patched schedulers' routing classes, aside)."""
     def walk(cls):
-        yield cls
+        if not vars(cls).get("__timm_sched_fix_dropin__", False):
+            yield cls
         for subclass in cls.__subclasses__():
             yield from walk(subclass)
     return {(cls, name): value for cls in walk(Scheduler) for name, value in vars(cls).items()}
@@ -33,13 +35,16 @@ def test_unpatch_restores_every_attribute_exactly():
     assert patched_attributes[(Scheduler, "step")] is not before[(Scheduler, "step")]
     assert patched_attributes[(timm.scheduler.CosineLRScheduler, "__init__")].__wrapped__ is before[
         (timm.scheduler.CosineLRScheduler, "__init__")]
-    timm.scheduler.CosineLRScheduler(make_optimizer(), t_initial=5)
+    scheduler = timm.scheduler.CosineLRScheduler(make_optimizer(), t_initial=5)
+    assert type(scheduler) is timm.scheduler.CosineLRScheduler  # while patched, timm's own class
     timm_sched_fix.unpatch()
     timm_sched_fix.unpatch()  # idempotent too
     after = class_attributes()
     assert not timm_sched_fix.is_patched()
     assert after.keys() == before.keys()
     assert all(after[key] is before[key] for key in before)
+    assert isinstance(scheduler, timm.scheduler.CosineLRScheduler) and scheduler.last_t == 0  # still fixed
+    assert (type(scheduler).__name__, type(scheduler).__module__) == ("CosineLRScheduler", "timm.scheduler.cosine_lr")
 
 
 def test_subclass_defined_while_patched_is_fixed_and_restored():
@@ -66,14 +71,42 @@ def test_subclass_defined_while_patched_is_fixed_and_restored():
     assert optimizer.param_groups[0]["lr"] == 0.1  # stock again
 
 
-def test_unpatch_makes_patched_schedulers_stock_and_removes_their_hooks():
+SCHEDULE = dict(t_initial=12, warmup_t=3, warmup_lr_init=1e-3, t_in_epochs=False)
+
+
+def auto_reference(steps):
+    return [lrs[0] for lrs in reference_values("CosineLRScheduler", SCHEDULE, groups=1, periods=steps - 1,
+                                                on_epochs=False)]
+
+
+@pytest.mark.parametrize("how", ["with patched()", "unpatch() mid-run"])
+def test_schedulers_built_while_patched_stay_fixed_after_unpatch(how):
+    """Auto mode included: every step after the unpatch still runs with v(k), and timm is stock again."""
+    before = class_attributes()
     optimizer = make_optimizer()
-    with timm_sched_fix.patched(auto=True):
-        scheduler = timm.scheduler.CosineLRScheduler(optimizer, t_initial=10, t_in_epochs=False)
-        assert len(optimizer._optimizer_step_pre_hooks) == 1
-    assert len(optimizer._optimizer_step_pre_hooks) == 0
-    with pytest.raises(AttributeError, match="last_t"):
-        _ = scheduler.last_t
+    recorder_after = None
+    if how == "with patched()":
+        with timm_sched_fix.patched(auto=True):
+            scheduler = timm.scheduler.CosineLRScheduler(optimizer, **SCHEDULE)
+        recorder = StepRecorder(optimizer)
+    else:
+        timm_sched_fix.patch(auto=True)
+        scheduler = timm.scheduler.CosineLRScheduler(optimizer, **SCHEDULE)
+        recorder = StepRecorder(optimizer)
+        for _ in range(4):
+            optimizer.step()
+        timm_sched_fix.unpatch()
+    after = class_attributes()
+    assert after.keys() == before.keys() and all(after[key] is before[key] for key in before)
+    while len(recorder.steps) < 12:
+        optimizer.step()
+    assert recorder.first_group() == pytest.approx(auto_reference(12), rel=1e-12, abs=0)
+    assert scheduler.last_t == 11
+    later = make_optimizer()
+    recorder_after = StepRecorder(later)
+    stock = timm.scheduler.CosineLRScheduler(later, **SCHEDULE)
+    later.step()
+    assert not hasattr(stock, "last_t") and recorder_after.first_group() == [1e-3], "built after unpatch(): stock"
 
 
 def test_patched_restores_the_previous_patch():
@@ -178,8 +211,19 @@ def test_auto_module_rejects_bad_environment_values(name, value):
     assert name in result.stderr and repr(value) in result.stderr
 
 
-def test_patch_routes_by_the_timing_attribute():
-    """patch()'s routing descriptor (torch-free, so it cannot import timing) names the same attribute."""
-    from timm_sched_fix import patching, timing
+def test_patched_scheduler_routes_through_its_own_class_after_unpatch():
+    """After unpatch(), a patched scheduler's class is a subclass of timm's with its name (made once per class);
+    timm's class itself is the original."""
+    from timm_sched_fix import routing
 
-    assert patching._RoutedMethod.timing_key == timing.TIMING_KEY
+    with timm_sched_fix.patched():
+        scheduler = timm.scheduler.StepLRScheduler(make_optimizer(), decay_t=2)
+        other = timm.scheduler.StepLRScheduler(make_optimizer(), decay_t=2)
+    cls = type(scheduler)
+    assert cls is not timm.scheduler.StepLRScheduler and cls.__mro__[1] is timm.scheduler.StepLRScheduler
+    assert (cls.__name__, cls.__qualname__, cls.__module__) == ("StepLRScheduler", "StepLRScheduler",
+                                                                 "timm.scheduler.step_lr")
+    assert type(other) is cls and routing.routed_class(timm.scheduler.StepLRScheduler) is cls
+    assert isinstance(vars(cls)["step"], routing.RoutedMethod)
+    assert "step" not in vars(timm.scheduler.StepLRScheduler) or not hasattr(
+        vars(timm.scheduler.StepLRScheduler)["step"], "__timm_sched_fix_patched_method__")

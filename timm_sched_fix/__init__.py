@@ -26,6 +26,7 @@ _LAZY = {
     "FixedScheduler": "proxy",
     "ScheduleLagWarning": "timing",
     "ScheduleCallWarning": "timing",
+    "ScheduleCountWarning": "timing",
     "ScheduleLagError": "timing",
     "TorchScheduler": "torch_adapter",
 }

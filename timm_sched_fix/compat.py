@@ -61,29 +61,49 @@ def check_metric(scheduler: Scheduler, metric: Any) -> None:
         raise ValueError(f"PlateauLRScheduler metric must be finite, got {metric!r}; no LR was changed")
 
 
-def stock_writer(scheduler: Scheduler, stock_method: Callable[..., Any]) -> Callable[[float, Any], None]:
-    """A function ``(t, metric)`` that writes v(t) through the scheduler's own ``step``/``step_update``
-    (``stock_method``, unbound), so noise and subclass overrides apply. See :func:`inlined_step_update` for
-    the faster equivalent of an unmodified ``step_update``.
+def stock_writer(scheduler: Scheduler, stock_method: Callable[..., Any]) -> Callable[[Scheduler, float, Any], None]:
+    """A function ``(scheduler, t, metric)`` that writes v(t) through the scheduler's own ``step``/``step_update``
+    (``stock_method``, unbound), so noise and subclass overrides apply; made for ``scheduler`` and called with it
+    (a fixed scheduler keeps its writer, which must not hold it). See :func:`inlined_step_update` for the faster
+    equivalent of an unmodified ``step_update``.
 
     Quirk ``plateau_step0_without_warmup`` (every timm release): ``PlateauLRScheduler.step(0)`` with
     ``warmup_t=0`` takes the warmup branch and writes ``warmup_lr_init`` (0 by default), although the
     schedule's value for epoch 0 is the base LR; timm's train.py never calls ``step(0)``, so the quirk
     only bites a pre-advance or a "begin"-convention loop. The base values are written instead.
     """
-    write = functools.partial(stock_method, scheduler)
     if not is_plateau(scheduler):
-        return write
+        return stock_method
 
-    def write_plateau(t: float, metric: Any) -> None:
+    def write_plateau(scheduler: Scheduler, t: float, metric: Any) -> None:
         if t == 0 and not scheduler.warmup_t:
             scheduler.update_groups(scheduler.base_values)
         elif PLATEAU_STEP_PASSES_NONE_METRIC:
-            _torch_plateau_step_as_timm_1_0_24(scheduler.lr_scheduler)(write)(t, metric)
+            _torch_plateau_step_as_timm_1_0_24(scheduler.lr_scheduler)(functools.partial(stock_method, scheduler))(
+                t, metric)
         else:
-            write(t, metric)
+            stock_method(scheduler, t, metric)
 
     return write_plateau
+
+
+def add_param_groups(scheduler: Scheduler, groups: list[dict]) -> None:
+    """Make param groups added to the optimizer after construction part of the schedule, as timm's constructor
+    makes the first ones: each group's base value is its ``initial_<field>`` if set, else its current value
+    (which becomes its ``initial_<field>``); its ``lr_scale`` applies as to every group.
+
+    Quirk ``plateau_groups_fixed_at_construction`` (every timm release): PlateauLRScheduler keeps one saved LR
+    per group while noise is applied (``restore_lr``), and torch's ``ReduceLROnPlateau`` one minimum LR per group
+    (``min_lrs``, from the scalar ``lr_min``); both get an entry for each new group."""
+    initial_field = scheduler._initial_param_group_field
+    for group in groups:
+        group.setdefault(initial_field, group[scheduler.param_group_field])
+        scheduler.base_values.append(group[initial_field])
+    if is_plateau(scheduler):
+        if scheduler.restore_lr is not None:
+            scheduler.restore_lr.extend(float(group[scheduler.param_group_field]) for group in groups)
+        min_lrs = scheduler.lr_scheduler.min_lrs
+        min_lrs.extend(min_lrs[-1:] * len(groups))
 
 
 class BaseStepUpdate(NamedTuple):
@@ -149,13 +169,16 @@ def _unwrapped(function: Any) -> Any:
     return function
 
 
-def inlined_step_update(scheduler: Scheduler, stock_method: Callable[..., Any]) -> Callable[[float, Any], None] | None:
+def inlined_step_update(scheduler: Scheduler,
+                        stock_method: Callable[..., Any]) -> Callable[[Scheduler, float, Any], None] | None:
     """The base ``Scheduler.step_update(t, metric)`` of the installed timm as one function, bit-identical to it:
     the same values from the schedule's own methods, the same noise, the same param-group writes.
 
     It saves the per-call method dispatch, and draws the noise from one reused ``torch.Generator`` instead of a
     new one per call (``manual_seed`` resets it fully, so the draws are the same). None when the scheduler's class
     overrides ``step_update`` (``stock_method``, the class's own) or a method it calls besides the schedule math.
+    The function ``(scheduler, t, metric)`` is made for ``scheduler`` and called with it (a fixed scheduler keeps
+    its writer, which must not hold it).
     """
     values_of = _update_values_function(scheduler, stock_method)
     if values_of is None:
@@ -164,9 +187,9 @@ def inlined_step_update(scheduler: Scheduler, stock_method: Callable[..., Any]) 
     base = installed_base_step_update()
     applies_lr_scale, scaled_by_std = base.applies_lr_scale, base.noise_scaled_by_std  # type: ignore[union-attr]
 
-    def step_update(t: float, metric: Any) -> None:
+    def step_update(scheduler: Scheduler, t: float, metric: Any) -> None:
         scheduler.metric = metric
-        values = values_of(t)
+        values = values_of(scheduler, t)
         if values is None:
             return
         noise_range = scheduler.noise_range_t
@@ -198,7 +221,7 @@ def update_schedule_values(scheduler: Scheduler, stock_method: Callable[..., Any
     scaled_by_std = installed_base_step_update().noise_scaled_by_std  # type: ignore[union-attr]
 
     def values_at(t: float) -> list[float] | None:
-        values = values_of(t)
+        values = values_of(scheduler, t)
         noise_range = scheduler.noise_range_t
         if values is not None and noise_range is not None and _noise_applies(noise_range, t):
             noise = _noise(scheduler, generator, t, scaled_by_std)
@@ -208,9 +231,10 @@ def update_schedule_values(scheduler: Scheduler, stock_method: Callable[..., Any
     return values_at
 
 
-def _update_values_function(scheduler: Scheduler, stock_method: Callable[..., Any]) -> Callable[[float], Any] | None:
-    """The schedule's own ``t -> values`` for a per-update schedule, or None when the class overrides
-    ``step_update`` (``stock_method``, the class's own) or a base method it calls besides the schedule math."""
+def _update_values_function(scheduler: Scheduler, stock_method: Callable[..., Any]) -> Callable[[Any, float], Any] | None:
+    """The schedule's own ``(scheduler, t) -> values`` for a per-update schedule (unbound, so that what holds it
+    does not hold the scheduler), or None when the class overrides ``step_update`` (``stock_method``, the
+    class's own) or a base method it calls besides the schedule math."""
     cls = type(scheduler)
     base = installed_base_step_update()
     if base is None or _unwrapped(stock_method) is not _unwrapped(vars(Scheduler)["step_update"]):
@@ -218,10 +242,11 @@ def _update_values_function(scheduler: Scheduler, stock_method: Callable[..., An
     if any(getattr(cls, name, None) is not getattr(Scheduler, name, None) for name in _INLINED_METHODS):
         return None
     if not base.values_from_get_values:
-        return scheduler.get_update_values
+        return cls.get_update_values
     if cls._get_values is Scheduler._get_values:
-        return scheduler._get_lr  # _get_values(t, on_epoch=False) of a per-update schedule
-    return functools.partial(scheduler._get_values, on_epoch=False)
+        return cls._get_lr  # _get_values(t, on_epoch=False) of a per-update schedule
+    get_values = cls._get_values
+    return lambda scheduler, t: get_values(scheduler, t, on_epoch=False)
 
 
 def _noise_applies(noise_range: Any, t: float) -> bool:
@@ -280,6 +305,13 @@ QUIRKS: tuple[Quirk, ...] = (
         "plateau_state_outside_state_dict",
         "every timm release",
         "PlateauLRScheduler's state dict lacks its LR and ReduceLROnPlateau counters; the fix records them",
+        lambda: hasattr(timm.scheduler, "PlateauLRScheduler"),
+    ),
+    Quirk(
+        "plateau_groups_fixed_at_construction",
+        "every timm release",
+        "PlateauLRScheduler keeps per-group lists sized at construction (restore_lr, ReduceLROnPlateau.min_lrs); "
+        "the fix extends them for param groups added later",
         lambda: hasattr(timm.scheduler, "PlateauLRScheduler"),
     ),
     Quirk(

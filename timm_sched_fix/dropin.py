@@ -17,7 +17,8 @@ import timm.scheduler
 from . import compat
 from .options import Options
 from .proxy import wrap
-from .timing import FixedAttributes, RoutedMethod, ScheduleTiming, attach, construct, group_values
+from .routing import FixedAttributes, RoutedMethod
+from .timing import ScheduleTiming, attach, construct, counted_options, group_values
 
 _OPTION_PARAMETERS = [
     inspect.Parameter("convention", inspect.Parameter.KEYWORD_ONLY, default="end"),
@@ -64,6 +65,7 @@ def _fixed_factory(stock: Callable[..., Any]) -> Callable[..., Any]:
     def factory(*args: Any, convention: str = "end", auto: bool = False, on_lag: str = "warn", **kwargs: Any) -> Any:
         options = Options(convention=convention, auto=auto, on_lag=on_lag)  # type: ignore[arg-type]
         optimizer, _ = compat.construction_args(stock, args, kwargs)
+        counted_options(optimizer, options, owner="wrap")  # refuse auto=True before anything is built
         groups_before = group_values(optimizer)
         result = compat.for_installed_torch(stock)(*args, **kwargs)
         scheduler = result[0] if isinstance(result, tuple) else result

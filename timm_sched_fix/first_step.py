@@ -96,7 +96,7 @@ def _stock_run(cls: type, kwargs: dict, groups: int, t: int) -> torch.optim.Opti
     name = "step" if compat.is_epoch_schedule(scheduler) else "step_update"
     write = compat.stock_writer(scheduler, stock_method(cls, name))
     for index in range(t + 1):
-        write(index, None)
+        write(scheduler, index, None)
     return optimizer
 
 

@@ -4,8 +4,13 @@ Before timm is imported, ``patch()`` only registers a wrapt post-import hook on 
 (it imports neither timm nor torch). Once the module is there, the ``Scheduler`` base class and all its
 subclasses get a wrapt function wrapper on ``__init__`` and a routing descriptor (a wrapt proxy of the
 original) on ``step``, ``step_update``, ``state_dict`` and ``load_state_dict`` (where a class defines them),
-and ``Scheduler.__init_subclass__`` instruments classes defined later, user subclasses included. ``unpatch()`` removes every wrapper with ``wrapt.unwrap_object``
-and detaches the schedulers it fixed, so timm's attributes are the originals again (identity).
+and ``Scheduler.__init_subclass__`` instruments classes defined later, user subclasses included.
+
+``unpatch()`` stops fixing schedulers constructed afterwards. The schedulers built while patched stay fixed,
+auto mode included: each is given its class's routing class first (:func:`timm_sched_fix.routing.route`, a
+subclass with timm's name that routes by itself); then every wrapper is removed with ``wrapt.unwrap_object``,
+so timm's attributes are the originals again (identity). (Routing classes are given only then: on CPython 3.11
+an object whose class changes reads its attributes ~2x slower, as after timm's own ``state_dict()``.)
 """
 
 from __future__ import annotations
@@ -14,20 +19,20 @@ import contextlib
 import threading
 import weakref
 from collections.abc import Callable, Iterator
+from types import MethodType
 from typing import Any
 
 import wrapt
 
+from . import routing
 from .options import Convention, LagPolicy, Options
 
 _TARGET_MODULE = "timm.scheduler"
-#: The methods a fixed scheduler routes to its timing (timing.ScheduleTiming has one of each name).
-_ROUTED = ("step", "step_update", "state_dict", "load_state_dict")
 
 _lock = threading.RLock()
 _options: Options | None = None  # None while not patched
 _wrappers: list[tuple[Any, str, Any]] = []  # (owner, attribute, wrapt handle), in installation order
-_fixed: weakref.WeakSet[Any] = weakref.WeakSet()  # timings attached by the patch
+_fixed: weakref.WeakSet[Any] = weakref.WeakSet()  # schedulers fixed by the patch, routed by timm's classes
 _hook_registered = False
 _observer: Callable[[Any, Options], None] | None = None  # see observe_constructions
 
@@ -35,7 +40,9 @@ _observer: Callable[[Any, Options], None] | None = None  # see observe_construct
 def patch(*, convention: Convention = "end", auto: bool = False, on_lag: LagPolicy = "warn") -> None:
     """Fix every timm scheduler constructed from now on (idempotent).
 
-    Calling it again with other options changes the options for schedulers constructed afterwards.
+    Calling it again with other options changes the options for schedulers constructed afterwards. With
+    ``auto=True``, a scheduler on an optimizer whose parameter updates cannot be counted takes explicit calls
+    instead (a ``ScheduleCountWarning`` says so once).
     """
     global _options, _hook_registered
     options = Options(convention=convention, auto=auto, on_lag=on_lag)
@@ -53,16 +60,17 @@ def patch(*, convention: Convention = "end", auto: bool = False, on_lag: LagPoli
 
 
 def unpatch() -> None:
-    """Undo ``patch()``: timm's attributes are the originals again, and patched schedulers are stock."""
+    """Undo ``patch()``: timm's attributes are the originals again and schedulers constructed from now on are
+    stock; the schedulers built while patched stay fixed."""
     global _options
     with _lock:
         _options = None
+        for scheduler in list(_fixed):
+            routing.route(scheduler)
+        _fixed.clear()
         while _wrappers:
             owner, attribute, handle = _wrappers.pop()
             wrapt.unwrap_object(owner, attribute, handle, missing_ok=True)
-        for timing in list(_fixed):
-            timing.detach()
-        _fixed.clear()
 
 
 def is_patched() -> bool:
@@ -72,7 +80,8 @@ def is_patched() -> bool:
 
 @contextlib.contextmanager
 def patched(*, convention: Convention = "end", auto: bool = False, on_lag: LagPolicy = "warn") -> Iterator[None]:
-    """``patch()`` for the duration of a ``with`` block; the previous patch state is restored after."""
+    """``patch()`` for the duration of a ``with`` block; the previous patch state is restored after. Schedulers
+    built inside stay fixed after the block."""
     with _lock:
         previous = _options
     patch(convention=convention, auto=auto, on_lag=on_lag)
@@ -106,24 +115,16 @@ def _on_timm_scheduler_imported(module: Any) -> None:
 def _instrument(module: Any) -> None:
     from timm.scheduler.scheduler import Scheduler  # not compat.Scheduler: compat may be importing timm right now
 
+    from . import timing  # noqa: F401 - registers routing.ROUTES (timm, and so torch, is imported already)
+
+    for name, routed in _ROUTED_METHODS.items():
+        routed.route = staticmethod(routing.ROUTES[name])
     _wrap(Scheduler, "__init_subclass__", _instrument_new_subclass)
     for cls in _with_subclasses(Scheduler):
         _instrument_class(cls)
-    from .timing import FixedAttributes
-
     for attribute in ("last_t", "get_last_lr"):
-        added = _add_attribute(Scheduler, attribute, vars(FixedAttributes)[attribute])
+        added = _add_attribute(Scheduler, attribute, vars(routing.FixedAttributes)[attribute])
         _wrappers.append((Scheduler, attribute, added))
-
-
-def adopt(timing: Any) -> bool:
-    """Track a copy of a patched scheduler's timing (deepcopy, pickle) so that ``unpatch()`` detaches it too;
-    False when not patched any more (the copy is then stock)."""
-    with _lock:
-        if _options is None:
-            return False
-        _fixed.add(timing)
-        return True
 
 
 def _with_subclasses(cls: type) -> list[type]:
@@ -135,10 +136,10 @@ def _with_subclasses(cls: type) -> list[type]:
 
 def _instrument_class(cls: type) -> None:
     if getattr(cls, "__timm_sched_fix_dropin__", False):
-        return  # drop-in classes are fixed by construction
+        return  # drop-in and routing classes route by themselves
     if "__init__" in vars(cls):
         _wrap(cls, "__init__", _constructor(cls))
-    for name in _ROUTED:
+    for name in routing.ROUTED:
         if name in vars(cls):
             routed = _ROUTED_METHODS[name](vars(cls)[name])
             wrapt.apply_patch(cls, name, routed)
@@ -181,10 +182,10 @@ def _constructor(cls: type) -> Any:
         timing = timing_of(instance)
         if timing is not None and timing.owner == "patch":
             with _lock:
-                if _options is None:  # unpatch() ran while this constructor did: it must not stay fixed
-                    timing.detach()
+                if _options is None:  # unpatch() ran while this constructor did: it routes by itself, as the rest
+                    routing.route(instance)
                 else:
-                    _fixed.add(timing)
+                    _fixed.add(instance)
 
     return construct_fixed
 
@@ -195,8 +196,9 @@ def _defines_init(cls: type) -> type | None:
 
 
 class _RoutedMethod(wrapt.BaseObjectProxy):
-    """A routed method of a timm class under ``patch()``: on a fixed scheduler it is its timing's method of the
-    same name, on any other instance (and for the timing's own calls into the stock method) the original.
+    """A routed method of a timm class under ``patch()``: on a fixed scheduler it is the routed function of the
+    same name (:data:`timm_sched_fix.routing.ROUTES`) bound to it, on any other instance (and for the timing's own
+    calls into the stock method) the original.
 
     A descriptor rather than a ``wrapt.FunctionWrapper``, whose bound wrapper per attribute access costs more
     than a whole stock ``step_update`` at one param group. One subclass per method name: its settings are read
@@ -204,18 +206,20 @@ class _RoutedMethod(wrapt.BaseObjectProxy):
 
     __timm_sched_fix_patched_method__ = True  # timing.stock_method looks past it to the original
     name: str  # the routed method
-    timing_key = "_timm_sched_fix"  # timing.TIMING_KEY (tests/test_patching.py checks they agree)
+    route: Any  # routing.ROUTES[name], set when timm's classes are instrumented
 
     def __get__(self, instance: Any, owner: Any = None) -> Any:
         if instance is not None:
-            routed = type(self)
-            timing = getattr(instance, routed.timing_key, None)
-            if timing is not None and not timing.orphaned and not timing.in_stock_call:
-                return getattr(timing, routed.name)
+            try:
+                timing = instance._timm_sched_fix  # routing.TIMING_KEY (an attribute read is faster than getattr())
+            except AttributeError:
+                timing = None
+            if timing is not None and not timing.in_stock_call:
+                return MethodType(type(self).route, instance)
         return self.__wrapped__.__get__(instance, owner)
 
 
-_ROUTED_METHODS = {name: type(f"_Routed_{name}", (_RoutedMethod,), {"name": name}) for name in _ROUTED}
+_ROUTED_METHODS = {name: type(f"_Routed_{name}", (_RoutedMethod,), {"name": name}) for name in routing.ROUTED}
 
 
 def _instrument_new_subclass(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> None:

@@ -10,7 +10,7 @@ import wrapt
 
 from .compat import Scheduler
 from .options import Convention, LagPolicy, Options
-from .timing import ScheduleTiming, attach, timing_of
+from .timing import ScheduleTiming, attach, routed_step, routed_step_update, timing_of
 
 
 class FixedScheduler(wrapt.ObjectProxy):
@@ -30,12 +30,12 @@ class FixedScheduler(wrapt.ObjectProxy):
     def step(self, epoch: float | None = None, metric: Any = None) -> None:
         """timm's epoch call: applies v(epoch) (epochs) for the optimizer steps that follow; without an index,
         the next one the count gives under the convention. ``metric`` is PlateauLRScheduler's."""
-        self._self_timing.step(epoch, metric)
+        routed_step(self.__wrapped__, epoch, metric)
 
     def step_update(self, num_updates: float | None = None, metric: Any = None) -> None:
         """timm's update call: applies v(num_updates) (optimizer steps) for the optimizer steps that follow;
         without an index, the next one the count gives under the convention."""
-        self._self_timing.step_update(num_updates, metric)
+        routed_step_update(self.__wrapped__, num_updates, metric)
 
     def state_dict(self) -> dict[str, Any]:
         """timm's state dict plus the position, under the key ``"timm_sched_fix"``; stock timm loads it too."""
@@ -67,24 +67,37 @@ class FixedScheduler(wrapt.ObjectProxy):
 
 
 def wrap(
-    scheduler: Scheduler, *, convention: Convention = "end", auto: bool = False, on_lag: LagPolicy = "warn"
+    scheduler: Scheduler,
+    *,
+    convention: Convention | None = None,
+    auto: bool | None = None,
+    on_lag: LagPolicy | None = None,
 ) -> FixedScheduler:
-    """Fix an existing timm scheduler and pre-advance it now; wrapping twice returns the same object."""
-    options = Options(convention=convention, auto=auto, on_lag=on_lag)
-    if isinstance(scheduler, FixedScheduler):
-        _check_same_options(scheduler._self_timing, options)
-        return scheduler
-    if not isinstance(scheduler, Scheduler):
+    """Fix an existing timm scheduler and pre-advance it now (options left out take their defaults:
+    ``convention="end"``, ``auto=False``, ``on_lag="warn"``).
+
+    A scheduler already fixed (by ``patch()``, ``timm_sched_fix.auto``, a drop-in class or an earlier ``wrap()``)
+    keeps its position and history and takes the options given here, the ones left out staying as they are;
+    with the same options the result is the object returned before (while it lives). Raises ``TypeError`` for
+    anything but a timm scheduler, ``ValueError`` for ``auto=True`` on an optimizer whose parameter updates
+    cannot be counted (nothing changes then).
+    """
+    stock = scheduler.__wrapped__ if isinstance(scheduler, FixedScheduler) else scheduler
+    if not isinstance(stock, Scheduler):
         raise TypeError(
             "wrap() expects a timm scheduler (an instance of timm.scheduler.scheduler.Scheduler, such as "
             f"CosineLRScheduler), got {type(scheduler).__module__}.{type(scheduler).__qualname__}"
         )
-    timing = timing_of(scheduler)
+    timing = timing_of(stock)
+    given = {name: value for name, value in (("convention", convention), ("auto", auto), ("on_lag", on_lag))
+             if value is not None}
     if timing is None:
-        timing = attach(scheduler, options, owner="wrap")
+        attach(stock, Options(**given), owner="wrap")
     else:
-        _check_same_options(timing, options)
-    return _proxy_for(scheduler)
+        current = timing.options
+        timing.reconfigure(Options(**{"convention": current.convention, "auto": current.auto,
+                                      "on_lag": current.on_lag, **given}))
+    return _proxy_for(stock)
 
 
 def unwrap(fixed: FixedScheduler) -> Scheduler:
@@ -98,15 +111,14 @@ def unwrap(fixed: FixedScheduler) -> Scheduler:
 
 
 def _proxy_for(scheduler: Scheduler) -> FixedScheduler:
-    """The one proxy of a fixed scheduler, made on first request."""
+    """The proxy of a fixed scheduler: the one made before while it lives (the timing holds it weakly), else a
+    new one."""
     timing = timing_of(scheduler)
     if timing is None:
         raise TypeError(f"{type(scheduler).__qualname__} is not fixed")
-    if timing.proxy is None:
-        timing.proxy = FixedScheduler(scheduler, timing)
-    return timing.proxy
+    proxy = timing.proxy
+    if proxy is None:
+        proxy = timing.proxy = FixedScheduler(scheduler, timing)
+    return proxy
 
 
-def _check_same_options(timing: ScheduleTiming, options: Options) -> None:
-    if timing.options != options:
-        raise ValueError(f"this scheduler is already fixed with {timing.options}; cannot wrap it with {options}")

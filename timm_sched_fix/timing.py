@@ -7,7 +7,12 @@ scheduler. The schedule math is never touched: v(t) is written by the scheduler'
 ``step_update``, by its bit-identical inlined equivalent (:func:`timm_sched_fix.compat.inlined_step_update`).
 
 This module runs on every optimizer step, so the per-call path avoids repeated lookups: what can be
-resolved once per scheduler is resolved in ``ScheduleTiming.__init__``.
+resolved once per scheduler is resolved in ``ScheduleTiming.__init__``. Parameter updates are counted by
+:mod:`timm_sched_fix.counting`; a timing holds its scheduler weakly, and nothing the optimizer holds keeps
+either alive, so a scheduler that is no longer referenced stops acting at once.
+
+Past 400 lines as one piece: the decision (``_on_call``, ``_apply``), the state it reads and the state-dict
+round trip that restores it share one set of fields, and splitting them would spread that state over modules.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-import os
 import sys
 import warnings
 import weakref
@@ -23,15 +27,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-import wrapt
 
-from . import compat
+from . import compat, counting, routing
 from .options import Options
+from .routing import TIMING_KEY
 
-#: The scheduler attribute holding a fixed scheduler's timing, so copies keep it. Set and read as an attribute,
-#: never through ``vars()``: on CPython 3.11 a materialized instance ``__dict__`` makes every attribute lookup of
-#: timm's own step code slower (about 20% per call, measured in benchmarks/overhead.py).
-TIMING_KEY = "_timm_sched_fix"
+assert TIMING_KEY == "_timm_sched_fix"  # routed_step_update reads it as an attribute
 #: A scheduler attribute present while its outermost constructor runs.
 CONSTRUCTING_KEY = "_timm_sched_fix_constructing"
 #: The entry a fixed scheduler adds to its ``state_dict()``.
@@ -46,34 +47,19 @@ class ScheduleCallWarning(UserWarning):
     """A call that stock timm ignores silently, such as ``step()`` on a per-update schedule."""
 
 
+class ScheduleCountWarning(UserWarning):
+    """The optimizer's parameter updates cannot be counted: lag detection is off for this scheduler."""
+
+
 class ScheduleLagError(RuntimeError):
     """Raised for a lagging index when ``on_lag="raise"``."""
-
-
-class RoutedMethod:
-    """A drop-in class's routed method (a descriptor): looked up on a fixed scheduler it is its timing's method of
-    the same name, so the call has no frame of its own on the way to the timing; otherwise (during construction,
-    and for the timing's own calls into the stock method) it is the method of the next class, timm's."""
-
-    __timm_sched_fix_route__ = True  # stock_method looks past it
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.owner, self.name = owner, name
-
-    def __get__(self, instance: Any, owner: Any = None) -> Any:
-        if instance is None:
-            return getattr(super(self.owner, owner), self.name)
-        timing = getattr(instance, TIMING_KEY, None)
-        if timing is not None and not timing.in_stock_call:
-            return getattr(timing, self.name)
-        return getattr(super(self.owner, instance), self.name)
 
 
 def stock_method(cls: type, name: str) -> Callable[..., Any]:
     """The scheduler class's own ``name`` method, past the adapters' routing methods and wrappers."""
     for klass in cls.__mro__:
         function = vars(klass).get(name)
-        # past every descriptor this package puts on a class method: patch()'s routing, audit's observer
+        # past every wrapper this package puts on a class's method: patch()'s, the audit's observer
         while getattr(type(function), "__timm_sched_fix_patched_method__", False):
             function = function.__wrapped__
         if function is None or getattr(function, "__timm_sched_fix_route__", False):
@@ -84,8 +70,7 @@ def stock_method(cls: type, name: str) -> Callable[..., Any]:
 
 def timing_of(scheduler: Any) -> ScheduleTiming | None:
     """The timing of a fixed scheduler, or None for a stock one."""
-    timing = getattr(scheduler, TIMING_KEY, None)
-    return None if timing is None or timing.orphaned else timing
+    return getattr(scheduler, TIMING_KEY, None)
 
 
 def construct(
@@ -100,13 +85,15 @@ def construct(
     """Run a scheduler constructor, then fix the scheduler and pre-advance it.
 
     Nested constructors (``super().__init__``) run as they are; only the outermost one fixes. ``observer(scheduler,
-    options)`` runs between the two, when the param groups hold what stock timm's constructor left in them.
+    options)`` runs between the two, when the param groups hold what stock timm's constructor left in them. Raises,
+    before the constructor runs, what :func:`check_optimizer` and :func:`counted_options` raise.
     """
     if hasattr(scheduler, CONSTRUCTING_KEY):
         init(*args, **kwargs)
         return
     optimizer, initialize = compat.construction_args(init, args, kwargs)
     check_optimizer(optimizer)
+    counted_options(optimizer, options, owner)  # refuses auto=True before the constructor runs (attach() decides)
     groups_before = group_values(optimizer)
     setattr(scheduler, CONSTRUCTING_KEY, True)
     try:
@@ -130,12 +117,14 @@ def attach(
 
     ``groups_before`` are the param-group values from before construction: tensor LRs among them keep
     their identity, and with ``initialize=False`` (resume, position unknown) the LRs are put back as
-    they were instead of pre-advancing.
+    they were instead of pre-advancing. Raises what :func:`counted_options` raises, before anything changes.
     """
     timing = timing_of(scheduler)
     if timing is not None:
         return timing
-    timing = ScheduleTiming(scheduler, options, owner)
+    requested = options
+    options = counted_options(scheduler.optimizer, options, owner)
+    timing = ScheduleTiming(scheduler, options, owner, auto_refused=requested.auto and not options.auto)
     setattr(scheduler, TIMING_KEY, timing)
     field = timing.field
     groups = scheduler.optimizer.param_groups
@@ -150,16 +139,33 @@ def attach(
 
 
 def check_optimizer(optimizer: Any) -> None:
-    """Refuse, before anything runs, an optimizer a fixed scheduler cannot work with: it counts optimizer steps
-    with ``register_step_pre_hook`` and writes each param group's ``lr``."""
-    if not hasattr(optimizer, "param_groups") or not callable(getattr(optimizer, "register_step_pre_hook", None)):
+    """Refuse, before anything runs, an optimizer a fixed scheduler cannot work with: it writes each param
+    group's ``lr`` (``TypeError`` without ``param_groups``, ``ValueError`` for a group without ``lr``)."""
+    groups = getattr(optimizer, "param_groups", None)
+    if not isinstance(groups, list) or not all(isinstance(group, Mapping) for group in groups):
         raise TypeError(
-            "a fixed timm scheduler needs a torch.optim.Optimizer (param_groups and register_step_pre_hook), got "
-            f"{type(optimizer).__module__}.{type(optimizer).__qualname__}"
+            "a fixed timm scheduler needs an optimizer with param_groups (a list of dicts, as torch.optim.Optimizer "
+            f"has), got {type(optimizer).__module__}.{type(optimizer).__qualname__}"
         )
-    for i, group in enumerate(optimizer.param_groups):
+    for i, group in enumerate(groups):
         if "lr" not in group:
             raise ValueError(f"optimizer.param_groups[{i}] has no 'lr': every param group needs one")
+
+
+def counted_options(optimizer: Any, options: Options, owner: str) -> Options:
+    """The options a scheduler on ``optimizer`` is fixed with. Auto mode advances on the optimizer's parameter
+    updates: where none can be counted (see :func:`timm_sched_fix.counting.uncountable_reason`) it would freeze
+    the LR, so ``auto=True`` raises ``ValueError`` saying so, except under ``patch()`` (``owner="patch"``), which
+    must not break a script: that scheduler takes explicit calls instead, and says so once when fixed."""
+    if not options.auto or counting.counter_for(optimizer) is not None:
+        return options
+    if owner == "patch":
+        return Options(convention=options.convention, auto=False, on_lag=options.on_lag)
+    raise ValueError(
+        f"auto=True cannot work on this optimizer: {counting.uncountable_reason(optimizer)}, so its parameter "
+        "updates cannot be counted and the LR would never change. Call step_update() after each optimizer step "
+        "(without auto=True), or build the scheduler on the torch optimizer that performs the updates"
+    )
 
 
 def _separate_tensor_lrs(scheduler: Any, field: str) -> None:
@@ -208,45 +214,29 @@ def _check_index(index: Any, name: str) -> None:
         raise ValueError(f"{name}() index must be a finite, non-negative number, got {index!r}")
 
 
-class _OptimizerSteps:
-    """The optimizer steps run since the last apply: shared by a timing and its step hook, so that counting,
-    the hook's only work outside auto mode, needs no timing (which the hook must not keep alive)."""
+class _Uncounted:
+    """Stands in for the update counter of an optimizer whose updates cannot be counted: no update ever runs."""
 
-    __slots__ = ("since_apply",)
-
-    def __init__(self) -> None:
-        self.since_apply = 0
+    count = 0
 
 
-def _before_optimizer_step_hook(timing: ScheduleTiming) -> Callable[..., None]:
-    """The optimizer step pre-hook; it runs on every optimizer step. It holds the timing weakly (auto mode) or not
-    at all: a scheduler that is dropped while its optimizer lives stops acting, and its hook is removed."""
-    if timing._auto_updates:
-        timing_ref = weakref.ref(timing)
+UNCOUNTED = _Uncounted()
 
-        def before_optimizer_step(optimizer: Any, args: Any, kwargs: Any) -> None:
-            live = timing_ref()
-            if live is not None:
-                live.before_optimizer_step()
-    else:
-        steps = timing._optimizer_steps
 
-        def before_optimizer_step(optimizer: Any, args: Any, kwargs: Any) -> None:
-            steps.since_apply += 1
-
-    return before_optimizer_step
+def _nothing() -> None:
+    return None
 
 
 class ScheduleTiming:
     """Position and call bookkeeping of one fixed scheduler.
 
     ``last_t`` is the index most recently applied (None while unknown), ``next_count`` the index the
-    next call without an index applies, ``steps_since_apply`` the optimizer steps run with ``last_t``.
+    next call without an index applies, ``steps_since_apply`` the parameter updates run with ``last_t``.
     """
 
-    def __init__(self, scheduler: Any, options: Options, owner: str) -> None:
+    def __init__(self, scheduler: Any, options: Options, owner: str, *, auto_refused: bool = False) -> None:
         check_optimizer(scheduler.optimizer)
-        self.scheduler = scheduler
+        self._scheduler_ref = weakref.ref(scheduler)  # the scheduler holds its timing
         self.optimizer = scheduler.optimizer
         self.options = options
         self.owner = owner
@@ -254,63 +244,118 @@ class ScheduleTiming:
         self.on_epochs = compat.is_epoch_schedule(scheduler)
         self.last_t: float | None = None
         self.next_count: float | None = None
-        self._optimizer_steps = _OptimizerSteps()
         self.lag_shift = 0
         self.in_stock_call = False
-        self.proxy: Any = None  # the FixedScheduler of wrap(), made on request
+        self._proxy_ref: Any = None  # a weak reference to the FixedScheduler of wrap(), made on request
         self._auto_updates = options.auto and not self.on_epochs
         self._checks_metric = compat.is_plateau(scheduler)
-        self._write_values = self._writer()
+        self._write_values = self._writer(scheduler)
         self._tensor_lrs: list[tuple[dict, torch.Tensor]] = []
         self._write = self._write_values  # plus tensor refills once tensor LRs are found (_find_tensor_lrs)
         self._groups_seen: list[dict] | None = None  # the param_groups list last checked, and its length
         self._group_count = -1
         self._saw_matching_call = False
+        self._moved_to: float | None = None  # the position of the last pre-advance
         self._warned: set[str] = set()
-        self.orphaned = False  # a patch() copy unpickled after unpatch(): stock, like its original
-        self._register_hook()
+        self._counter: Any = counting.counter_for(self.optimizer) or UNCOUNTED
+        self._applied_at = self._counter.count  # the counter's count at the last apply
+        self._detach_counter: Callable[[], Any] = _nothing
+        if self._counter is UNCOUNTED:  # counted_options() refused auto=True already
+            self._warn_uncounted(auto_refused)
+        self._subscribe()
 
-    def _writer(self) -> Callable[[float, Any], None]:
-        """What writes v(t): timm's own method, or for an unmodified ``step_update`` its inlined equivalent."""
-        stock = stock_method(type(self.scheduler), "step" if self.on_epochs else "step_update")
+    @property
+    def scheduler(self) -> Any:
+        """The fixed scheduler (held weakly: it holds its timing)."""
+        return self._scheduler_ref()
+
+    def _writer(self, scheduler: Any) -> Callable[[Any, float, Any], None]:
+        """What writes v(t), called as ``write(scheduler, t, metric)``: timm's own method, or for an unmodified
+        ``step_update`` its inlined equivalent. Neither holds the scheduler or the timing."""
+        stock = stock_method(type(scheduler), "step" if self.on_epochs else "step_update")
         if not self.on_epochs:
-            inlined = compat.inlined_step_update(self.scheduler, stock)
+            inlined = compat.inlined_step_update(scheduler, stock)
             if inlined is not None:
                 return inlined
-        write = compat.stock_writer(self.scheduler, stock)
+        write = compat.stock_writer(scheduler, stock)
 
-        def write_through_stock(t: float, metric: Any) -> None:
-            self.in_stock_call = True  # the stock method may call routed methods (super().step_update(...))
+        def write_through_stock(scheduler: Any, t: float, metric: Any) -> None:
+            timing = getattr(scheduler, TIMING_KEY)
+            timing.in_stock_call = True  # the stock method may call routed methods (super().step_update(...))
             try:
-                write(t, metric)
+                write(scheduler, t, metric)
             finally:
-                self.in_stock_call = False
+                timing.in_stock_call = False
 
         return write_through_stock
 
-    # -- optimizer step hook ------------------------------------------------------------------
+    # -- counting parameter updates -----------------------------------------------------------
 
-    def _register_hook(self) -> None:
-        handle = self.optimizer.register_step_pre_hook(_before_optimizer_step_hook(self))
-        self._hook_finalizer = weakref.finalize(self, handle.remove)
+    def _subscribe(self) -> None:
+        """Count this scheduler's optimizer's updates for as long as the scheduler lives; in auto mode, run
+        ``before_optimizer_step`` before each."""
+        previous = self._detach_counter
+        if self._counter is UNCOUNTED:
+            self._detach_counter = _nothing
+        else:
+            before_update = self.before_optimizer_step if self._auto_updates else None
+            self._detach_counter = self._counter.attach(self.scheduler, before_update, writes_lr=True)
+        previous()  # after attaching: the hooks stay where they are, ahead of hooks registered since
+
+    def _warn_uncounted(self, auto_refused: bool) -> None:
+        message = (
+            f"timm_sched_fix cannot count this scheduler's parameter updates ({counting.uncountable_reason(self.optimizer)}): "
+            "lag detection is off for it; the LRs follow its calls as usual"
+        )
+        if auto_refused:
+            message += (". patch(auto=True) cannot drive it (the LR would never change): call step_update() after "
+                        "each optimizer step")
+        self._warn_once("uncounted", message, ScheduleCountWarning, stacklevel=None)
+
+    @property
+    def counts_updates(self) -> bool:
+        """Whether this scheduler's optimizer's parameter updates are counted (lag detection and auto mode)."""
+        return self._counter is not UNCOUNTED
 
     @property
     def steps_since_apply(self) -> int:
-        """The optimizer steps that ran with ``last_t``."""
-        return self._optimizer_steps.since_apply
+        """The parameter updates that ran with ``last_t`` (always 0 where they cannot be counted)."""
+        return self._counter.count - self._applied_at
 
     @steps_since_apply.setter
     def steps_since_apply(self, steps: int) -> None:
-        self._optimizer_steps.since_apply = steps
+        self._applied_at = self._counter.count - steps
 
     def before_optimizer_step(self) -> None:
-        """Runs right before every optimizer step in auto mode: applies v(k) and counts the step."""
-        auto_updates = self._auto_updates and self.last_t is not None
-        if auto_updates and self._optimizer_steps.since_apply:
-            self._apply(self.last_t + 1, None)
-        self._optimizer_steps.since_apply += 1
-        if auto_updates:  # the count follows the optimizer steps, so skipping a call without an index is fine
-            self.next_count = self.last_t + 1
+        """Runs right before every parameter update in auto mode: applies v(k); a param group added since the
+        last apply gets v(t) before its first update."""
+        last_t = self.last_t
+        if last_t is None:
+            return
+        if self._counter.count != self._applied_at:
+            self._apply(last_t + 1, None)
+        else:
+            groups = self.optimizer.param_groups
+            if groups is not self._groups_seen or len(groups) != self._group_count:
+                self._apply(last_t, None)
+        self.next_count = self.last_t + 1  # the count follows the updates, so skipping a call without an index is fine
+
+    def reconfigure(self, options: Options) -> None:
+        """Fix with other options from now on, keeping the position and history (``wrap()`` with other options).
+
+        A scheduler still at its pre-advanced position takes the new convention's next index. Raises
+        ``ValueError`` for ``auto=True`` on an optimizer whose updates cannot be counted; nothing changes then."""
+        if options == self.options:
+            return
+        if options.auto and self._counter is UNCOUNTED:
+            counted_options(self.optimizer, options, "wrap")  # raises, saying why
+        untouched = (self.last_t is not None and self.last_t == self._moved_to and not self._saw_matching_call
+                     and not self.steps_since_apply)  # pre-advanced, and neither called nor stepped since
+        self.options = options
+        self._auto_updates = options.auto and not self.on_epochs
+        if untouched:
+            self.next_count = self.last_t + 1 if options.convention == "end" else self.last_t
+        self._subscribe()
 
     @property
     def called(self) -> bool:
@@ -318,32 +363,22 @@ class ScheduleTiming:
         return self._saw_matching_call
 
     def detach(self) -> None:
-        """Stop fixing: remove the hook and the timing from the scheduler."""
-        self._hook_finalizer()
+        """Stop fixing: stop counting and remove the timing from the scheduler."""
+        self._detach_counter()
+        self._detach_counter = _nothing
         with contextlib.suppress(AttributeError):  # a drop-in class has a class-level default
             delattr(self.scheduler, TIMING_KEY)
 
-    # -- routed methods -----------------------------------------------------------------------
+    @property
+    def proxy(self) -> Any:
+        """The FixedScheduler ``wrap()`` returned for this scheduler, while it lives (else None)."""
+        return None if self._proxy_ref is None else self._proxy_ref()
 
-    def step(self, epoch: float | None = None, metric: Any = None) -> None:
-        self._on_call("step", epoch, metric, epoch_call=True)
+    @proxy.setter
+    def proxy(self, proxy: Any) -> None:
+        self._proxy_ref = weakref.ref(proxy)
 
-    def step_update(self, num_updates: float | None = None, metric: Any = None) -> None:
-        if not self.on_epochs:  # the hot path, on every optimizer step: a new index needs no more decisions
-            if num_updates is None:
-                t = self.next_count
-            elif type(num_updates) is int and num_updates >= 0:
-                t = num_updates + self.lag_shift
-            else:
-                t = None
-            groups = self.optimizer.param_groups
-            if t is not None and t != self.last_t and groups is self._groups_seen and len(groups) == self._group_count:
-                # as _on_call and _apply decide it: neither a lag nor an unknown position, the same groups
-                self._saw_matching_call = True
-                self._write(t, metric)
-                self.last_t, self.next_count, self._optimizer_steps.since_apply = t, t + 1, 0
-                return
-        self._on_call("step_update", num_updates, metric, epoch_call=False)
+    # -- routed methods (see routed_step_update() and the functions next to it) ------------------------
 
     def state_dict(self) -> dict[str, Any]:
         """The stock state dict plus the position, so a resume pre-advances to the right index."""
@@ -408,6 +443,7 @@ class ScheduleTiming:
         """Pre-advance: apply v(t) as the position to train at next, without counting it as a call."""
         self._apply(t, None)
         self.next_count = t + 1 if self.options.convention == "end" else t
+        self._moved_to = t
 
     def _on_call(self, name: str, index: Any, metric: Any, epoch_call: bool) -> None:
         """Decide which t a ``step``/``step_update`` call applies (it runs on every optimizer step: the
@@ -482,36 +518,50 @@ class ScheduleTiming:
         if groups is not self._groups_seen or len(groups) != self._group_count:
             self._apply_to_new_groups(groups, t, metric)
         else:
-            self._write(t, metric)
+            self._write(self._scheduler_ref(), t, metric)
         self.last_t = t
         self.next_count = t + 1
-        self._optimizer_steps.since_apply = 0
+        self._applied_at = self._counter.count
 
     def _apply_to_new_groups(self, groups: list[dict], t: float, metric: Any) -> None:
-        """The first write, or one after the optimizer's groups changed (``load_state_dict``, ``add_param_group``)."""
-        if len(groups) != len(self.scheduler.base_values):
-            # stock timm zips the two and silently leaves the extra groups at whatever LR they have
+        """The first write, or one after the optimizer's groups changed (``load_state_dict``, ``add_param_group``):
+        groups added since join the schedule (:func:`timm_sched_fix.compat.add_param_groups`)."""
+        scheduler = self.scheduler
+        known = len(scheduler.base_values)
+        if len(groups) < known:
             raise ValueError(
-                f"the optimizer has {len(groups)} param groups but the scheduler was built for "
-                f"{len(self.scheduler.base_values)}: build the scheduler after the last add_param_group(); "
-                "no LR was changed"
+                f"the optimizer has {len(groups)} param groups but the scheduler was built for {known}: param groups "
+                "cannot be removed from a schedule; no LR was changed"
             )
+        if len(groups) > known:
+            for i, group in enumerate(groups[known:], start=known):
+                if self.field not in group:
+                    raise ValueError(f"optimizer.param_groups[{i}] (added after the scheduler was built) has no "
+                                     f"{self.field!r}; no LR was changed")
+            compat.add_param_groups(scheduler, groups[known:])
         self._find_tensor_lrs(groups)
-        self._write(t, metric)
+        self._write(scheduler, t, metric)
         self._find_tensor_lrs(groups)  # adopt tensors the stock write itself produced (tensor base values)
 
     def _find_tensor_lrs(self, groups: list[dict]) -> None:
         """Remember the groups whose LR is a tensor (checked again only when the groups change)."""
         _separate_tensor_lrs(self.scheduler, self.field)
-        self._tensor_lrs = [(group, group[self.field]) for group in groups if isinstance(group[self.field], torch.Tensor)]
+        field = self.field
+        tensor_lrs = [(group, group[field]) for group in groups if isinstance(group[field], torch.Tensor)]
+        self._tensor_lrs = tensor_lrs
         self._groups_seen, self._group_count = groups, len(groups)
-        self._write = self._write_keeping_tensors if self._tensor_lrs else self._write_values
+        write_values = self._write_values
+        if not tensor_lrs:
+            self._write = write_values
+            return
 
-    def _write_keeping_tensors(self, t: float, metric: Any) -> None:
-        """Write v(t), then put each tensor LR back as the same object holding the new value."""
-        self._write_values(t, metric)
-        for group, tensor in self._tensor_lrs:
-            _write_into_tensor(group, self.field, tensor)
+        def write_keeping_tensors(scheduler: Any, t: float, metric: Any) -> None:
+            """Write v(t), then put each tensor LR back as the same object holding the new value."""
+            write_values(scheduler, t, metric)
+            for group, tensor in tensor_lrs:
+                _write_into_tensor(group, field, tensor)
+
+        self._write = write_keeping_tensors
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -548,16 +598,14 @@ class ScheduleTiming:
                                         if key != "params" and isinstance(value, torch.Tensor)})
                   for group in self.optimizer.param_groups]
         plateau = getattr(self.scheduler, "lr_scheduler", None)
-        timing_state = dict(vars(self), steps_since_apply=self.steps_since_apply)
+        timing_state = dict(vars(self))
         return dict(vars(self.scheduler)), timing_state, groups, plateau, dict(vars(plateau)) if plateau else None
 
     def _restore(self, snapshot: tuple) -> None:
         scheduler_state, timing_state, groups, plateau, plateau_state = snapshot
         vars(self.scheduler).clear()
         vars(self.scheduler).update(scheduler_state)
-        steps_since_apply = timing_state.pop("steps_since_apply")
         vars(self).update(timing_state)
-        self.steps_since_apply = steps_since_apply
         for group, values, tensors in groups:
             group.clear()
             group.update(values)
@@ -568,67 +616,93 @@ class ScheduleTiming:
             vars(plateau).clear()
             vars(plateau).update(plateau_state)
 
-    def _warn_once(self, kind: str, message: str, category: type[Warning]) -> None:
+    def _warn_once(self, kind: str, message: str, category: type[Warning], stacklevel: int | None = None) -> None:
+        """Warn once per scheduler and kind; ``stacklevel=None`` (the default) points at the user's code, however
+        deep: the line that made the call, whichever adapter (or the audit's observer) is between."""
         if kind not in self._warned:
             self._warned.add(kind)
-            warnings.warn(message, category, stacklevel=_caller_stacklevel())
+            warnings.warn(message, category, stacklevel=_user_stacklevel() if stacklevel is None else stacklevel)
 
     # -- copies -------------------------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        del state["_hook_finalizer"]
-        state["proxy"] = None
+        for key in ("_scheduler_ref", "_proxy_ref", "_counter", "_detach_counter", "_write", "_write_values"):
+            del state[key]  # weak references, this optimizer's counter, functions bound to this scheduler
+        state["scheduler"] = self.scheduler
+        state["steps_since_apply"] = self.steps_since_apply
         state["_groups_seen"] = None  # the copy's groups are other objects: look again
         state["_tensor_lrs"] = []
-        del state["_write"], state["_write_values"]  # bound to this scheduler (and not picklable): the copy binds its own
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        scheduler = state.pop("scheduler")
+        steps_since_apply = state.pop("steps_since_apply")
         self.__dict__.update(state)
-        self._write = self._write_values = self._writer()
+        self._scheduler_ref = weakref.ref(scheduler)
+        self._proxy_ref = None
         if self.owner == "patch":
-            from .patching import adopt
-
-            # a copy of a patched scheduler is patched too: unpatch() must make it stock like the original
-            self.orphaned = not adopt(self)
-            if self.orphaned:
-                self._hook_finalizer = lambda: None
-                return
-        self._register_hook()
+            routing.route(scheduler)  # a patched scheduler's copy routes as the original does
+        self._write = self._write_values = self._writer(scheduler)
+        self._counter = counting.counter_for(self.optimizer) or UNCOUNTED
+        self.steps_since_apply = steps_since_apply
+        self._detach_counter = _nothing
+        self._subscribe()
 
 
-#: Frames in these folders are not the caller a warning names: this package (its adapters, and the audit's
-#: observer around calls) and wrapt.
-_OWN_DIRS = (os.path.dirname(__file__) + os.sep, os.path.dirname(wrapt.__file__) + os.sep)
+# -- the routed methods: what a fixed scheduler's step, step_update, state_dict and load_state_dict are -----
+# Functions of the scheduler, which routing.RoutedMethod and proxy.FixedScheduler bind to it: its timing holds it
+# weakly, so the bound call keeps it alive (``CosineLRScheduler(...).state_dict()``).
 
 
-def _caller_stacklevel() -> int:
-    """The ``stacklevel`` that makes a warning issued by the caller of this function name the innermost frame outside
-    this package: the line of the script that made the call, whichever adapter (or the audit) the call went through."""
-    level, frame = 2, sys._getframe(2)  # level 1 is the caller itself (it calls warnings.warn)
-    while frame is not None and frame.f_code.co_filename.startswith(_OWN_DIRS):
-        level, frame = level + 1, frame.f_back
-    return level
+def routed_step_update(scheduler: Any, num_updates: float | None = None, metric: Any = None) -> None:
+    """A fixed scheduler's ``step_update``: the hot path, on every optimizer step (a new index needs no more
+    decisions), else ``ScheduleTiming._on_call``."""
+    timing = scheduler._timm_sched_fix  # TIMING_KEY (an attribute read is faster than getattr())
+    if not timing.on_epochs:
+        if num_updates is None:
+            t = timing.next_count
+        elif type(num_updates) is int and num_updates >= 0:
+            t = num_updates + timing.lag_shift
+        else:
+            t = None
+        groups = timing.optimizer.param_groups
+        if t is not None and t != timing.last_t and groups is timing._groups_seen and len(groups) == timing._group_count:
+            # as _on_call and _apply decide it: neither a lag nor an unknown position, the same groups
+            timing._saw_matching_call = True
+            timing._write(scheduler, t, metric)
+            timing.last_t, timing.next_count, timing._applied_at = t, t + 1, timing._counter.count
+            return
+    timing._on_call("step_update", num_updates, metric, epoch_call=False)
 
 
-class FixedAttributes:
-    """What a fixed scheduler has beyond stock timm; drop-in classes inherit it, ``patch()`` adds it."""
-
-    @property
-    def last_t(self) -> float | None:
-        """The schedule index most recently applied; None before any was (or while unknown)."""
-        return _require_timing(self).last_t
-
-    def get_last_lr(self) -> list[float]:
-        """The LR each param group holds now, one per group (as PyTorch schedulers have it)."""
-        return _require_timing(self).get_last_lr()
+def routed_step(scheduler: Any, epoch: float | None = None, metric: Any = None) -> None:
+    """A fixed scheduler's ``step``."""
+    getattr(scheduler, TIMING_KEY)._on_call("step", epoch, metric, epoch_call=True)
 
 
-def _require_timing(scheduler: Any) -> ScheduleTiming:
-    timing = timing_of(scheduler)
-    if timing is None:
-        raise AttributeError(
-            f"this {type(scheduler).__name__} is not fixed by timm_sched_fix (built before patch() or after unpatch())"
-        )
-    return timing
+def routed_state_dict(scheduler: Any) -> dict[str, Any]:
+    """A fixed scheduler's ``state_dict``: see ``ScheduleTiming.state_dict``."""
+    return getattr(scheduler, TIMING_KEY).state_dict()
+
+
+def routed_load_state_dict(scheduler: Any, state: Mapping[str, Any]) -> None:
+    """A fixed scheduler's ``load_state_dict``: see ``ScheduleTiming.load_state_dict``."""
+    getattr(scheduler, TIMING_KEY).load_state_dict(state)
+
+
+routing.ROUTES.update(step=routed_step, step_update=routed_step_update, state_dict=routed_state_dict,
+                      load_state_dict=routed_load_state_dict)
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` for a ``warnings.warn`` made by the caller that points at the first frame outside this
+    package, timm and wrapt."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if not module.startswith(("timm_sched_fix", "timm.", "wrapt")) and module != "timm":
+            return level
+        frame, level = frame.f_back, level + 1
+    return 1

@@ -12,9 +12,10 @@ import warnings
 from collections.abc import Mapping
 from typing import Any, Literal
 
+import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-from . import compat
+from . import compat, counting
 from .options import Convention, Options
 from .proxy import FixedScheduler, wrap
 from .timing import ScheduleCallWarning, ScheduleTiming, timing_of
@@ -45,7 +46,10 @@ class TorchScheduler(LRScheduler):
         self.timm_scheduler: FixedScheduler = _fixed(stock, convention)
         self._timing: ScheduleTiming = self.timm_scheduler._self_timing
         self._counting = False  # LRScheduler.__init__ calls step() once: that call only starts the count
-        super().__init__(self._timing.optimizer)
+        optimizer = self._timing.optimizer
+        if not isinstance(optimizer, torch.optim.Optimizer):  # a wrapper (DeepSpeed): torch's base needs the optimizer
+            optimizer = counting.stepping_optimizer(optimizer) or optimizer
+        super().__init__(optimizer)
         self._counting = True
 
     @property
@@ -102,7 +106,9 @@ class TorchScheduler(LRScheduler):
 
     def _warn_if_before_optimizer_step(self) -> None:
         """PyTorch's warning for the first ``step()`` coming before any ``optimizer.step()``."""
-        if self._step_count == 1 and self._timing.options.convention == "end" and not self._timing.steps_since_apply:
+        timing = self._timing
+        if (self._step_count == 1 and timing.options.convention == "end" and timing.counts_updates
+                and not timing.steps_since_apply):
             warnings.warn(
                 "TorchScheduler.step() was called before optimizer.step(): under convention='end' this skips the "
                 "schedule's first value. Call step() after optimizer.step() (or after the epoch), or pass "
