@@ -59,7 +59,7 @@ def stock_method(cls: type, name: str) -> Callable[..., Any]:
     """The scheduler class's own ``name`` method, past the adapters' routing methods and wrappers."""
     for klass in cls.__mro__:
         function = vars(klass).get(name)
-        # past every wrapper this package puts on a class's method: patch()'s, the audit's observer
+        # past every descriptor this package puts on a class method: patch()'s routing, audit's observer
         while getattr(type(function), "__timm_sched_fix_patched_method__", False):
             function = function.__wrapped__
         if function is None or getattr(function, "__timm_sched_fix_route__", False):
@@ -310,7 +310,7 @@ class ScheduleTiming:
         if auto_refused:
             message += (". patch(auto=True) cannot drive it (the LR would never change): call step_update() after "
                         "each optimizer step")
-        self._warn_once("uncounted", message, ScheduleCountWarning, stacklevel=None)
+        self._warn_once("uncounted", message, ScheduleCountWarning)
 
     @property
     def counts_updates(self) -> bool:
@@ -616,12 +616,12 @@ class ScheduleTiming:
             vars(plateau).clear()
             vars(plateau).update(plateau_state)
 
-    def _warn_once(self, kind: str, message: str, category: type[Warning], stacklevel: int | None = None) -> None:
-        """Warn once per scheduler and kind; ``stacklevel=None`` (the default) points at the user's code, however
-        deep: the line that made the call, whichever adapter (or the audit's observer) is between."""
+    def _warn_once(self, kind: str, message: str, category: type[Warning]) -> None:
+        """Warn once per scheduler and kind, pointing at the user's code (the line of the script that made the call),
+        however deep the adapters between."""
         if kind not in self._warned:
             self._warned.add(kind)
-            warnings.warn(message, category, stacklevel=_user_stacklevel() if stacklevel is None else stacklevel)
+            warnings.warn(message, category, stacklevel=_user_stacklevel())
 
     # -- copies -------------------------------------------------------------------------------
 
