@@ -20,9 +20,9 @@ _LAZY = {
     "wrap": "proxy",
     "unwrap": "proxy",
     "FixedScheduler": "proxy",
-    "ScheduleLagWarning": "timing",
-    "ScheduleCallWarning": "timing",
-    "ScheduleLagError": "timing",
+    "ScheduleLagWarning": "lag",
+    "ScheduleCallWarning": "lag",
+    "ScheduleLagError": "lag",
     "TorchScheduler": "torch_adapter",
 }
 

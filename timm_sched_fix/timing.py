@@ -23,7 +23,11 @@ from typing import Any
 import torch
 
 from . import compat
+from .lag import LagRule, ScheduleCallWarning, ScheduleLagError, ScheduleLagWarning, caller_stacklevel, check_record
 from .options import Options
+
+__all__ = ["ScheduleCallWarning", "ScheduleLagError", "ScheduleLagWarning", "ScheduleTiming", "attach", "construct",
+           "timing_of"]
 
 #: The scheduler attribute holding a fixed scheduler's timing, so copies keep it. Set and read as an attribute,
 #: never through ``vars()``: on CPython 3.11 a materialized instance ``__dict__`` makes every attribute lookup of
@@ -33,18 +37,6 @@ TIMING_KEY = "_timm_sched_fix"
 CONSTRUCTING_KEY = "_timm_sched_fix_constructing"
 #: The entry a fixed scheduler adds to its ``state_dict()``.
 STATE_KEY = "timm_sched_fix"
-
-
-class ScheduleLagWarning(UserWarning):
-    """A call passed the index already in force after optimizer steps ran with it (one period late)."""
-
-
-class ScheduleCallWarning(UserWarning):
-    """A call that stock timm ignores silently, such as ``step()`` on a per-update schedule."""
-
-
-class ScheduleLagError(RuntimeError):
-    """Raised for a lagging index when ``on_lag="raise"``."""
 
 
 class RoutedMethod:
@@ -184,13 +176,39 @@ def _write_into_tensor(group: dict, field: str, tensor: torch.Tensor) -> None:
         group[field] = tensor
 
 
-def _check_index(index: Any, name: str) -> None:
-    if type(index) is int and index >= 0:
-        return
-    if isinstance(index, bool) or not isinstance(index, numbers.Real):
+def read_index(index: Any, name: str, on_bool: Callable[[], None] | None = None) -> int | float:
+    """A schedule index as a plain Python number: every real number stock timm takes (Python and numpy integers and
+    floats, 0-d numpy arrays, one-element tensors, ``Fraction``). Integers and integral floats become ``int`` (timm's
+    noise cannot seed a float index), and a bool is 0 or 1 as in stock timm (``on_bool`` is called for one).
+    ``TypeError`` for anything else, ``ValueError`` for a negative, NaN or infinite index (stock timm would compute a
+    negative or NaN LR from it)."""
+    if type(index) is int:
+        value: int | float = index
+    elif isinstance(index, bool):
+        if on_bool is not None:
+            on_bool()
+        value = int(index)
+    elif isinstance(index, numbers.Integral):
+        value = int(index)
+    elif isinstance(index, numbers.Real):
+        value = float(index)
+        if value.is_integer():  # timm seeds its LR noise with the index, which must then be an int
+            value = int(value)
+    elif _is_one_number(index):
+        return read_index(index.item(), name, on_bool)
+    else:
         raise TypeError(f"{name}() index must be a non-negative number, got {index!r} ({type(index).__name__})")
-    if not math.isfinite(index) or index < 0:
+    if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name}() index must be a finite, non-negative number, got {index!r}")
+    return value
+
+
+def _is_one_number(index: Any) -> bool:
+    """A one-element tensor or a 0-d numpy array of real numbers (bools included: stock timm takes them as 0/1)."""
+    if isinstance(index, torch.Tensor):
+        return index.numel() == 1 and not index.is_complex()
+    return getattr(index, "ndim", None) == 0 and callable(getattr(index, "item", None)) and \
+        getattr(getattr(index, "dtype", None), "kind", "") in ("b", "i", "u", "f")
 
 
 class _OptimizerSteps:
@@ -226,7 +244,8 @@ class ScheduleTiming:
     """Position and call bookkeeping of one fixed scheduler.
 
     ``last_t`` is the index most recently applied (None while unknown), ``next_count`` the index the
-    next call without an index applies, ``steps_since_apply`` the optimizer steps run with ``last_t``.
+    next call without an index applies, ``steps_since_apply`` the optimizer steps run with ``last_t``; ``lag``
+    decides whether an index trails the optimizer steps (:class:`timm_sched_fix.lag.LagRule`).
     """
 
     def __init__(self, scheduler: Any, options: Options, owner: str) -> None:
@@ -240,7 +259,7 @@ class ScheduleTiming:
         self.last_t: float | None = None
         self.next_count: float | None = None
         self._optimizer_steps = _OptimizerSteps()
-        self.lag_shift = 0
+        self.lag = LagRule(self.on_epochs, options.on_lag, options.convention)
         self.in_stock_call = False
         self.proxy: Any = None  # the FixedScheduler of wrap(), made on request
         self._auto_updates = options.auto and not self.on_epochs
@@ -312,13 +331,13 @@ class ScheduleTiming:
         if not self.on_epochs:  # the hot path, on every optimizer step: a new index needs no more decisions
             if num_updates is None:
                 t = self.next_count
-            elif type(num_updates) is int and num_updates >= 0:
-                t = num_updates + self.lag_shift
+            elif type(num_updates) is int and num_updates >= 0 and self.lag.fast_shift is not None:
+                t = num_updates + self.lag.fast_shift
             else:
                 t = None
             groups = self.optimizer.param_groups
             if t is not None and t != self.last_t and groups is self._groups_seen and len(groups) == self._group_count:
-                # as _on_call and _apply decide it: neither a lag nor an unknown position, the same groups
+                # as _on_call and _apply decide it: a new index the lag rule need not see, the same groups
                 self._saw_matching_call = True
                 self._write(t, metric)
                 self.last_t, self.next_count, self._optimizer_steps.since_apply = t, t + 1, 0
@@ -333,7 +352,8 @@ class ScheduleTiming:
             "scheduler": type(self.scheduler).__name__,
             "last_t": self.last_t,
             "next_count": self.next_count,
-            "lag_shift": self.lag_shift,
+            "lag_shift": self.lag.shift,
+            "lag": self.lag.record(),
             "convention": self.options.convention,
             "steps_since_apply": self.steps_since_apply,
             "plateau": compat.plateau_state(self.scheduler),
@@ -367,16 +387,18 @@ class ScheduleTiming:
         self._stock_call("load_state_dict", stock_state)
         if ours is None:
             self.last_t = self.next_count = None
+            self.lag.lost_position()
             return
         compat.restore_plateau_state(self.scheduler, ours.get("plateau"), position)
-        self.lag_shift = ours["lag_shift"]
+        steps = ours.get("steps_since_apply", 0)
         if position is None:
             self.last_t = self.next_count = None
         else:
             self._apply(position, None)
-            self.next_count = ours["next_count"]
+            self.next_count = None if ours["next_count"] is None else read_index(ours["next_count"], "load_state_dict")
             # optimizer steps that already ran with last_t: auto mode advances before the next one
-            self.steps_since_apply = ours.get("steps_since_apply", 0)
+            self.steps_since_apply = steps
+        self.lag.load(ours["lag_shift"], ours.get("lag"), steps)
 
     def get_last_lr(self) -> list[float]:
         """The value each param group's LR field holds now, one per group."""
@@ -393,7 +415,7 @@ class ScheduleTiming:
         """Decide which t a ``step``/``step_update`` call applies (it runs on every optimizer step: the
         common case, a non-negative int index for the schedule's own unit, is checked first)."""
         if index is not None and (type(index) is not int or index < 0):
-            _check_index(index, name)
+            index = read_index(index, name, self._on_bool_index)
         if epoch_call is not self.on_epochs:
             self._on_mismatched_call(name, index, metric)
             return
@@ -408,30 +430,13 @@ class ScheduleTiming:
                 )
             t = self.next_count
         else:
-            t = index + self.lag_shift
-            if t == self.last_t and self.steps_since_apply:
-                t = self._on_lag(name, index, t)
+            t = self.lag.index_to_apply(name, index, self.last_t, self.steps_since_apply)
         self._saw_matching_call = True
         self._apply(t, metric)
 
-    def _on_lag(self, name: str, index: float, t: float) -> float:
-        unit = "epoch" if self.on_epochs else "update"
-        policy = self.options.on_lag
-        message = (
-            f"{name}({index!r}) re-applies the {unit} index already in force after "
-            f"{self.steps_since_apply} optimizer step(s) ran with it, so the schedule runs one {unit} late. "
-            f"timm expects the index of the next {unit}: {name}({index + 1!r}) "
-            "(Lightning: scheduler.step(epoch=self.current_epoch + 1)). "
-            "Pass on_lag='fix' to shift by one for the rest of the run."
-        )
-        if policy == "raise":
-            raise ScheduleLagError(message)
-        if policy == "fix" and not self.lag_shift:
-            self.lag_shift = 1
-            return t + 1
-        if policy != "ignore":
-            self._warn_once("lag", message, ScheduleLagWarning)
-        return t
+    def _on_bool_index(self) -> None:
+        self._warn_once("bool", "a bool schedule index is read as 0 or 1, as stock timm does; pass the epoch or "
+                        "update number", ScheduleCallWarning)
 
     def _on_mismatched_call(self, name: str, index: Any, metric: Any) -> None:
         """A call for the other unit changes nothing, as in stock timm, but says so when it is a mistake.
@@ -441,20 +446,25 @@ class ScheduleTiming:
         method has been called too.
         """
         kind = "per-epoch (t_in_epochs=True)" if self.on_epochs else "per-update (t_in_epochs=False)"
-        right = "step(epoch + 1) after each epoch" if self.on_epochs else "step_update(num_updates) after each optimizer step"
-        if index is None:
-            mistake = True
+        if index is None:  # a PyTorch-style step(): in auto mode an update schedule needs no calls at all
+            mistake = self.on_epochs or not self._auto_updates
         elif self.on_epochs:
             mistake = metric is None and not self._saw_matching_call
         else:  # step(e) on an update schedule: by the end of an epoch, step_update() should have come
             mistake = not self._saw_matching_call and self.steps_since_apply > 0 and not self._auto_updates
-        if mistake:
-            self._warn_once(
-                "mismatch",
-                f"{name}({'' if index is None else repr(index)}) on a {kind} schedule changes nothing; call {right}"
-                + ("" if self.on_epochs else ", or pass auto=True"),
-                ScheduleCallWarning,
-            )
+        if not mistake:
+            return
+        call = f"{name}({'' if index is None else repr(index)})"
+        if self.on_epochs:
+            advice = "call step(epoch + 1) after each epoch"
+        elif index is None:
+            advice = ("timm's step() is the per-epoch call. An engine that calls scheduler.step() after every optimizer "
+                      "step (DeepSpeed's lr_scheduler=, the Hugging Face Trainer, Accelerate) needs the schedule behind "
+                      "PyTorch's protocol: timm_sched_fix.TorchScheduler(scheduler, interval=\"step\"); in your own "
+                      "loop call step_update(num_updates) after each optimizer step, or pass auto=True")
+        else:
+            advice = "call step_update(num_updates) after each optimizer step, or pass auto=True"
+        self._warn_once("mismatch", f"{call} on a {kind} schedule changes nothing; {advice}", ScheduleCallWarning)
 
     def _apply(self, t: float, metric: Any) -> None:
         """Write v(t) (see ``_writer``) and record it as the position; tensor LRs are filled in place, not replaced."""
@@ -510,17 +520,22 @@ class ScheduleTiming:
         if ours["scheduler"] != expected:
             raise ValueError(f"state dict was saved by a {ours['scheduler']}, cannot load into a {expected}")
         for key in ("last_t", "next_count"):
-            if ours[key] is not None:
-                _check_index(ours[key], f"load_state_dict: {key}")
+            value = ours[key]
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                raise ValueError(f"state_dict[{STATE_KEY!r}][{key!r}] must be None or a number, got {value!r}")
+            if value is not None:
+                read_index(value, f"load_state_dict: {key}")
         steps = ours.get("steps_since_apply", 0)
         if type(steps) is not int or steps < 0:
             raise ValueError(
                 f"state_dict[{STATE_KEY!r}]['steps_since_apply'] must be a non-negative int, got {steps!r}"
             )
         compat.check_plateau_state(self.scheduler, ours.get("plateau"))
-        if ours["lag_shift"] not in (0, 1):
+        if type(ours["lag_shift"]) is not int or ours["lag_shift"] not in (0, 1):
             raise ValueError(f"state_dict[{STATE_KEY!r}]['lag_shift'] must be 0 or 1, got {ours['lag_shift']!r}")
-        return ours["last_t"]
+        if "lag" in ours:
+            check_record(ours["lag"], ours["lag_shift"], f"state_dict[{STATE_KEY!r}]['lag']")
+        return None if ours["last_t"] is None else read_index(ours["last_t"], "load_state_dict: last_t")
 
     def _snapshot(self) -> tuple:
         """Everything a load may change: scheduler, timing, param groups (tensor values too), Plateau's state."""
@@ -528,7 +543,7 @@ class ScheduleTiming:
                                         if key != "params" and isinstance(value, torch.Tensor)})
                   for group in self.optimizer.param_groups]
         plateau = getattr(self.scheduler, "lr_scheduler", None)
-        timing_state = dict(vars(self), steps_since_apply=self.steps_since_apply)
+        timing_state = dict(vars(self), steps_since_apply=self.steps_since_apply, lag_state=self.lag.state())
         return dict(vars(self.scheduler)), timing_state, groups, plateau, dict(vars(plateau)) if plateau else None
 
     def _restore(self, snapshot: tuple) -> None:
@@ -536,8 +551,10 @@ class ScheduleTiming:
         vars(self.scheduler).clear()
         vars(self.scheduler).update(scheduler_state)
         steps_since_apply = timing_state.pop("steps_since_apply")
+        lag_state = timing_state.pop("lag_state")
         vars(self).update(timing_state)
         self.steps_since_apply = steps_since_apply
+        self.lag.restore(lag_state)
         for group, values, tensors in groups:
             group.clear()
             group.update(values)
@@ -551,7 +568,7 @@ class ScheduleTiming:
     def _warn_once(self, kind: str, message: str, category: type[Warning]) -> None:
         if kind not in self._warned:
             self._warned.add(kind)
-            warnings.warn(message, category, stacklevel=5)
+            warnings.warn(message, category, stacklevel=caller_stacklevel())
 
     # -- copies -------------------------------------------------------------------------------
 
