@@ -411,6 +411,14 @@ class ScheduleTiming:
         self._apply(t, None)
         self.next_count = t + 1 if self.options.convention == "end" else t
 
+    def reapply(self) -> None:
+        """Write v(last_t) again after something else wrote the LRs (``SequentialLR`` resets them); the position,
+        the next count and the optimizer steps run with it stay as they are. Nothing while the position is unknown."""
+        if self.last_t is not None:
+            next_count, steps = self.next_count, self.steps_since_apply
+            self._apply(self.last_t, None)
+            self.next_count, self.steps_since_apply = next_count, steps
+
     def _on_call(self, name: str, index: Any, metric: Any, epoch_call: bool) -> None:
         """Decide which t a ``step``/``step_update`` call applies (it runs on every optimizer step: the
         common case, a non-negative int index for the schedule's own unit, is checked first)."""
