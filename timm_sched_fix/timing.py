@@ -7,7 +7,10 @@ scheduler. The schedule math is never touched: v(t) is written by the scheduler'
 ``step_update``, by its bit-identical inlined equivalent (:func:`timm_sched_fix.compat.inlined_step_update`).
 
 This module runs on every optimizer step, so the per-call path avoids repeated lookups: what can be
-resolved once per scheduler is resolved in ``ScheduleTiming.__init__``.
+resolved once per scheduler is resolved in ``ScheduleTiming.__init__``. Whether an index lags the optimizer
+steps is decided by :class:`timm_sched_fix.lag.LagRule`, asked from one place (``_on_call``) for every call
+with an index of the schedule's unit; the per-update hot path applies a new index without asking while the
+rule says it needs to see no call.
 """
 
 from __future__ import annotations
@@ -331,8 +334,9 @@ class ScheduleTiming:
         if not self.on_epochs:  # the hot path, on every optimizer step: a new index needs no more decisions
             if num_updates is None:
                 t = self.next_count
-            elif type(num_updates) is int and num_updates >= 0 and self.lag.fast_shift is not None:
-                t = num_updates + self.lag.fast_shift
+            elif type(num_updates) is int and num_updates >= 0:
+                shift = self.lag.fast_shift  # None while the lag rule must see the call
+                t = None if shift is None else num_updates + shift
             else:
                 t = None
             groups = self.optimizer.param_groups
