@@ -107,6 +107,21 @@ def test_on_lag_ignore_is_silent_and_runs_as_stock(loop):
 
 
 @pytest.mark.parametrize("name", installed_classes())
+def test_a_lag_decided_late_is_fixed_from_then_on(name):
+    """A first epoch of one optimizer step cannot tell a lag (it is applied as given); a later epoch of several
+    decides it, and "fix" applies index + 1 from then on, through the index it passes over (a PlateauLRScheduler
+    past warmup keeps the LR it finds)."""
+    loop = Loop(name, True, dict(stock_kwargs(name, 5, True), warmup_t=2), (1, 1, 2, 2, 2), index="epoch",
+                on_lag="fix")
+    schedule = values(loop)
+    stock, fixed = run(loop, fixed=False), run(loop, fixed=True)
+    decided = 4  # the steps of the epochs before the call that decides (epochs 0-2), run as stock runs them
+    assert fixed.lrs[:decided] == stock.lrs[:decided]
+    assert fixed.lrs[decided:] == pytest.approx([schedule[t] for t in fixed.correct[decided:]], rel=1e-12)
+    assert wrong_steps(fixed, schedule) <= wrong_steps(stock, schedule)
+
+
+@pytest.mark.parametrize("name", installed_classes())
 def test_every_class_lagging_one_epoch_is_fixed(name):
     loop = Loop(name, True, dict(stock_kwargs(name, 5, True), warmup_t=1), (2,) * 5, index="epoch")
     stock_wrong, fixed_wrong, _ = counts(loop, "fix")

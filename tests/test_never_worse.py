@@ -154,6 +154,9 @@ SHRUNK = {
         (1, 3), cadence="update", index="fraction", on_lag="fix", adapter="patch"),
     "a checkpoint between a call and the repeat of its index": _cosine_loop(
         False, (1, 1, 1), index="epoch-1", resume="continue", resume_after=2, on_lag="raise", adapter="patch"),
+    "a lag decided late skipped the last warmup index, which a Plateau past warmup keeps": Loop(
+        "PlateauLRScheduler", True, {"warmup_t": 2, "warmup_lr_init": 1e-3, "mode": "min", "patience_t": 1000},
+        (1, 1, 2, 1), index="epoch", on_lag="fix", adapter="patch"),
     "the lag of a begin-style loop seen once before the checkpoint": _cosine_loop(
         False, (1, 1), cadence="update", placement="before", index="update-1", resume="continue", resume_after=1,
         on_lag="fix", adapter="patch"),

@@ -70,8 +70,8 @@ class LagRule:
     schedule).
     """
 
-    __slots__ = ("_warned", "at_start", "chain", "convention", "decision", "fast_shift", "on_epochs", "pending",
-                 "placement", "policy", "resumed", "shift", "steps_at_load", "strong")
+    __slots__ = ("_replay", "_warned", "at_start", "chain", "convention", "decision", "fast_shift", "on_epochs",
+                 "pending", "placement", "policy", "resumed", "shift", "steps_at_load", "strong")
 
     def __init__(self, on_epochs: bool, policy: str, convention: str) -> None:
         self.on_epochs = on_epochs
@@ -89,15 +89,21 @@ class LagRule:
         # then is an index equal to it known to trail the optimizer steps, rather than to catch up with an index
         # passed ahead of them
         self.at_start = True
+        self._replay: float | None = None  # an index to apply before the one decided (see _confirmed)
         self._warned: set[str] = set()
         self._refresh()
 
     # -- the decision -----------------------------------------------------------------------------
 
-    def index_to_apply(self, name: str, index: float, last_t: float | None, steps: int) -> float:
-        """The schedule index a call ``name(index)`` applies, ``steps`` real optimizer updates after the index
-        ``last_t`` was applied. Raises :class:`ScheduleLagError` for a lag under ``on_lag="raise"`` before
-        anything changes."""
+    def indices_to_apply(self, name: str, index: float, last_t: float | None, steps: int) -> tuple[float, ...]:
+        """The schedule indices a call ``name(index)`` applies, in order (the last one is the position), ``steps``
+        real optimizer updates after the index ``last_t`` was applied. Raises :class:`ScheduleLagError` for a lag
+        under ``on_lag="raise"`` before anything changes."""
+        t = self._index_to_apply(name, index, last_t, steps)
+        replay, self._replay = self._replay, None
+        return (t,) if replay is None else (replay, t)
+
+    def _index_to_apply(self, name: str, index: float, last_t: float | None, steps: int) -> float:
         if self.shift and self.decision == "lag" and index != int(index):
             t = self._fractional_after_lag(name, index)
         elif self.decision is not None or self.policy == "ignore" or last_t is None:
@@ -155,7 +161,10 @@ class LagRule:
         if self.policy == "raise":
             raise ScheduleLagError(message)
         if self.policy == "fix":
-            self.shift = 1
+            if not self.shift:
+                # decided late: index + 1 now, after index itself, the value the schedule passes through (a
+                # PlateauLRScheduler past its warmup keeps the LR it finds: skipped, its warmup's last value stays)
+                self.shift, self._replay = 1, index
         else:
             self._warn("lag", message, ScheduleLagWarning)
         self._settle("lag")

@@ -440,11 +440,12 @@ class ScheduleTiming:
                     f"initialize=False or loaded a stock state dict; call {name}(t) once with the index "
                     "to train at, or load a state dict saved by a fixed scheduler"
                 )
-            t = self.next_count
+            indices: tuple[float, ...] = (self.next_count,)
         else:
-            t = self.lag.index_to_apply(name, index, self.last_t, self.steps_since_apply)
+            indices = self.lag.indices_to_apply(name, index, self.last_t, self.steps_since_apply)
         self._saw_matching_call = True
-        self._apply(t, metric)
+        for t in indices:
+            self._apply(t, metric)
 
     def _on_bool_index(self) -> None:
         self._warn_once("bool", "a bool schedule index is read as 0 or 1, as stock timm does; pass the epoch or "
