@@ -26,11 +26,8 @@ from typing import Any
 import torch
 
 from . import compat
-from .lag import LagRule, ScheduleCallWarning, ScheduleLagError, ScheduleLagWarning, caller_stacklevel, check_record
+from .lag import LagRule, ScheduleCallWarning, caller_stacklevel, check_record
 from .options import Options
-
-__all__ = ["ScheduleCallWarning", "ScheduleLagError", "ScheduleLagWarning", "ScheduleTiming", "attach", "construct",
-           "timing_of"]
 
 #: The scheduler attribute holding a fixed scheduler's timing, so copies keep it. Set and read as an attribute,
 #: never through ``vars()``: on CPython 3.11 a materialized instance ``__dict__`` makes every attribute lookup of

@@ -17,9 +17,10 @@ from typing import Any, Literal
 from torch.optim.lr_scheduler import LRScheduler
 
 from . import compat
+from .lag import ScheduleCallWarning
 from .options import Convention, Options
 from .proxy import FixedScheduler, wrap
-from .timing import ScheduleCallWarning, ScheduleTiming, timing_of
+from .timing import ScheduleTiming, timing_of
 
 Interval = Literal["step", "epoch"]
 INTERVALS: tuple[str, ...] = ("step", "epoch")
