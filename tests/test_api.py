@@ -6,6 +6,7 @@ import gc
 import math
 import warnings
 
+import numpy as np
 import pytest
 import timm.scheduler
 import torch
@@ -273,8 +274,8 @@ def test_fixed_state_dict_loads_into_stock_timm():
 
 # -- bad input changes nothing --------------------------------------------------------------------
 
-BAD_INDICES = [(-1, ValueError), (math.nan, ValueError), (math.inf, ValueError), (True, TypeError),
-               ("3", TypeError), ([3], TypeError)]
+BAD_INDICES = [(-1, ValueError), (math.nan, ValueError), (math.inf, ValueError), ("3", TypeError), ([3], TypeError),
+               (torch.tensor([1.0, 2.0]), TypeError), (torch.tensor(-1), ValueError), (np.array([3]), TypeError)]
 
 
 @pytest.mark.parametrize("index, error", BAD_INDICES)

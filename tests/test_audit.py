@@ -277,6 +277,40 @@ def test_each_parameter_update_counts_once_behind_lookahead_and_super_step(capsy
     assert [(s["optimizer"], s["steps"]) for s in document["schedulers"]] == [("Lookahead", 6), ("ClippedSGD", 6)]
 
 
+ADAPTERS = """
+import warnings
+import timm.scheduler, torch
+import timm_sched_fix
+warnings.simplefilter("ignore", timm_sched_fix.ScheduleLagWarning)
+KWARGS = dict(t_initial=4, warmup_t=1, warmup_lr_init=1e-3)
+optimizers = [torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1) for _ in range(3)]
+dropin = timm_sched_fix.CosineLRScheduler(optimizers[0], **KWARGS)
+wrapped = timm_sched_fix.wrap(timm.scheduler.CosineLRScheduler(optimizers[1], **KWARGS))
+torch_style = timm_sched_fix.TorchScheduler(timm.scheduler.CosineLRScheduler(optimizers[2], **KWARGS))
+for epoch in range(4):
+    for _ in range(2):
+        for optimizer in optimizers:
+            optimizer.step()
+    dropin.step(epoch)  # the index of the epoch just done: one epoch late (warned, not fixed)
+    wrapped.step(epoch + 1)
+    torch_style.step()
+"""
+
+
+def test_calls_through_every_adapter_are_seen(capsys, tmp_path):
+    """A drop-in class, wrap()'s proxy and TorchScheduler: their calls reach the schedule through the fix's routing,
+    not timm's methods; the audit sees them (epoch boundaries from them, the lagging call named)."""
+    script = tmp_path / "adapters.py"
+    script.write_text(ADAPTERS)
+    code, out, document = audit(capsys, "--out", tmp_path / "a.json", script)
+    dropin, wrapped, torch_style = document["schedulers"]
+    assert code == 1, out
+    assert [s["boundaries"] for s in document["schedulers"]] == [[2, 4, 6]] * 3
+    assert [s["epochs_how"] for s in document["schedulers"]] == ["the scheduler's step() calls"] * 3
+    assert dropin["causes"] == {"one-period lag": 6} and "here step(0) after optimizer step 1" in out
+    assert wrapped["wrong_steps"] == torch_style["wrong_steps"] == 0
+
+
 # -- golden files ----------------------------------------------------------------------------------------
 
 def test_golden_round_trip_and_a_moved_schedule(capsys, tmp_path):

@@ -51,14 +51,13 @@ CALLS = [
     ("negative index", True, lambda s: s.step(-1), ValueError, "non-negative"),
     ("NaN index", True, lambda s: s.step(math.nan), ValueError, "finite"),
     ("infinite index", False, lambda s: s.step_update(math.inf), ValueError, "finite"),
-    ("bool index", True, lambda s: s.step(True), TypeError, "bool"),
     ("non-numeric index", False, lambda s: s.step_update("3"), TypeError, "non-negative number"),
-    ("tensor index", True, lambda s: s.step(torch.tensor([1, 2])), TypeError, "non-negative number"),
+    ("tensor index of two numbers", True, lambda s: s.step(torch.tensor([1, 2])), TypeError, "non-negative number"),
+    ("complex index", True, lambda s: s.step(1j), TypeError, "non-negative number"),
     ("step() without an index on an update schedule", False, lambda s: s.step(), timm_sched_fix.ScheduleCallWarning,
      "changes nothing"),
     ("step_update() without an index on an epoch schedule", True, lambda s: s.step_update(),
      timm_sched_fix.ScheduleCallWarning, "changes nothing"),
-    ("lagging index with on_lag='raise'", True, lambda s: s.step(2), timm_sched_fix.ScheduleLagError, "late"),
     ("state dict that is not a mapping", True, lambda s: s.load_state_dict([("a", 1)]), TypeError, "mapping"),
     ("state dict of another class", True,
      lambda s: s.load_state_dict(timm.scheduler.StepLRScheduler(make_optimizer(2), decay_t=2).state_dict()),
@@ -119,6 +118,41 @@ def test_param_group_removed_after_building_is_refused(adapter):
         with pytest.raises(ValueError, match="cannot be removed"):
             scheduler.step(3)
         assert lrs(optimizer) == before
+    finally:
+        context.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+@pytest.mark.parametrize("on_epochs", [True, False])
+def test_a_lag_under_on_lag_raise_raises_and_changes_nothing(adapter, on_epochs):
+    """The second period of a one-period lag (DeiT's step(epoch) after the epoch, step_update(k) after update k)."""
+    optimizer = make_optimizer(2)
+    with fixed_scheduler(adapter, "CosineLRScheduler", optimizer, dict(COSINE, t_in_epochs=on_epochs),
+                         on_lag="raise") as scheduler:
+        call = scheduler.step if on_epochs else scheduler.step_update
+        for index in (0, 1):
+            for _ in range(2 if on_epochs else 1):
+                optimizer.step()
+            if index == 0:
+                call(index)  # a first lagging call proves nothing: applied as stock timm does
+        before = unchanged(optimizer, scheduler)
+        with pytest.raises(timm_sched_fix.ScheduleLagError, match="late"):
+            call(1)
+        assert unchanged(optimizer, scheduler) == before
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_bool_index_is_read_as_stock_timm_reads_it_and_warned(adapter):
+    stock_optimizer = make_optimizer(2)
+    stock = timm.scheduler.CosineLRScheduler(stock_optimizer, **COSINE)  # before patch() comes into force
+    optimizer, scheduler, context = started(adapter)
+    try:
+        with pytest.warns(timm_sched_fix.ScheduleCallWarning, match="bool"):
+            scheduler.step(True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            stock.step(True)
+        assert lrs(optimizer) == lrs(stock_optimizer) and scheduler.last_t == 1
     finally:
         context.__exit__(None, None, None)
 

@@ -2,6 +2,7 @@
 ``TorchScheduler`` and through the shipped ``lr_scheduler_step``; Lightning's documented override is one
 epoch late (and the patch says so); a resume from a Lightning checkpoint mid-run continues the schedule."""
 
+import contextlib
 import warnings
 
 import pytest
@@ -23,6 +24,8 @@ INTERVAL_KWARGS = {"epoch": EPOCH_KWARGS, "step": UPDATE_KWARGS}
 class TinyModule(pl.LightningModule):
     """One linear layer; ``configure_optimizers`` returns what ``make_scheduler(optimizer)`` builds."""
 
+    batches = BATCHES
+
     def __init__(self, make_scheduler, interval):
         super().__init__()
         self.layer = torch.nn.Linear(4, 1)
@@ -35,8 +38,8 @@ class TinyModule(pl.LightningModule):
 
     def train_dataloader(self):
         generator = torch.Generator().manual_seed(0)
-        data = torch.utils.data.TensorDataset(torch.randn(BATCHES * 2, 4, generator=generator),
-                                              torch.randn(BATCHES * 2, 1, generator=generator))
+        data = torch.utils.data.TensorDataset(torch.randn(self.batches * 2, 4, generator=generator),
+                                              torch.randn(self.batches * 2, 1, generator=generator))
         return torch.utils.data.DataLoader(data, batch_size=2)
 
     def configure_optimizers(self):
@@ -172,3 +175,49 @@ def test_plateau_adapter_gets_the_metric_from_lightning():
         values.append(optimizer.param_groups[0]["lr"])
     assert len(set(values[PLATEAU_KWARGS["warmup_t"]:])) > 1, "the metric must change the LR for this test to mean something"
     assert trace == pytest.approx([value for value in values for _ in range(BATCHES)], rel=1e-12)
+
+
+# -- Lightning's "interval": "step" variant of the documented override (the issue's first table row) --------------
+
+STEP_EPOCHS, STEP_BATCHES = 5, 4
+
+
+class PerStepOverride(TinyModule):
+    """``"interval": "step"`` with ``scheduler.step(epoch=self.trainer.current_epoch)``: an epoch schedule stepped
+    after every optimizer step with the epoch in progress."""
+
+    batches = STEP_BATCHES
+
+    def lr_scheduler_step(self, scheduler, metric):
+        scheduler.step(epoch=self.trainer.current_epoch)
+
+
+@pytest.mark.parametrize("name", ["CosineLRScheduler", "TanhLRScheduler"])
+@pytest.mark.parametrize("on_lag", [None, "warn", "fix", "raise", "ignore"])
+def test_per_step_override_runs_as_stock_with_advice_that_makes_it_right(name, on_lag):
+    """Stock runs the first step of every epoch but the first with the previous epoch's value (4 of 20); so does
+    the fix under every policy (the old rule took the repeated epoch for a lag: 15 of 20 under "fix"), and it says
+    how to step once per epoch instead."""
+    kwargs = dict(t_initial=STEP_EPOCHS, warmup_t=1, warmup_lr_init=1e-3)
+    make = lambda optimizer: getattr(timm.scheduler, name)(optimizer, **kwargs)
+    with timm_sched_fix.patched(on_lag=on_lag) if on_lag else contextlib.nullcontext(), \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trace = fit(PerStepOverride(make, "step"), max_epochs=STEP_EPOCHS)
+    values = reference_values(name, kwargs, 1, STEP_EPOCHS, on_epochs=True)
+    want = [values[epoch][0] for epoch in range(STEP_EPOCHS) for _ in range(STEP_BATCHES)]
+    assert len(trace) == len(want)
+    assert sum(1 for got, value in zip(trace, want) if got != pytest.approx(value, rel=1e-12)) == 4
+    ours = [str(w.message) for w in caught if issubclass(w.category, (timm_sched_fix.ScheduleCallWarning,
+                                                                      timm_sched_fix.ScheduleLagWarning))]
+    if on_lag in (None, "ignore"):
+        assert ours == []
+    else:
+        [message] = ours
+        assert "with the epoch in progress" in message and '"interval": "epoch"' in message
+        assert "self.current_epoch + 1" in message and "TorchScheduler" in message
+
+
+def test_the_documented_override_raises_at_the_second_epoch_under_raise():
+    with timm_sched_fix.patched(on_lag="raise"), pytest.raises(timm_sched_fix.ScheduleLagError, match=r"step\(2\)"):
+        fit(DocumentedOverride(stock("epoch"), "epoch"))

@@ -231,3 +231,94 @@ def test_unknown_convention_is_refused_before_anything_is_fixed():
     with pytest.raises(ValueError, match="convention must be one of"):
         timm_sched_fix.TorchScheduler(stock, convention="middle")
     assert timing_of(stock) is None and group_lrs(optimizer) == [0.1]
+
+
+# -- composed by torch.optim.lr_scheduler.SequentialLR ----------------------------------------------------
+
+COMPOSED_EPOCHS = 8
+
+
+def sequential(optimizer, timm_part, position, milestone):
+    """SequentialLR with ``timm_part`` at ``position`` (0: first, 1: after a LinearLR warmup, 2: between it and a
+    decay); the torch parts are built in the same order around it."""
+    lr_scheduler = torch.optim.lr_scheduler
+    before = [lr_scheduler.LinearLR(optimizer, start_factor=0.5, total_iters=3)] if position else []
+    middle = [timm_part(optimizer)]
+    after = [lr_scheduler.ExponentialLR(optimizer, gamma=0.7)] if position != 1 else []
+    schedulers = before + middle + after
+    milestones = [milestone * (i + 1) for i in range(len(schedulers) - 1)]
+    return lr_scheduler.SequentialLR(optimizer, schedulers, milestones=milestones)
+
+
+def composed_run(make_timm_part, position, on_epochs):
+    """The LR of every optimizer step of a loop that calls the composed scheduler's ``step()`` as PyTorch does."""
+    optimizer = torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(2))], "lr": 0.1},
+                                 {"params": [torch.nn.Parameter(torch.zeros(2))], "lr": 0.05}], lr=0.1)
+    scheduler = sequential(optimizer, make_timm_part, position, milestone=3 if on_epochs else 3 * BATCHES)
+    recorder = StepRecorder(optimizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # PyTorch's own notices about SequentialLR and chained calls
+        for _ in range(COMPOSED_EPOCHS):
+            for _ in range(BATCHES):
+                optimizer.step()
+                if not on_epochs:
+                    scheduler.step()
+            if on_epochs:
+                scheduler.step()
+    return recorder.steps
+
+
+@pytest.mark.parametrize("position", [0, 1, 2], ids=["first", "last", "middle"])
+@pytest.mark.parametrize("name, on_epochs", [(name, on_epochs) for name in installed_classes()
+                                             for on_epochs in (True, False) if name != "PlateauLRScheduler"])
+def test_sequential_lr_runs_the_composition_written_by_hand(name, on_epochs, position):
+    """Every optimizer step runs with the value of the same SequentialLR built from a LambdaLR that returns the timm
+    schedule's own v(t) (per param group): the timm part starts at v(0) wherever it comes, and PyTorch's initial
+    step is no step of the schedule."""
+    periods = COMPOSED_EPOCHS * (1 if on_epochs else BATCHES)
+    kwargs = stock_kwargs(name, periods, on_epochs)
+    values = [[lr / base for lr, base in zip(lrs, (0.1, 0.05))]
+              for lrs in reference_values_for_groups(name, kwargs, periods, on_epochs)]
+
+    def by_hand(optimizer):
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, [lambda t, g=g: values[t][g] for g in range(2)])
+
+    def adapted(optimizer):
+        return timm_sched_fix.TorchScheduler(stock_scheduler(name, optimizer, kwargs))
+
+    with no_warnings_from_fix():
+        actual = composed_run(adapted, position, on_epochs)
+    assert_trace(actual, composed_run(by_hand, position, on_epochs))
+
+
+def reference_values_for_groups(name, kwargs, periods, on_epochs):
+    """v(0..periods) for the two groups of ``composed_run`` (LRs 0.1 and 0.05, no lr_scale)."""
+    optimizer = torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(2))], "lr": 0.1},
+                                 {"params": [torch.nn.Parameter(torch.zeros(2))], "lr": 0.05}], lr=0.1)
+    stock = stock_scheduler(name, optimizer, kwargs)
+    values = []
+    for t in range(periods + 1):
+        stock.step(t) if on_epochs else stock.step_update(t)
+        values.append(group_lrs(optimizer))
+    return values
+
+
+def test_the_sequential_lr_repro():
+    """/work/shared/repro/sequentiallr.py: as the first scheduler the epochs ran with v(1..3) (SequentialLR's initial
+    step was counted), as a later one the milestone raised NotImplementedError."""
+    optimizer = make_optimizer()
+    recorder = StepRecorder(optimizer)
+    first = timm_sched_fix.TorchScheduler(timm.scheduler.CosineLRScheduler(optimizer, t_initial=6))
+    composed = torch.optim.lr_scheduler.SequentialLR(
+        optimizer, [first, torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.5, total_iters=3)],
+        milestones=[3])
+    for _ in range(3):
+        optimizer.step()
+        composed.step()
+    reference = make_optimizer()
+    stock = timm.scheduler.CosineLRScheduler(reference, t_initial=6)
+    values = []
+    for epoch in range(3):
+        stock.step(epoch)
+        values.append(group_lrs(reference)[0])
+    assert recorder.first_group() == values

@@ -24,10 +24,10 @@ _LAZY = {
     "wrap": "proxy",
     "unwrap": "proxy",
     "FixedScheduler": "proxy",
-    "ScheduleLagWarning": "timing",
-    "ScheduleCallWarning": "timing",
+    "ScheduleLagWarning": "lag",
+    "ScheduleCallWarning": "lag",
+    "ScheduleLagError": "lag",
     "ScheduleCountWarning": "timing",
-    "ScheduleLagError": "timing",
     "TorchScheduler": "torch_adapter",
 }
 

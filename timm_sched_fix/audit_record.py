@@ -3,30 +3,31 @@ for each, the LRs every parameter update of its optimizer ran with, the schedule
 DataLoader passes (evidence for epoch boundaries).
 
 Instrumented the way ``patch()`` instruments: wrapt on the ``__init__`` of timm's ``Scheduler`` and every
-subclass (later ones through ``__init_subclass__``), observing descriptors on ``step``, ``step_update`` and
-``load_state_dict`` of those classes and of the fix's ``ScheduleTiming`` (every adapter's calls end there),
-torch's global optimizer step hooks, and wrapt on ``DataLoader.__iter__`` and its iterators' ``__next__``.
-Everything is read, nothing written: the script's LRs and schedulers behave as without the audit.
-``Recorder.uninstall()`` removes every piece again.
+subclass (later ones, the fix's routing classes included, through ``__init_subclass__``), observing descriptors on
+``step``, ``step_update`` and ``load_state_dict`` of those classes, of the drop-in base class and of ``wrap()``'s
+proxy, so every adapter's calls are seen; the parameter updates through ``counting`` (once per update, behind
+wrappers, right before it and after the fix's auto mode has written the LRs); wrapt on ``DataLoader.__iter__``
+and its iterators' ``__next__``. Everything is read, nothing written: the script's LRs and schedulers behave as
+without it. ``Recorder.uninstall()`` removes every piece again.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import sys
 import threading
 import weakref
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.utils.data.dataloader
 import wrapt
-from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
-from . import compat
+from . import compat, counting
 from .audit_data import Call, SchedulerRecord, number, settle, shadow_of, where
-from .timing import STATE_KEY, TIMING_KEY, ScheduleTiming
+from .proxy import FixedScheduler
+from .timing import STATE_KEY
 
 _new_call = functools.partial(tuple.__new__, Call)  # Call(...) without NamedTuple's Python-level __new__: per step
 #: The name of the index parameter of each recorded method.
@@ -48,7 +49,9 @@ class MaxStepsReached(SystemExit):
 
 class _ObservedMethod(wrapt.BaseObjectProxy):
     """``step``, ``step_update`` or ``load_state_dict`` of a class, seen by the active recorder: looked up on an
-    audited scheduler (or its timing) it is a recording call of the method it wraps, otherwise that method itself."""
+    audited scheduler it is a recording call of the method it wraps (the outermost call only), otherwise that
+    method itself. Put on timm's classes, the fix's routing classes and drop-in base, and ``wrap()``'s proxy, so
+    every adapter's calls are seen."""
 
     __timm_sched_fix_patched_method__ = True  # timing.stock_method and compat look past it
     name: str
@@ -58,50 +61,38 @@ class _ObservedMethod(wrapt.BaseObjectProxy):
         recorder = _active
         if instance is None or recorder is None:
             return bound
-        record = recorder._by_scheduler.get(id(self._scheduler_of(instance)))
+        scheduler = getattr(instance, "__wrapped__", instance) if isinstance(instance, wrapt.ObjectProxy) \
+            else instance  # wrap()'s FixedScheduler: the scheduler behind it
+        record = recorder._by_scheduler.get(id(scheduler))
         if record is None or record.depth:
             return bound
-        return functools.partial(recorder.observe, record, type(self).name, bound)
-
-    @staticmethod
-    def _scheduler_of(instance: Any) -> Any:
-        # a fixed scheduler's calls are seen at its timing, where every adapter's calls arrive (timing_of, inlined)
-        timing = getattr(instance, TIMING_KEY, None)
-        return instance if timing is None or timing.orphaned else None
+        return functools.partial(recorder.observe, record, scheduler, type(self).name, bound)
 
 
-class _ObservedTimingMethod(_ObservedMethod):
-    @staticmethod
-    def _scheduler_of(instance: Any) -> Any:
-        return instance.scheduler
-
-
-_OBSERVED_ON_SCHEDULERS = {name: type(f"_Observed_{name}", (_ObservedMethod,), {"name": name}) for name in OBSERVED}
-_OBSERVED_ON_TIMINGS = {name: type(f"_ObservedTiming_{name}", (_ObservedTimingMethod,), {"name": name})
-                        for name in OBSERVED}
+_OBSERVED = {name: type(f"_Observed_{name}", (_ObservedMethod,), {"name": name}) for name in OBSERVED}
 
 
 class Recorder:
     """Records while installed; ``records`` holds one :class:`SchedulerRecord` per scheduler constructed.
 
-    ``max_steps``: the (N+1)-th optimizer step of the process raises :class:`MaxStepsReached` before it runs.
+    ``max_steps``: the (N+1)-th parameter update of an optimizer an audited scheduler drives raises
+    :class:`MaxStepsReached` before it runs.
     """
 
     def __init__(self, max_steps: int | None = None) -> None:
         self.max_steps = max_steps
         self.records: list[SchedulerRecord] = []
-        self.updates = 0  # parameter updates of every optimizer
+        self.updates = 0  # parameter updates of the optimizers the audited schedulers drive
         self.stopped = False  # MaxStepsReached was raised
         self.notes: list[str] = []  # what could not be recorded, said in the report
         self.rank: tuple[int, int] | None = None  # (rank, world size) of torch.distributed, when a scheduler was built
         self._by_scheduler: dict[int, SchedulerRecord] = {}
         self._live: list[SchedulerRecord] = []
-        self._released_records: list[SchedulerRecord] = []
         self._constructing: set[int] = set()
-        self._unsettled = False  # a record whose init_lrs are not final yet
         self._passes = itertools.count(1)
         self._wrappers: list[tuple[Any, str, Any]] = []
-        self._updates: _UpdateCounter | None = None
+        self._counted: dict[int, list[SchedulerRecord]] = {}  # id(counting.UpdateCounter) -> records on it
+        self._detaches: list[Any] = []
         self._lock = threading.RLock()
 
     # -- installing -------------------------------------------------------------------------------
@@ -121,11 +112,15 @@ class Recorder:
     def _instrument(self) -> None:
         scheduler_base = compat.Scheduler
         self._wrap(scheduler_base, "__init_subclass__", self._instrument_new_subclass)
-        for cls in _with_subclasses(scheduler_base):
+        for cls in [*_with_subclasses(scheduler_base), FixedScheduler]:
             self._instrument_class(cls)
-        for name in OBSERVED:
-            self._apply(ScheduleTiming, name, _OBSERVED_ON_TIMINGS[name](vars(ScheduleTiming)[name]))
-        self._updates = _UpdateCounter(self._before_update, self._after_update)
+        # the drop-in classes' routed methods live on their base; importing dropin reads timm.scheduler's classes,
+        # which is not possible yet when this runs as timm.scheduler is imported (a child process's start-up)
+        dropin = sys.modules.get("timm_sched_fix.dropin")
+        if dropin is not None:
+            self._instrument_class(dropin.DropInScheduler)
+        else:
+            wrapt.register_post_import_hook(self._instrument_dropin, "timm_sched_fix.dropin")
         data = torch.utils.data.dataloader
         self._wrap(data.DataLoader, "__iter__", self._loader_pass)
         self._wrap(data._BaseDataLoaderIter, "__next__", self._loader_next)
@@ -133,9 +128,9 @@ class Recorder:
     def uninstall(self) -> None:
         """Remove every wrapper and hook (innermost last); recording stops, the records stay."""
         global _active
-        if self._updates is not None:
-            self._updates.remove()
-            self._updates = None
+        for detach in self._detaches:
+            detach()
+        self._detaches = []
         while self._wrappers:
             owner, attribute, handle = self._wrappers.pop()
             wrapt.unwrap_object(owner, attribute, handle, missing_ok=True)
@@ -150,11 +145,15 @@ class Recorder:
         self._wrappers.append((owner, attribute, proxy))
 
     def _instrument_class(self, cls: type) -> None:
-        if "__init__" in vars(cls):
+        if "__init__" in vars(cls) and issubclass(cls, compat.Scheduler):
             self._wrap(cls, "__init__", self._construct)
         for name in OBSERVED:
             if name in vars(cls):
-                self._apply(cls, name, _OBSERVED_ON_SCHEDULERS[name](vars(cls)[name]))
+                self._apply(cls, name, _OBSERVED[name](vars(cls)[name]))
+
+    def _instrument_dropin(self, module: Any) -> None:
+        if _active is self:
+            self._instrument_class(module.DropInScheduler)
 
     def _instrument_new_subclass(self, wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> None:
         wrapped(*args, **kwargs)
@@ -198,8 +197,22 @@ class Recorder:
             self.records.append(record)
             self._live.append(record)
             self._by_scheduler[id(scheduler)] = record
-            self._unsettled = True
+            self._count(record)
         weakref.finalize(scheduler, self._released, id(scheduler), record)
+
+    def _count(self, record: SchedulerRecord) -> None:
+        """Record the LRs right before every parameter update of the record's optimizer (counting.py: behind
+        wrappers, once per update, after the fix's auto mode has written them)."""
+        counter = counting.counter_for(record.optimizer)
+        if counter is None:
+            record.stopped = (f"its optimizer's parameter updates cannot be counted "
+                              f"({counting.uncountable_reason(record.optimizer)}): not audited")
+            return
+        records = self._counted.get(id(counter))
+        if records is None:
+            records = self._counted[id(counter)] = []
+            self._detaches.append(counter.attach(self, functools.partial(self._before_update, records)))
+        records.append(record)
 
     def _released(self, key: int, record: SchedulerRecord) -> None:
         with self._lock:
@@ -207,10 +220,9 @@ class Recorder:
                 del self._by_scheduler[key]
             if record in self._live:
                 self._live.remove(record)
-                self._released_records.append(record)
                 record.released_at = record.steps
 
-    def observe(self, record: SchedulerRecord, name: str, bound: Any, *args: Any, **kwargs: Any) -> Any:
+    def observe(self, record: SchedulerRecord, scheduler: Any, name: str, bound: Any, *args: Any, **kwargs: Any) -> Any:
         """Run one call of an audited scheduler and record it (it runs on every optimizer step: kept lean)."""
         if not record.settled:
             settle(record)
@@ -220,7 +232,7 @@ class Recorder:
         finally:
             record.depth -= 1
         if name == "load_state_dict":
-            self._loaded(record, bound, args[0] if args else kwargs.get("state_dict"))
+            self._loaded(record, scheduler, args[0] if args else kwargs.get("state_dict"))
             return result
         index = args[0] if args else kwargs.get(_INDEX_NAMES[name])
         metric = args[1] if len(args) > 1 else kwargs.get("metric")
@@ -231,47 +243,42 @@ class Recorder:
         record.calls.append(_new_call((record.steps, name, index, metric)))
         return result
 
-    def _loaded(self, record: SchedulerRecord, bound: Any, state: Any) -> None:
+    def _loaded(self, record: SchedulerRecord, scheduler: Any, state: Any) -> None:
         """A ``load_state_dict``: the position it restored (a fixed scheduler's record carries one); before the first
         optimizer step, a resume: the schedule is copied again as loaded."""
         ours = state.get(STATE_KEY) if isinstance(state, dict) else None
         position = number(ours.get("last_t")) if isinstance(ours, dict) else None
         record.calls.append(_new_call((record.steps, "load_state_dict", position, None)))
         if not record.steps:
-            record.shadow, record.shadow_error = shadow_of(_scheduler_behind(bound))
+            record.shadow, record.shadow_error = shadow_of(scheduler)
 
     # -- optimizer steps --------------------------------------------------------------------------
-    # The LRs are read after the step, so every step pre-hook (auto mode's included, whenever registered) has run;
-    # a step post-hook that changes them is not seen.
 
-    def _before_update(self, optimizer: Any) -> None:
+    def _before_update(self, records: list[SchedulerRecord]) -> None:
+        """Right before a parameter update of the optimizer these records' schedulers drive: the LRs it runs with."""
         if self.max_steps is not None and self.updates >= self.max_steps:
             self.stopped = True
             raise MaxStepsReached(f"--max-steps {self.max_steps}: stopped before optimizer step {self.updates + 1}")
-        if self._unsettled:
-            for record in self._live:
-                if not record.settled:
-                    settle(record)
-            self._unsettled = False
-
-    def _after_update(self, optimizer: Any) -> None:
-        groups = optimizer.param_groups
         self.updates += 1
-        for record in self._live:
-            if record.optimizer.param_groups is groups and record.stopped is None:
-                field = record.field
-                if len(groups) == 1:
-                    record.values.append(float(groups[0][field]))
-                elif len(groups) == len(record.init_lrs):
-                    record.values.extend([float(group[field]) for group in groups])
-                else:
-                    record.stopped = (f"the optimizer's param groups changed from {len(record.init_lrs)} to "
-                                      f"{len(groups)} at step {record.steps}: later steps are not audited")
-                    continue
-                record.steps += 1
-        for record in self._released_records:
-            if record.optimizer.param_groups is groups:
+        for record in records:
+            if record.released_at is not None:
                 record.steps_after_release += 1
+                continue
+            if not record.settled:
+                settle(record)
+            if record.stopped is not None:
+                continue
+            groups = record.optimizer.param_groups
+            field = record.field
+            if len(groups) == 1:
+                record.values.append(float(groups[0][field]))
+            elif len(groups) == len(record.init_lrs):
+                record.values.extend([float(group[field]) for group in groups])
+            else:
+                record.stopped = (f"the optimizer's param groups changed from {len(record.init_lrs)} to "
+                                  f"{len(groups)} at step {record.steps}: later steps are not audited")
+                continue
+            record.steps += 1
 
     # -- DataLoader passes ------------------------------------------------------------------------
 
@@ -297,45 +304,6 @@ class Recorder:
     def _loader_event(self, kind: str, number: int) -> None:
         for record in self._live:
             record.loader_events.append((kind, number, record.steps))
-
-
-class _UpdateCounter:
-    """Calls ``before(optimizer)`` and ``after(optimizer)`` once per parameter update of any torch optimizer: around
-    the outermost ``step()`` of the optimizers sharing one ``param_groups`` list (timm's Lookahead and its base
-    optimizer, a subclass calling ``super().step()``, Accelerate's and DeepSpeed's wrappers of a torch optimizer),
-    through torch's global optimizer step hooks. Steps that do not run (GradScaler's skipped ones) are not counted.
-
-    The role of the package's counting of parameter updates (issue #11): local here until that lands."""
-
-    def __init__(self, before: Callable[[Any], None], after: Callable[[Any], None]) -> None:
-        self._before, self._after = before, after
-        self._depth: dict[int, int] = {}  # id(param_groups) -> step() calls in progress
-        self._handles = [register_optimizer_step_pre_hook(self._pre), register_optimizer_step_post_hook(self._post)]
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-
-    def _pre(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        key = id(optimizer.param_groups)
-        depth = self._depth.get(key, 0)
-        if not depth:
-            self._before(optimizer)
-        self._depth[key] = depth + 1
-
-    def _post(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        key = id(optimizer.param_groups)
-        depth = self._depth.get(key, 1) - 1
-        if depth:
-            self._depth[key] = depth
-            return
-        self._depth.pop(key, None)
-        self._after(optimizer)
-
-
-def _scheduler_behind(bound: Any) -> Any:
-    owner = bound.__self__
-    return owner.scheduler if isinstance(owner, ScheduleTiming) else owner
 
 
 def _with_subclasses(cls: type) -> list[type]:

@@ -207,7 +207,7 @@ class _ScheduleValues:
                 self.cache[start + epoch] = self._written(start + epoch, metrics.get(boundary))
 
     def _written(self, t: float, metric: Any) -> list[float]:
-        self.write(t, metric)
+        self.write(self.shadow, t, metric)
         return [float(group[self.field]) for group in self.groups]
 
     def at(self, t: float) -> list[float] | None:

@@ -2,6 +2,10 @@
 
 Each quirk is named with the timm versions it applies to. The rest of the package asks this
 module instead of testing versions itself.
+
+Past 400 lines as one piece on purpose: it is the one place a new timm or torch release is checked against,
+so every release difference (state-dict keys, Plateau's torch quirks, the fingerprinted base ``step_update``
+and its inlined equivalent) stays side by side here.
 """
 
 from __future__ import annotations

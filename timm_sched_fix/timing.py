@@ -9,7 +9,10 @@ scheduler. The schedule math is never touched: v(t) is written by the scheduler'
 This module runs on every optimizer step, so the per-call path avoids repeated lookups: what can be
 resolved once per scheduler is resolved in ``ScheduleTiming.__init__``. Parameter updates are counted by
 :mod:`timm_sched_fix.counting`; a timing holds its scheduler weakly, and nothing the optimizer holds keeps
-either alive, so a scheduler that is no longer referenced stops acting at once.
+either alive, so a scheduler that is no longer referenced stops acting at once. Whether an index lags the
+optimizer steps is decided by :class:`timm_sched_fix.lag.LagRule`, asked from one place (``_on_call``) for every
+call with an index of the schedule's unit; the per-update hot path applies a new index without asking while the
+rule says it needs to see no call.
 
 Past 400 lines as one piece: the decision (``_on_call``, ``_apply``), the state it reads and the state-dict
 round trip that restores it share one set of fields, and splitting them would spread that state over modules.
@@ -20,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-import sys
 import warnings
 import weakref
 from collections.abc import Callable, Mapping
@@ -29,6 +31,7 @@ from typing import Any
 import torch
 
 from . import compat, counting, routing
+from .lag import LagRule, ScheduleCallWarning, caller_stacklevel, check_record
 from .options import Options
 from .routing import TIMING_KEY
 
@@ -39,20 +42,8 @@ CONSTRUCTING_KEY = "_timm_sched_fix_constructing"
 STATE_KEY = "timm_sched_fix"
 
 
-class ScheduleLagWarning(UserWarning):
-    """A call passed the index already in force after optimizer steps ran with it (one period late)."""
-
-
-class ScheduleCallWarning(UserWarning):
-    """A call that stock timm ignores silently, such as ``step()`` on a per-update schedule."""
-
-
 class ScheduleCountWarning(UserWarning):
     """The optimizer's parameter updates cannot be counted: lag detection is off for this scheduler."""
-
-
-class ScheduleLagError(RuntimeError):
-    """Raised for a lagging index when ``on_lag="raise"``."""
 
 
 def stock_method(cls: type, name: str) -> Callable[..., Any]:
@@ -205,13 +196,39 @@ def _write_into_tensor(group: dict, field: str, tensor: torch.Tensor) -> None:
         group[field] = tensor
 
 
-def _check_index(index: Any, name: str) -> None:
-    if type(index) is int and index >= 0:
-        return
-    if isinstance(index, bool) or not isinstance(index, numbers.Real):
+def read_index(index: Any, name: str, on_bool: Callable[[], None] | None = None) -> int | float:
+    """A schedule index as a plain Python number: every real number stock timm takes (Python and numpy integers and
+    floats, 0-d numpy arrays, one-element tensors, ``Fraction``). Integers and integral floats become ``int`` (timm's
+    noise cannot seed a float index), and a bool is 0 or 1 as in stock timm (``on_bool`` is called for one).
+    ``TypeError`` for anything else, ``ValueError`` for a negative, NaN or infinite index (stock timm would compute a
+    negative or NaN LR from it)."""
+    if type(index) is int:
+        value: int | float = index
+    elif isinstance(index, bool):
+        if on_bool is not None:
+            on_bool()
+        value = int(index)
+    elif isinstance(index, numbers.Integral):
+        value = int(index)
+    elif isinstance(index, numbers.Real):
+        value = float(index)
+        if value.is_integer():  # timm seeds its LR noise with the index, which must then be an int
+            value = int(value)
+    elif _is_one_number(index):
+        return read_index(index.item(), name, on_bool)
+    else:
         raise TypeError(f"{name}() index must be a non-negative number, got {index!r} ({type(index).__name__})")
-    if not math.isfinite(index) or index < 0:
+    if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name}() index must be a finite, non-negative number, got {index!r}")
+    return value
+
+
+def _is_one_number(index: Any) -> bool:
+    """A one-element tensor or a 0-d numpy array of real numbers (bools included: stock timm takes them as 0/1)."""
+    if isinstance(index, torch.Tensor):
+        return index.numel() == 1 and not index.is_complex()
+    return getattr(index, "ndim", None) == 0 and callable(getattr(index, "item", None)) and \
+        getattr(getattr(index, "dtype", None), "kind", "") in ("b", "i", "u", "f")
 
 
 class _Uncounted:
@@ -231,7 +248,8 @@ class ScheduleTiming:
     """Position and call bookkeeping of one fixed scheduler.
 
     ``last_t`` is the index most recently applied (None while unknown), ``next_count`` the index the
-    next call without an index applies, ``steps_since_apply`` the parameter updates run with ``last_t``.
+    next call without an index applies, ``steps_since_apply`` the parameter updates run with ``last_t``; ``lag``
+    decides whether an index trails the optimizer steps (:class:`timm_sched_fix.lag.LagRule`).
     """
 
     def __init__(self, scheduler: Any, options: Options, owner: str, *, auto_refused: bool = False) -> None:
@@ -244,7 +262,7 @@ class ScheduleTiming:
         self.on_epochs = compat.is_epoch_schedule(scheduler)
         self.last_t: float | None = None
         self.next_count: float | None = None
-        self.lag_shift = 0
+        self.lag = LagRule(self.on_epochs, options.on_lag, options.convention)
         self.in_stock_call = False
         self._proxy_ref: Any = None  # a weak reference to the FixedScheduler of wrap(), made on request
         self._auto_updates = options.auto and not self.on_epochs
@@ -360,6 +378,7 @@ class ScheduleTiming:
                      and not self.steps_since_apply)  # pre-advanced, and neither called nor stepped since
         self.options = options
         self._auto_updates = options.auto and not self.on_epochs
+        self.lag.reconfigure(options.on_lag, options.convention)
         if untouched:
             self.next_count = self.last_t + 1 if options.convention == "end" else self.last_t
         self._subscribe()
@@ -395,7 +414,8 @@ class ScheduleTiming:
             "scheduler": type(self.scheduler).__name__,
             "last_t": self.last_t,
             "next_count": self.next_count,
-            "lag_shift": self.lag_shift,
+            "lag_shift": self.lag.shift,
+            "lag": self.lag.record(),
             "convention": self.options.convention,
             "steps_since_apply": self.steps_since_apply,
             "plateau": compat.plateau_state(self.scheduler),
@@ -429,16 +449,18 @@ class ScheduleTiming:
         self._stock_call("load_state_dict", stock_state)
         if ours is None:
             self.last_t = self.next_count = None
+            self.lag.lost_position()
             return
         compat.restore_plateau_state(self.scheduler, ours.get("plateau"), position)
-        self.lag_shift = ours["lag_shift"]
+        steps = ours.get("steps_since_apply", 0)
         if position is None:
             self.last_t = self.next_count = None
         else:
             self._apply(position, None)
-            self.next_count = ours["next_count"]
+            self.next_count = None if ours["next_count"] is None else read_index(ours["next_count"], "load_state_dict")
             # optimizer steps that already ran with last_t: auto mode advances before the next one
-            self.steps_since_apply = ours.get("steps_since_apply", 0)
+            self.steps_since_apply = steps
+        self.lag.load(ours["lag_shift"], ours.get("lag"), steps)
 
     def get_last_lr(self) -> list[float]:
         """The value each param group's LR field holds now, one per group."""
@@ -452,11 +474,19 @@ class ScheduleTiming:
         self.next_count = t + 1 if self.options.convention == "end" else t
         self._moved_to = t
 
+    def reapply(self) -> None:
+        """Write v(last_t) again after something else wrote the LRs (``SequentialLR`` resets them); the position,
+        the next count and the optimizer steps run with it stay as they are. Nothing while the position is unknown."""
+        if self.last_t is not None:
+            next_count, steps = self.next_count, self.steps_since_apply
+            self._apply(self.last_t, None)
+            self.next_count, self.steps_since_apply = next_count, steps
+
     def _on_call(self, name: str, index: Any, metric: Any, epoch_call: bool) -> None:
         """Decide which t a ``step``/``step_update`` call applies (it runs on every optimizer step: the
         common case, a non-negative int index for the schedule's own unit, is checked first)."""
         if index is not None and (type(index) is not int or index < 0):
-            _check_index(index, name)
+            index = read_index(index, name, self._on_bool_index)
         if epoch_call is not self.on_epochs:
             self._on_mismatched_call(name, index, metric)
             return
@@ -469,32 +499,16 @@ class ScheduleTiming:
                     f"initialize=False or loaded a stock state dict; call {name}(t) once with the index "
                     "to train at, or load a state dict saved by a fixed scheduler"
                 )
-            t = self.next_count
+            indices: tuple[float, ...] = (self.next_count,)
         else:
-            t = index + self.lag_shift
-            if t == self.last_t and self.steps_since_apply:
-                t = self._on_lag(name, index, t)
+            indices = self.lag.indices_to_apply(name, index, self.last_t, self.steps_since_apply)
         self._saw_matching_call = True
-        self._apply(t, metric)
+        for t in indices:
+            self._apply(t, metric)
 
-    def _on_lag(self, name: str, index: float, t: float) -> float:
-        unit = "epoch" if self.on_epochs else "update"
-        policy = self.options.on_lag
-        message = (
-            f"{name}({index!r}) re-applies the {unit} index already in force after "
-            f"{self.steps_since_apply} optimizer step(s) ran with it, so the schedule runs one {unit} late. "
-            f"timm expects the index of the next {unit}: {name}({index + 1!r}) "
-            "(Lightning: scheduler.step(epoch=self.current_epoch + 1)). "
-            "Pass on_lag='fix' to shift by one for the rest of the run."
-        )
-        if policy == "raise":
-            raise ScheduleLagError(message)
-        if policy == "fix" and not self.lag_shift:
-            self.lag_shift = 1
-            return t + 1
-        if policy != "ignore":
-            self._warn_once("lag", message, ScheduleLagWarning)
-        return t
+    def _on_bool_index(self) -> None:
+        self._warn_once("bool", "a bool schedule index is read as 0 or 1, as stock timm does; pass the epoch or "
+                        "update number", ScheduleCallWarning)
 
     def _on_mismatched_call(self, name: str, index: Any, metric: Any) -> None:
         """A call for the other unit changes nothing, as in stock timm, but says so when it is a mistake.
@@ -504,20 +518,25 @@ class ScheduleTiming:
         method has been called too.
         """
         kind = "per-epoch (t_in_epochs=True)" if self.on_epochs else "per-update (t_in_epochs=False)"
-        right = "step(epoch + 1) after each epoch" if self.on_epochs else "step_update(num_updates) after each optimizer step"
-        if index is None:
-            mistake = True
+        if index is None:  # a PyTorch-style step(): in auto mode an update schedule needs no calls at all
+            mistake = self.on_epochs or not self._auto_updates
         elif self.on_epochs:
             mistake = metric is None and not self._saw_matching_call
         else:  # step(e) on an update schedule: by the end of an epoch, step_update() should have come
             mistake = not self._saw_matching_call and self.steps_since_apply > 0 and not self._auto_updates
-        if mistake:
-            self._warn_once(
-                "mismatch",
-                f"{name}({'' if index is None else repr(index)}) on a {kind} schedule changes nothing; call {right}"
-                + ("" if self.on_epochs else ", or pass auto=True"),
-                ScheduleCallWarning,
-            )
+        if not mistake:
+            return
+        call = f"{name}({'' if index is None else repr(index)})"
+        if self.on_epochs:
+            advice = "call step(epoch + 1) after each epoch"
+        elif index is None:
+            advice = ("timm's step() is the per-epoch call. An engine that calls scheduler.step() after every optimizer "
+                      "step (DeepSpeed's lr_scheduler=, the Hugging Face Trainer, Accelerate) needs the schedule behind "
+                      "PyTorch's protocol: timm_sched_fix.TorchScheduler(scheduler, interval=\"step\"); in your own "
+                      "loop call step_update(num_updates) after each optimizer step, or pass auto=True")
+        else:
+            advice = "call step_update(num_updates) after each optimizer step, or pass auto=True"
+        self._warn_once("mismatch", f"{call} on a {kind} schedule changes nothing; {advice}", ScheduleCallWarning)
 
     def _apply(self, t: float, metric: Any) -> None:
         """Write v(t) (see ``_writer``) and record it as the position; tensor LRs are filled in place, not replaced."""
@@ -587,17 +606,22 @@ class ScheduleTiming:
         if ours["scheduler"] != expected:
             raise ValueError(f"state dict was saved by a {ours['scheduler']}, cannot load into a {expected}")
         for key in ("last_t", "next_count"):
-            if ours[key] is not None:
-                _check_index(ours[key], f"load_state_dict: {key}")
+            value = ours[key]
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                raise ValueError(f"state_dict[{STATE_KEY!r}][{key!r}] must be None or a number, got {value!r}")
+            if value is not None:
+                read_index(value, f"load_state_dict: {key}")
         steps = ours.get("steps_since_apply", 0)
         if type(steps) is not int or steps < 0:
             raise ValueError(
                 f"state_dict[{STATE_KEY!r}]['steps_since_apply'] must be a non-negative int, got {steps!r}"
             )
         compat.check_plateau_state(self.scheduler, ours.get("plateau"))
-        if ours["lag_shift"] not in (0, 1):
+        if type(ours["lag_shift"]) is not int or ours["lag_shift"] not in (0, 1):
             raise ValueError(f"state_dict[{STATE_KEY!r}]['lag_shift'] must be 0 or 1, got {ours['lag_shift']!r}")
-        return ours["last_t"]
+        if "lag" in ours:
+            check_record(ours["lag"], ours["lag_shift"], f"state_dict[{STATE_KEY!r}]['lag']")
+        return None if ours["last_t"] is None else read_index(ours["last_t"], "load_state_dict: last_t")
 
     def _snapshot(self) -> tuple:
         """Everything a load may change: scheduler, timing, param groups (tensor values too), Plateau's state."""
@@ -605,14 +629,17 @@ class ScheduleTiming:
                                         if key != "params" and isinstance(value, torch.Tensor)})
                   for group in self.optimizer.param_groups]
         plateau = getattr(self.scheduler, "lr_scheduler", None)
-        timing_state = dict(vars(self))
+        timing_state = dict(vars(self), lag_state=self.lag.state())
         return dict(vars(self.scheduler)), timing_state, groups, plateau, dict(vars(plateau)) if plateau else None
 
     def _restore(self, snapshot: tuple) -> None:
         scheduler_state, timing_state, groups, plateau, plateau_state = snapshot
         vars(self.scheduler).clear()
         vars(self.scheduler).update(scheduler_state)
+        timing_state = dict(timing_state)
+        lag_state = timing_state.pop("lag_state")
         vars(self).update(timing_state)
+        self.lag.restore(lag_state)
         for group, values, tensors in groups:
             group.clear()
             group.update(values)
@@ -628,7 +655,7 @@ class ScheduleTiming:
         however deep the adapters between."""
         if kind not in self._warned:
             self._warned.add(kind)
-            warnings.warn(message, category, stacklevel=_user_stacklevel())
+            warnings.warn(message, category, stacklevel=caller_stacklevel())
 
     # -- copies -------------------------------------------------------------------------------
 
@@ -671,7 +698,8 @@ def routed_step_update(scheduler: Any, num_updates: float | None = None, metric:
         if num_updates is None:
             t = timing.next_count
         elif type(num_updates) is int and num_updates >= 0:
-            t = num_updates + timing.lag_shift
+            shift = timing.lag.fast_shift  # None while the lag rule must see the call
+            t = None if shift is None else num_updates + shift
         else:
             t = None
         groups = timing.optimizer.param_groups
@@ -701,15 +729,3 @@ def routed_load_state_dict(scheduler: Any, state: Mapping[str, Any]) -> None:
 
 routing.ROUTES.update(step=routed_step, step_update=routed_step_update, state_dict=routed_state_dict,
                       load_state_dict=routed_load_state_dict)
-
-
-def _user_stacklevel() -> int:
-    """The ``stacklevel`` for a ``warnings.warn`` made by the caller that points at the first frame outside this
-    package, timm and wrapt."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None:
-        module = frame.f_globals.get("__name__", "")
-        if not module.startswith(("timm_sched_fix", "timm.", "wrapt")) and module != "timm":
-            return level
-        frame, level = frame.f_back, level + 1
-    return 1

@@ -3,7 +3,9 @@
 Lightning, Accelerate and plain PyTorch loops call ``step()`` without arguments after each optimizer step
 (or epoch) and read ``get_last_lr()``, ``last_epoch`` and ``state_dict()``. The adapter turns each
 ``step()`` into a counting call of the fixed timm scheduler (``step_update()`` or ``step()`` without an
-index), so which v(t) applies when is decided by the timing core, as for every other adapter.
+index), so which v(t) applies when is decided by the timing core, as for every other adapter. PyTorch's own
+entry points for composing schedulers (``_initial_step`` and ``_update_lr``, which ``SequentialLR`` calls)
+re-apply the position in force and restart the schedule at its start.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 from . import compat, counting
+from .lag import ScheduleCallWarning
 from .options import Convention, Options
 from .proxy import FixedScheduler, wrap
-from .timing import ScheduleCallWarning, ScheduleTiming, timing_of
+from .timing import ScheduleTiming, timing_of
 
 Interval = Literal["step", "epoch"]
 INTERVALS: tuple[str, ...] = ("step", "epoch")
@@ -45,12 +48,10 @@ class TorchScheduler(LRScheduler):
         self.interval: Interval = _checked_interval(interval, stock)  # before anything is fixed
         self.timm_scheduler: FixedScheduler = _fixed(stock, convention)
         self._timing: ScheduleTiming = self.timm_scheduler._self_timing
-        self._counting = False  # LRScheduler.__init__ calls step() once: that call only starts the count
         optimizer = self._timing.optimizer
         if not isinstance(optimizer, torch.optim.Optimizer):  # a wrapper (DeepSpeed): torch's base needs the optimizer
             optimizer = counting.stepping_optimizer(optimizer) or optimizer
         super().__init__(optimizer)
-        self._counting = True
 
     @property
     def last_t(self) -> float | None:
@@ -59,15 +60,34 @@ class TorchScheduler(LRScheduler):
 
     def step(self, metric: Any = None) -> None:  # type: ignore[override]
         """Advance the schedule by one step or epoch; a PlateauLRScheduler needs the metric."""
-        if self._counting:
-            self._check_metric(metric)
-            self._warn_if_before_optimizer_step()
-            if self.interval == "epoch":
-                self.timm_scheduler.step(metric=metric)
-            else:
-                self.timm_scheduler.step_update()
+        self._check_metric(metric)
+        self._warn_if_before_optimizer_step()
+        if self.interval == "epoch":
+            self.timm_scheduler.step(metric=metric)
+        else:
+            self.timm_scheduler.step_update()
         self._step_count += 1
         self.last_epoch += 1
+        self._last_lr = self._timing.get_last_lr()
+
+    def _initial_step(self) -> None:
+        """PyTorch's first step, from ``LRScheduler.__init__`` and from ``SequentialLR`` (which first resets every
+        LR to ``initial_lr``): it starts the count (``last_epoch`` 0) and writes the position in force again,
+        without advancing it."""
+        self._step_count = 1
+        self.last_epoch += 1
+        self._timing.reapply()
+        self._last_lr = self._timing.get_last_lr()
+
+    def _update_lr(self, epoch: int | None = None) -> None:
+        """PyTorch's step body; ``SequentialLR`` calls ``_update_lr(0)`` at this scheduler's milestone: the timm
+        schedule starts again at its first value, v(0), and ``step()`` counts on from there. Another ``epoch``
+        moves it to that index, as PyTorch's deprecated ``step(epoch)`` does."""
+        if epoch is None:
+            self.step()
+            return
+        self._timing.move_to(epoch)
+        self.last_epoch = epoch
         self._last_lr = self._timing.get_last_lr()
 
     def state_dict(self) -> dict[str, Any]:

@@ -143,6 +143,8 @@ def step_indices(loop: str, on_epochs: bool, epochs: int, updates_per_epoch: int
         stock = torch.full_like(current, -1)
     else:
         raise ValueError(f"unknown loop {loop!r}")
+    if loop != "timm" and on_epochs and updates_per_epoch < 2:
+        return stock, stock.clamp(min=0)  # one-step epochs: a lag cannot be told from update counts, applied as given
     return stock, current
 
 
@@ -209,22 +211,26 @@ def schedule_values(scheduler: Any, optimizer: torch.optim.Optimizer, last_t: in
     return torch.frombuffer(values, dtype=torch.float64).clone()
 
 
-def epoch_run(step: Callable[[int], None], optimizer: torch.optim.Optimizer, loop: str, epochs: int) -> torch.Tensor:
-    """The LR each epoch of an epoch schedule runs with: a real loop with one optimizer step per epoch.
+def epoch_run(step: Callable[[int], None], optimizer: torch.optim.Optimizer, loop: str, epochs: int,
+              updates_per_epoch: int) -> torch.Tensor:
+    """The LR each epoch of an epoch schedule runs with: a real loop with up to two optimizer steps per epoch.
 
-    Within an epoch an epoch schedule's LR does not change and ``step_update`` does nothing, so one
-    recorded step stands for the epoch. Run for real because PlateauLRScheduler keeps state between calls.
-    ``step`` is the scheduler's ``step(epoch)``.
+    Within an epoch an epoch schedule's LR does not change and ``step_update`` does nothing, so the epoch's
+    first recorded step stands for it; a second step shows the fixed scheduler an epoch of several optimizer
+    steps, as the real loop does (its lag rule tells a lag of one-step epochs from none only in a longer run).
+    Run for real because PlateauLRScheduler keeps state between calls. ``step`` is the scheduler's ``step(epoch)``.
     """
     seen = array("d")
     handle = optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append(float(opt.param_groups[0]["lr"])))
+    steps = min(updates_per_epoch, 2)
     try:
         for epoch in range(epochs):
-            optimizer.step()
+            for _ in range(steps):
+                optimizer.step()
             step(epoch + 1 if loop == "timm" else epoch)
     finally:
         handle.remove()
-    return torch.tensor(seen, dtype=torch.float64)
+    return torch.tensor(seen[::steps], dtype=torch.float64)
 
 
 @contextlib.contextmanager
@@ -263,9 +269,10 @@ def compute_trace(settings: argparse.Namespace, loop: str, updates_per_epoch: in
     stock_t, fixed_t = step_indices(loop, on_epochs, epochs, updates_per_epoch)
     if on_epochs:
         with _stock_failure_is_a_usage_error():
-            stock_lr = epoch_run(compat.stock_epoch_step(stock), stock_optimizer, loop, epochs).repeat_interleave(
-                updates_per_epoch)
-        fixed_lr = epoch_run(fixed.step, fixed_optimizer, loop, epochs).repeat_interleave(updates_per_epoch)
+            stock_lr = epoch_run(compat.stock_epoch_step(stock), stock_optimizer, loop, epochs,
+                                 updates_per_epoch).repeat_interleave(updates_per_epoch)
+        fixed_lr = epoch_run(fixed.step, fixed_optimizer, loop, epochs, updates_per_epoch).repeat_interleave(
+            updates_per_epoch)
     else:
         # Update schedules are pure functions of t (noise is seeded by t): v(t) once per t, then the index
         # mapping. For t >= 1 the fix writes that same v(t); its v(0) is its own pre-advance, read from the
