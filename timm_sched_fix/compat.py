@@ -5,7 +5,8 @@ module instead of testing versions itself.
 
 Past 400 lines as one piece on purpose: it is the one place a new timm or torch release is checked against,
 so every release difference (state-dict keys, Plateau's torch quirks, the fingerprinted base ``step_update``
-and its inlined equivalent) stays side by side here.
+and its inlined equivalent, the operator that keeps the step hook out of a compiled optimizer step's tracing)
+stays side by side here.
 """
 
 from __future__ import annotations

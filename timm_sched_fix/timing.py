@@ -316,11 +316,8 @@ class ScheduleTiming:
         if self._counter is UNCOUNTED:
             self._detach_counter = _nothing
         else:
-            if self._auto_updates:
-                self._detach_counter = self._counter.attach(self.scheduler, self.before_optimizer_step,
-                                                            writes_lr=True, written=self.lr_tensors)
-            else:
-                self._detach_counter = self._counter.attach(self.scheduler)
+            before_update, written = (self.before_optimizer_step, self.lr_tensors) if self._auto_updates else (None, None)
+            self._detach_counter = self._counter.attach(self.scheduler, before_update, writes_lr=True, written=written)
         previous()  # after attaching: the hooks stay where they are, ahead of hooks registered since
 
     def _warn_uncounted(self, auto_refused: bool) -> None:
