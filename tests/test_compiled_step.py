@@ -3,8 +3,8 @@ in auto mode and with explicit ``step_update()`` calls, LR noise on, while every
 
 Graphs and recompilations are counted by dynamo itself (``torch._dynamo.utils.counters`` and torch's
 compilation records), never timed. The LR a step ran with is read off the parameters: SGD with a gradient
-of 1 from a parameter of 0 leaves ``-lr``, exactly, in float64. The module compiles four times (about a
-minute on a 2-core CPU), so it runs once, against the environment's own timm.
+of 1 from a parameter of 0 leaves ``-lr``, exactly, in float64. The module compiles a small SGD step four times
+(20-60 s on a 2-core CPU), so it runs once, against the environment's own timm.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import torch
 
 import timm_sched_fix
 from timm_sched_fix import compat
+
+from support import StepRecorder
 
 pytestmark = [
     pytest.mark.skipif(not compat.UNTRACED_IN_COMPILED_STEP,
@@ -44,9 +46,12 @@ def scheduled(steps: int) -> list[list[float]]:
     return values
 
 
-def run_compiled(auto: bool, lr: float | torch.Tensor, steps: int) -> tuple[list[list[float]], int, int, list[str], int]:
+def run_compiled(auto: bool, lr: float | torch.Tensor, steps: int, recorder: bool = False,
+                 ) -> tuple[list[list[float]], int, int, list[str], int]:
     """The LR each compiled step ran with (per group), the graphs dynamo compiled by the end of the first step
-    and of the last, the recompile reasons and the graph breaks."""
+    and of the last, the recompile reasons and the graph breaks. With ``recorder``, a StepRecorder (a pre-hook
+    that reads each LR with ``float()``, which dynamo cannot trace) is registered after the scheduler, and what it
+    recorded must be what the steps ran with."""
     import torch._dynamo  # here, not at collection: importing it takes seconds
     from torch._dynamo.utils import clear_compilation_metrics, counters, get_compilation_metrics
 
@@ -54,6 +59,7 @@ def run_compiled(auto: bool, lr: float | torch.Tensor, steps: int) -> tuple[list
     optimizer = torch.optim.SGD([{"params": [param], "lr_scale": scale} for param, scale in zip(params, LR_SCALES)],
                                 lr=lr)
     scheduler = timm_sched_fix.CosineLRScheduler(optimizer, auto=auto, **SCHEDULE)
+    recorded = StepRecorder(optimizer) if recorder else None
     torch._dynamo.reset()
     counters.clear()
     clear_compilation_metrics()
@@ -76,6 +82,8 @@ def run_compiled(auto: bool, lr: float | torch.Tensor, steps: int) -> tuple[list
         if not auto:
             scheduler.step_update(k + 1)
     reasons = [metrics.recompile_reason for metrics in get_compilation_metrics() if metrics.recompile_reason]
+    if recorded is not None:
+        assert recorded.steps == used
     return used, first_step_graphs, counters["stats"]["unique_graphs"], reasons, sum(counters["graph_break"].values())
 
 
@@ -98,3 +106,14 @@ def test_auto_mode_with_float_lrs_still_applies_the_schedule_in_a_compiled_step(
     compiled step (torch recompiles SGD for each new value, with explicit calls as well)."""
     used, *_ = run_compiled(True, 0.1, 4)
     assert used == scheduled(4)
+
+
+def test_auto_mode_keeps_dynamo_out_of_the_schedule_where_dynamo_runs_torchs_step_wrapper_uncompiled():
+    """A pre-hook dynamo cannot trace (a StepRecorder's ``float(lr)``) makes it run torch's step wrapper, hooks
+    included, uncompiled while it compiles each function they call: the fix's hook then runs the schedule with
+    dynamo off, so no function of the schedule is compiled (compiled, they recompiled on every new value)."""
+    used, first_step_graphs, graphs, reasons, _ = run_compiled(True, torch.tensor(0.1, dtype=torch.float64), 20,
+                                                               recorder=True)
+    assert used == scheduled(20)
+    assert graphs - first_step_graphs == 0, reasons
+    assert reasons == []

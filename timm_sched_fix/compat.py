@@ -338,8 +338,9 @@ QUIRKS: tuple[Quirk, ...] = (
     Quirk(
         "compiled_step_traces_hooks",
         "torch with torch.compile (measured on 2.13 and 2.14)",
-        "torch.compile traces optimizer step pre-hooks, so auto mode's schedule values would be guards "
-        "(a recompilation each); from torch 2.13 the fix runs its hook as one operator in the graph, compiled once",
+        "torch.compile traces optimizer step pre-hooks, so the update count and auto mode's schedule values would be "
+        "guards (a recompilation each); from torch 2.13 the fix runs its hook as one operator in the graph, "
+        "compiled once",
         lambda: hasattr(torch, "compile"),
     ),
 )
@@ -565,12 +566,12 @@ def construction_args(init: Callable[..., Any], args: tuple, kwargs: dict) -> tu
 
 #: Quirk ``compiled_step_traces_hooks`` (torch with ``torch.compile``; measured on 2.13 and 2.14):
 #: ``torch.compile`` traces the optimizer step pre-hooks of a compiled ``optimizer.step()`` (torch's step wrapper
-#: runs them before its own first graph break). Traced, auto mode's hook would make the schedule's Python state
-#: (its position, the warmup branch, the noise draw) guards of the compiled code: a recompilation for each new
-#: value. On torch 2.13 and later the hook puts one operator into the graph instead,
-#: ``timm_sched_fix::run_untraced``, whose kernel runs the hook's own Python on every step: the graph compiles
-#: once, with no graph break of its own. Older torch, where this was not checked, traces the hook as it is (the
-#: LRs are right; it recompiles), rather than risk a compile error in a script that runs without the fix.
+#: runs them before its own first graph break). Traced, the fix's hook (``counting``: the update count, and in
+#: auto mode the schedule, its position, warmup branch and noise draw) would make Python values guards of the
+#: compiled code: a recompilation for each new value. On torch 2.13 and later the hook puts one operator into the
+#: graph instead, ``timm_sched_fix::run_untraced``, whose kernel runs the hook's own Python on every step: the
+#: graph compiles once, with no graph break of its own. Older torch, where this was not checked, traces the hook
+#: as it is (the LRs are right; it recompiles), rather than risk a compile error in a script that runs without it.
 UNTRACED_IN_COMPILED_STEP: bool = (
     tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2]) >= (2, 13)
     and hasattr(torch.library, "register_fake") and hasattr(torch.compiler, "is_dynamo_compiling"))
@@ -584,7 +585,22 @@ def _never() -> bool:
 #: replaces the call with the constant True); always False where ``UNTRACED_IN_COMPILED_STEP`` is not.
 dynamo_tracing: Callable[[], bool] = torch.compiler.is_dynamo_compiling if UNTRACED_IN_COMPILED_STEP else _never
 
-_UNTRACED: dict[int, weakref.WeakMethod] = {}
+#: Truthy while dynamo is on for the calling code but does not trace it: a frame of a compiled function that dynamo
+#: runs uncompiled (it gives up on torch's step wrapper when a pre-hook does something it cannot trace), whose
+#: calls it compiles one by one (``torch._C._dynamo.eval_frame.get_eval_frame_callback``, torch 2.13 - 2.14);
+#: always falsy where ``UNTRACED_IN_COMPILED_STEP`` is not.
+dynamo_around: Callable[[], Any] = getattr(getattr(getattr(torch._C, "_dynamo", None), "eval_frame", None),
+                                           "get_eval_frame_callback", _never) if UNTRACED_IN_COMPILED_STEP else _never
+
+
+def without_dynamo(function: Callable[..., None]) -> Callable[..., None]:
+    """``function``, run with dynamo off (``torch.compiler.disable``): nothing it calls is compiled. Imports
+    ``torch._dynamo`` (seconds), so it is made where ``dynamo_around()`` said it is loaded."""
+    return torch.compiler.disable(function)
+
+
+#: What the operator runs, by key: a weak reference to the object and its method's function.
+_UNTRACED: dict[int, tuple[weakref.ref, Callable[[Any], None]]] = {}
 _UNTRACED_KEYS = itertools.count()
 #: The operator, its Library (dropping a Library unregisters its operators), and a tensor it is told to write when
 #: the optimizer has no tensor LR: AOT autograd drops a call that writes nothing, so the graph would lose it.
@@ -594,10 +610,11 @@ _UNTRACED_DEFINITION = threading.Lock()
 
 def _run_untraced(key: int, written: list[torch.Tensor]) -> None:
     """The operator's kernel: run the method registered under ``key``, unless its object is gone."""
-    method = _UNTRACED.get(key)
-    bound = None if method is None else method()
-    if bound is not None:
-        bound()
+    entry = _UNTRACED.get(key)
+    if entry is not None:
+        owner = entry[0]()
+        if owner is not None:
+            entry[1](owner)
 
 
 def _trace_untraced(key: int, written: list[torch.Tensor]) -> None:
@@ -633,7 +650,10 @@ def untraced_call(method: Callable[[], None]) -> Callable[[list[torch.Tensor]], 
     call runs ``method`` directly, traced as it is. Neither keeps ``method``'s object alive.
     """
     key = next(_UNTRACED_KEYS)
-    _UNTRACED[key] = weakref.WeakMethod(method, lambda _: _UNTRACED.pop(key, None))
+    # not a WeakMethod: its callback fails when the object goes at interpreter exit; the dict is bound in
+    # so that this one still finds it then
+    _UNTRACED[key] = (weakref.ref(method.__self__, lambda _, untraced=_UNTRACED: untraced.pop(key, None)),
+                      method.__func__)
     if not UNTRACED_IN_COMPILED_STEP:
         return lambda written: _run_untraced(key, written)
     operator, _, no_tensor_lr = _untraced_operator()

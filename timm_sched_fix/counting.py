@@ -24,7 +24,9 @@ One parameter update is counted once:
 In a ``torch.compile``d ``optimizer.step()``, dynamo traces the step hooks: traced, the count and the callbacks
 (auto mode's schedule) would become guards of the compiled code, a recompilation for each new value. There the
 pre-hook puts one operator into the graph instead, which runs its work as eager Python on every update
-(:func:`timm_sched_fix.compat.untraced_call`, quirk ``compiled_step_traces_hooks``).
+(:func:`timm_sched_fix.compat.untraced_call`, quirk ``compiled_step_traces_hooks``); where dynamo runs torch's
+step wrapper uncompiled (another pre-hook it cannot trace), the pre-hook runs its callbacks with dynamo off, so
+that they are not compiled function by function.
 
 To follow the updates of an optimizer (what a fixed scheduler does)::
 
@@ -154,6 +156,7 @@ class UpdateCounter:
         self._handles: tuple[Any, ...] | None = None  # the hooks' handles while installed
         self._before_step: Callable[[Any, Any, Any], None] | None = None  # the pre-hook's own work, once installed
         self._in_graph: Callable[[list[torch.Tensor]], None] | None = None  # it, for a compiled step (compat)
+        self._before_step_without_dynamo: Callable[[Any, Any, Any], None] | None = None  # see _without_dynamo
 
     @property
     def optimizer(self) -> torch.optim.Optimizer | None:
@@ -203,7 +206,7 @@ class UpdateCounter:
         if optimizer is None:
             return
         counter = self
-        tracing = compat.dynamo_tracing
+        tracing, dynamo_around = compat.dynamo_tracing, compat.dynamo_around
         if self._in_graph is None:
             self._in_graph = compat.untraced_call(self._before_step_untraced)
         in_graph = self._in_graph
@@ -223,13 +226,19 @@ class UpdateCounter:
                 if params is counter._params:
                     callbacks = counter._callbacks
                     if callbacks:
+                        if dynamo_around():
+                            counter._without_dynamo(optimizer, args, kwargs)
+                            return
                         for callback in callbacks:
                             callback()
                     counter.count += 1
                     return
+            if dynamo_around():
+                counter._without_dynamo(optimizer, args, kwargs)
+                return
             counter._classify(optimizer, groups)
 
-        self._before_step = before_step
+        self._before_step, self._before_step_without_dynamo = before_step, None
         if not _steps_can_nest(type(optimizer)):
             self._handles = (optimizer.register_step_pre_hook(before_step),)
             return
@@ -247,6 +256,14 @@ class UpdateCounter:
 
         self._handles = (optimizer.register_step_pre_hook(before_step_or_nested),
                          optimizer.register_step_post_hook(after_step))
+
+    def _without_dynamo(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        """The pre-hook's work with dynamo off, where dynamo runs a compiled step's frame uncompiled (it gives up on
+        torch's step wrapper when another pre-hook does what it cannot trace) and would compile each function the
+        callbacks call, one by one, recompiling on their values; and for the rare steps that ``_classify``."""
+        if self._before_step_without_dynamo is None:
+            self._before_step_without_dynamo = compat.without_dynamo(self._before_step)
+        self._before_step_without_dynamo(optimizer, args, kwargs)
 
     def _before_step_untraced(self) -> None:
         """The pre-hook's work where a compiled step's operator runs it (``compat.untraced_call``)."""
