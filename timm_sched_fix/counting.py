@@ -21,6 +21,13 @@ One parameter update is counted once:
   zero-gradient ``optimizer.step()`` to create the optimizer state. A step taken while DeepSpeed constructs its
   engine or optimizer is not a training update and is not counted.
 
+In a ``torch.compile``d ``optimizer.step()``, dynamo traces the step hooks: traced, the count and the callbacks
+(auto mode's schedule) would become guards of the compiled code, a recompilation for each new value. There the
+pre-hook puts one operator into the graph instead, which runs its work as eager Python on every update
+(:func:`timm_sched_fix.compat.untraced_call`, quirk ``compiled_step_traces_hooks``); where dynamo runs torch's
+step wrapper uncompiled (another pre-hook it cannot trace), the pre-hook runs its callbacks with dynamo off, so
+that they are not compiled function by function.
+
 To follow the updates of an optimizer (what a fixed scheduler does)::
 
     counter = counter_for(optimizer)  # None: nothing can be counted (uncountable_reason(optimizer) says why)
@@ -37,6 +44,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from . import compat
 
 #: Attributes under which wrappers keep the optimizer they drive: Accelerate's ``AcceleratedOptimizer`` and
 #: DeepSpeed's wrappers ``optimizer``; timm's ``Lookahead`` ``_base_optimizer`` (0.9+) or ``base_optimizer``
@@ -139,11 +148,15 @@ class UpdateCounter:
         self._parts: set[int] = set()  # ids of the first tensors of the current update's steps (DeepSpeed)
         self._depth = 0  # steps of this optimizer running (nested: a subclass calling super().step())
         self._writers: list[Callable[[], None]] = []  # callbacks that write LRs (auto mode): they run first
+        self._written: list[Callable[[], list[torch.Tensor]]] = []  # the tensors the writers write, each
         self._observers: list[Callable[[], None]] = []
         self._callbacks: tuple[Callable[[], None], ...] = ()  # writers, then observers
         self._attached = 0
         self._lock = threading.Lock()
         self._handles: tuple[Any, ...] | None = None  # the hooks' handles while installed
+        self._before_step: Callable[[Any, Any, Any], None] | None = None  # the pre-hook's own work, once installed
+        self._in_graph: Callable[[list[torch.Tensor]], None] | None = None  # it, for a compiled step (compat)
+        self._before_step_without_dynamo: Callable[[Any, Any, Any], None] | None = None  # see _without_dynamo
 
     @property
     def optimizer(self) -> torch.optim.Optimizer | None:
@@ -151,29 +164,35 @@ class UpdateCounter:
         return self._optimizer_ref()
 
     def attach(self, owner: object, before_update: Callable[[], None] | None = None, *,
-               writes_lr: bool = False) -> Callable[[], Any]:
+               writes_lr: bool = False, written: Callable[[], list[torch.Tensor]] | None = None) -> Callable[[], Any]:
         """Count for as long as ``owner`` lives and call ``before_update()`` right before each update (callbacks
-        that write LRs, ``writes_lr=True``, before the others).
+        that write LRs, ``writes_lr=True``, before the others). ``written()`` returns the tensors such a callback
+        writes in place (its LR tensors): in a compiled step, what reads them runs after it.
 
-        Returns a function that detaches early. The counter holds ``before_update`` (and what it is bound to)
-        until ``owner`` is collected or that function is called, never ``owner`` itself."""
+        Returns a function that detaches early. The counter holds ``before_update`` and ``written`` (and what they
+        are bound to) until ``owner`` is collected or that function is called, never ``owner`` itself."""
         with self._lock:
             if before_update is not None:
                 (self._writers if writes_lr else self._observers).append(before_update)
                 self._callbacks = (*self._writers, *self._observers)
+            if written is not None:
+                self._written.append(written)
             self._attached += 1
             if self._handles is None:
                 self._install()
-        detach = weakref.finalize(owner, self._detach, before_update)
+        detach = weakref.finalize(owner, self._detach, before_update, written)
         detach.atexit = False  # nothing to tidy up when the interpreter exits
         return detach
 
-    def _detach(self, before_update: Callable[[], None] | None) -> None:
+    def _detach(self, before_update: Callable[[], None] | None,
+                written: Callable[[], list[torch.Tensor]] | None = None) -> None:
         with self._lock:
             if before_update is not None:
                 self._writers = [c for c in self._writers if c is not before_update]
                 self._observers = [c for c in self._observers if c is not before_update]
                 self._callbacks = (*self._writers, *self._observers)
+            if written is not None:
+                self._written = [w for w in self._written if w is not written]
             self._attached -= 1
             if not self._attached and self._handles is not None:
                 for handle in self._handles:
@@ -187,10 +206,17 @@ class UpdateCounter:
         if optimizer is None:
             return
         counter = self
+        tracing, dynamo_around = compat.dynamo_tracing, compat.dynamo_around
+        if self._in_graph is None:
+            self._in_graph = compat.untraced_call(self._before_step_untraced)
+        in_graph = self._in_graph
 
         def before_step(optimizer: Any, args: Any, kwargs: Any) -> None:
             # runs before every step of the optimizer, so the common case (a whole update: the same param groups
             # list and first group's params list as at the last counted update) is decided in the first lines
+            if tracing():  # in a compiled optimizer.step(): the same work, as one operator of the graph (compat)
+                in_graph([tensor for written in counter._written for tensor in written()])
+                return
             groups = optimizer.param_groups
             if groups is counter._home:
                 try:
@@ -200,12 +226,19 @@ class UpdateCounter:
                 if params is counter._params:
                     callbacks = counter._callbacks
                     if callbacks:
+                        if dynamo_around():
+                            counter._without_dynamo(optimizer, args, kwargs)
+                            return
                         for callback in callbacks:
                             callback()
                     counter.count += 1
                     return
+            if dynamo_around():
+                counter._without_dynamo(optimizer, args, kwargs)
+                return
             counter._classify(optimizer, groups)
 
+        self._before_step, self._before_step_without_dynamo = before_step, None
         if not _steps_can_nest(type(optimizer)):
             self._handles = (optimizer.register_step_pre_hook(before_step),)
             return
@@ -223,6 +256,20 @@ class UpdateCounter:
 
         self._handles = (optimizer.register_step_pre_hook(before_step_or_nested),
                          optimizer.register_step_post_hook(after_step))
+
+    def _without_dynamo(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        """The pre-hook's work with dynamo off, where dynamo runs a compiled step's frame uncompiled (it gives up on
+        torch's step wrapper when another pre-hook does what it cannot trace) and would compile each function the
+        callbacks call, one by one, recompiling on their values; and for the rare steps that ``_classify``."""
+        if self._before_step_without_dynamo is None:
+            self._before_step_without_dynamo = compat.without_dynamo(self._before_step)
+        self._before_step_without_dynamo(optimizer, args, kwargs)
+
+    def _before_step_untraced(self) -> None:
+        """The pre-hook's work where a compiled step's operator runs it (``compat.untraced_call``)."""
+        optimizer = self._optimizer_ref()
+        if optimizer is not None and self._before_step is not None:
+            self._before_step(optimizer, (), {})
 
     def _update(self, optimizer: Any, groups: list) -> None:
         """One parameter update starts: run the callbacks, then count it."""

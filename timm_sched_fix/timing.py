@@ -316,8 +316,8 @@ class ScheduleTiming:
         if self._counter is UNCOUNTED:
             self._detach_counter = _nothing
         else:
-            before_update = self.before_optimizer_step if self._auto_updates else None
-            self._detach_counter = self._counter.attach(self.scheduler, before_update, writes_lr=True)
+            before_update, written = (self.before_optimizer_step, self.lr_tensors) if self._auto_updates else (None, None)
+            self._detach_counter = self._counter.attach(self.scheduler, before_update, writes_lr=True, written=written)
         previous()  # after attaching: the hooks stay where they are, ahead of hooks registered since
 
     def _warn_uncounted(self, auto_refused: bool) -> None:
@@ -343,6 +343,10 @@ class ScheduleTiming:
     @steps_since_apply.setter
     def steps_since_apply(self, steps: int) -> None:
         self._applied_at = self._counter.count - steps
+
+    def lr_tensors(self) -> list[torch.Tensor]:
+        """The LR tensors this scheduler fills in place, one per param group whose LR is a tensor."""
+        return [tensor for _, tensor in self._tensor_lrs]
 
     def before_optimizer_step(self) -> None:
         """Runs right before every parameter update in auto mode: applies v(k); a param group added since the
