@@ -36,6 +36,9 @@ VERSION = re.compile(r"^\d+(\.\d+){1,3}((a|b|rc|\.post|\.dev)\d+)?$")
 ENV_RANKS_DIR = "TIMM_SCHED_FIX_AUDIT_RANKS_DIR"
 #: Rank 0 waits this long, after its own run, for the other ranks' documents.
 RANK_WAIT_SECONDS = 120.0
+#: Where this audit's temporary folders go: the watcher's folder under the command line (audit._watched), which it
+#: removes whatever happens to the audited process; else the system's.
+SCRATCH: str | None = None
 #: Relative tolerance when two traces are compared.
 TOLERANCE = 1e-12
 #: Differing steps shown per scheduler.
@@ -93,7 +96,7 @@ def audit_under(version: str, folder: Path, child_args: Sequence[str]) -> dict[s
 
     Raises UsageError when the child cannot run at all; a failing script is reported in the document.
     """
-    with tempfile.TemporaryDirectory(prefix="timm-sched-fix-audit-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="timm-sched-fix-audit-", dir=SCRATCH) as scratch:
         out = Path(scratch) / "audit.json"
         package_root = Path(__file__).resolve().parent.parent
         paths = [str(folder)]
@@ -262,7 +265,7 @@ class Children:
                                f"{startup.PTH_NAME} that knows {ENV_AUDIT} is in this Python's site-packages "
                                "(install this version of the package)")
             return self
-        self._folder = tempfile.mkdtemp(prefix="timm-sched-fix-audit-")
+        self._folder = tempfile.mkdtemp(prefix="timm-sched-fix-audit-", dir=SCRATCH)
         self.variables[ENV_AUDIT] = self._folder
         self._environ = environ(self.variables)
         self._environ.__enter__()
