@@ -273,6 +273,8 @@ def _run_script(recorder: Any, options: Options | None, args: argparse.Namespace
             execute(args.target, args.args, module=args.module)
         except MaxStepsReached:
             return 0, None
+        except TargetNotFound:  # nothing ran: Python's own message, not a failing script
+            raise
         except SystemExit as exit_:
             if exit_.code is None or exit_.code == 0:
                 return 0, None

@@ -612,7 +612,7 @@ class ScheduleTiming:
             raise ValueError(f"state_dict[{STATE_KEY!r}] is not a timm_sched_fix position record: {ours!r}")
         expected = type(self.scheduler).__name__
         if not isinstance(ours["scheduler"], str) or ours["scheduler"] != expected:
-            raise ValueError(f"state dict was saved by a {ours['scheduler']!r}, cannot load into a {expected}")
+            raise ValueError(f"state dict was saved by a {ours['scheduler']}, cannot load into a {expected}")
         for key in ("last_t", "next_count"):
             value = ours[key]
             if value is None:
