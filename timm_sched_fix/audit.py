@@ -251,6 +251,9 @@ def _audit(args: argparse.Namespace, options: Options | None) -> int:
         child_lines, child_code = children.lines_and_code()
         _print(child_lines)
         code = child_code if not audits else max(code, child_code)
+    if children.unfinished:
+        _print(["", *children.unfinished_lines()])
+        code = max(code, 1)
     for version in args.against_timm:
         code = max(code, _against(version, args, options, document))
     if rank is not None:

@@ -255,6 +255,7 @@ class Children:
             if value is not None:
                 self.variables[name] = str(value)
         self.documents: list[dict[str, Any]] = []
+        self.unfinished: list[int] = []  # processes that built a scheduler and ended without their report
         self._unreached: str | None = None
         self._folder: str | None = None
         self._environ: Any = None
@@ -278,8 +279,17 @@ class Children:
         if self._folder is not None:
             for path in sorted(Path(self._folder).glob("*.json")):
                 self.documents.append(json.loads(path.read_text()))
+            reported = {document["pid"] for document in self.documents}
+            self.unfinished = sorted(pid for pid in (int(path.stem) for path in Path(self._folder).glob("*.started"))
+                                     if pid not in reported)
             shutil.rmtree(self._folder, ignore_errors=True)
         self.documents.sort(key=lambda document: (document["rank"] is None, document["rank"] or 0, document["pid"]))
+
+    def unfinished_lines(self) -> list[str]:
+        """One line per process the script started that built a timm scheduler but wrote no report."""
+        return [f"the audit could not finish: process {pid}, which the script started, built a timm scheduler and "
+                "ended without its report (os._exit, a fatal signal, or killed): its steps have no verdict"
+                for pid in self.unfinished]
 
     def unreached(self, audited_here: bool) -> str | None:
         """Why child processes were not audited, worth saying when this process audited nothing itself."""
