@@ -29,9 +29,9 @@ def nothing_built(monkeypatch):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--epochs", "100000000", "--updates-per-epoch", "1000", "--per-update"],
-     "= 100,000,000,000 optimizer steps; trace builds at most 2,000,000"),
+     "= 100,000,000,000 optimizer steps; trace builds at most 10,000,000"),
     (["--epochs", "100000000"], "--updates-per-epoch 1 = 100,000,000 optimizer steps"),
-    (["--sched-on-updates", "--epochs", "300", "--updates-per-epoch", "6667"], "= 2,000,100 optimizer steps"),
+    (["--sched-on-updates", "--epochs", "300", "--updates-per-epoch", "33334"], "= 10,000,200 optimizer steps"),
     (["--epochs", "3", "--warmup-epochs", "0", "--lr-noise", "0", "--lr-noise-pct", "0"],
      "--lr-noise-pct 0.0: timm redraws its LR noise until it falls within this limit"),
     (["--epochs", "3", "--warmup-epochs", "0", "--lr-noise", "0.5", "--lr-noise-pct", "1e-5"],

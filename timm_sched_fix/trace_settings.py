@@ -55,8 +55,9 @@ LOOPS: dict[str, Loop] = {
 #: Fewest accepted draws per draw of timm's normal LR noise (it redraws until |N(0, std)| / std < noise_pct): below
 #: this, one noise value takes over 10,000 draws on average, and none at noise_pct 0 (timm would spin).
 MIN_NOISE_ACCEPTANCE = 1e-4
-#: The longest run ``trace`` builds: its tables take some 350 bytes per optimizer step (about 0.7 GB here).
-MAX_TRACE_STEPS = 2_000_000
+#: The longest run ``trace`` builds (three million steps are a 300-epoch ImageNet run at train.py's batch size on
+#: one process): its tables hold about 50 bytes per optimizer step, some 0.5 GB at the limit (docs/performance.md).
+MAX_TRACE_STEPS = 10_000_000
 
 
 def check_noise_drawable(noise_pct: float, flag: str) -> None:
