@@ -6,7 +6,9 @@ Stock timm by default; ``--fix`` (with ``patch()``'s options) audits the script 
 its class and unit, how t and the epoch boundaries were found, the wrong steps with the likely cause, and a table
 of the steps. Exit code: 0 every step ran with v(t); 1 some did not, or cannot be decided (the report says why),
 or ``--golden``, ``--against-timm`` or the ranks of a multi-process run differ; 2 a usage error; 3 the script
-itself failed (its traceback is shown, the report covers the steps before).
+itself failed (its traceback is shown, the report covers the steps before). Never 0 without a verdict: from the
+command line the audit runs in a forked process the command watches (``_watched``), so a script that ends it
+without the report (``os._exit``, a fatal signal, SIGTERM/SIGINT) makes the command exit non-zero saying why.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ scheduler the script builds: v(t) for the index t that step should run with.
 Stock timm by default; --fix audits the script under the fix. For each
 scheduler it prints its class and unit, how t and the epoch boundaries were
 found, the wrong steps with their likely cause (missing pre-advance, one-period
-lag, ...), and a table of the steps. The script runs in this process with its
-own sys.argv, as __main__; options go before it, everything after it is its own."""
+lag, ...), and a table of the steps. The script runs as `python script.py` runs
+it, with its own sys.argv, as __main__; options go before it, everything after
+it is its own."""
 
 EPILOG = """\
 examples:
@@ -46,7 +49,9 @@ examples:
 
 exit status: 0 every optimizer step ran with v(t); 1 some did not, or it cannot
 decide (the report says why), or --golden, --against-timm or the ranks differ;
-2 a usage error; 3 the script itself failed (the report covers the steps before)."""
+2 a usage error; 3 the script itself failed (the report covers the steps before).
+A script that ends the process without the report (os._exit, a fatal signal,
+SIGTERM or SIGINT) gives a non-zero exit with a line saying why: never 0."""
 
 
 def add_parser(subparsers: Any) -> None:
