@@ -17,6 +17,7 @@ import hashlib
 import inspect
 import itertools
 import math
+import operator
 import re
 import textwrap
 import threading
@@ -56,17 +57,17 @@ def is_epoch_schedule(scheduler: Scheduler) -> bool:
     return is_plateau(scheduler) or bool(getattr(scheduler, "t_in_epochs", True))
 
 
-def check_metric(scheduler: Scheduler, metric: Any) -> None:
-    """Refuse a NaN, infinite or non-numeric metric for PlateauLRScheduler before it reaches torch's
-    ``ReduceLROnPlateau``, which counts NaN as "no improvement" and silently lowers the LR (every timm release)."""
+def check_metric(scheduler: Scheduler, metric: Any) -> bool:
+    """Refuse a non-numeric metric for PlateauLRScheduler before anything changes (``TypeError``); True for a NaN or
+    infinite one, which torch's ``ReduceLROnPlateau`` counts as "no improvement" (it lowers the LR after
+    ``patience_t`` such epochs) in every timm release: the fix applies it as stock timm does, and says so."""
     if metric is None or not is_plateau(scheduler):
-        return
+        return False
     try:
         value = float(metric)
     except (TypeError, ValueError):
         raise TypeError(f"PlateauLRScheduler metric must be a number, got {metric!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"PlateauLRScheduler metric must be finite, got {metric!r}; no LR was changed")
+    return not math.isfinite(value)
 
 
 def stock_writer(scheduler: Scheduler, stock_method: Callable[..., Any]) -> Callable[[Scheduler, float, Any], None]:
@@ -194,8 +195,17 @@ def inlined_step_update(scheduler: Scheduler,
     generator = torch.Generator()
     base = installed_base_step_update()
     applies_lr_scale, scaled_by_std = base.applies_lr_scale, base.noise_scaled_by_std  # type: ignore[union-attr]
+    own_methods, class_methods = _instance_method_check(type(scheduler))
+    stock_step_update = _unwrapped(stock_method)
 
     def step_update(scheduler: Scheduler, t: float, metric: Any) -> None:
+        try:  # an instance's own method (mock.patch.object, an attribute set at any time): timm's own code calls it
+            instance_overrides = own_methods(scheduler) != class_methods
+        except AttributeError:  # an attribute without __func__: a plain function or a mock
+            instance_overrides = True
+        if instance_overrides:
+            stock_step_update(scheduler, t, metric)
+            return
         scheduler.metric = metric
         values = values_of(scheduler, t)
         if values is None:
@@ -216,6 +226,14 @@ def inlined_step_update(scheduler: Scheduler,
             group[field] = value * group["lr_scale"] if applies_lr_scale and "lr_scale" in group else value
 
     return step_update
+
+
+def _instance_method_check(cls: type) -> tuple[Callable[[Any], tuple], tuple]:
+    """``(get, expected)``: ``get(scheduler)`` gives the functions behind the methods the base ``step_update`` runs
+    (one C call, ``operator.attrgetter``), ``expected`` the class's; they differ when the instance has its own."""
+    names = [name for name in ("_get_values", "_get_lr", "get_update_values", "_add_noise", "_is_apply_noise",
+                               "_calculate_noise", "update_groups") if hasattr(cls, name)]
+    return operator.attrgetter(*(f"{name}.__func__" for name in names)), tuple(getattr(cls, name) for name in names)
 
 
 def update_schedule_values(scheduler: Scheduler, stock_method: Callable[..., Any]) -> Callable[[float], Any] | None:
@@ -265,15 +283,61 @@ def _noise_applies(noise_range: Any, t: float) -> bool:
 
 
 def _noise(scheduler: Scheduler, generator: torch.Generator, t: float, scaled_by_std: bool) -> float:
-    """timm's ``_calculate_noise`` (0.6+; inline in ``_add_noise`` before), drawing from ``generator``."""
+    """timm's ``_calculate_noise`` (0.6+; inline in ``_add_noise`` before), drawing from ``generator``; its
+    resampling loop bounded (``ValueError`` past :data:`MAX_NOISE_DRAWS`, where timm's spins)."""
     generator.manual_seed(scheduler.noise_seed + t)
     if scheduler.noise_type == "normal":
         scale = scheduler.noise_std if scaled_by_std else 1.0
-        while True:  # timm resamples until the noise is within noise_pct
+        for _ in range(MAX_NOISE_DRAWS):  # timm resamples until the noise is within noise_pct
             noise = torch.randn(1, generator=generator).item() * scale
             if abs(noise) < scheduler.noise_pct:
                 return noise
+        check_noise(functools.partial(getattr, scheduler), type(scheduler).__name__)
+        raise ValueError(f"no LR noise within noise_pct={scheduler.noise_pct!r} in {MAX_NOISE_DRAWS} draws; "
+                         "no LR was changed")
     return 2 * (torch.rand(1, generator=generator).item() - 0.5) * scheduler.noise_pct
+
+
+#: The smallest chance per draw that timm accepts a normal LR-noise draw (``|noise| < noise_pct``) for which the
+#: fix builds, wraps or loads a scheduler: timm redraws until it does (``while True``), so below this a step with
+#: noise spins for minutes or forever (``noise_pct=0``, a huge ``noise_std``).
+MIN_NOISE_ACCEPTANCE = 1e-6
+#: Where the fix's own noise draw gives up (a chance of ``exp(-20)`` at :data:`MIN_NOISE_ACCEPTANCE`).
+MAX_NOISE_DRAWS = 20 * round(1 / MIN_NOISE_ACCEPTANCE)
+
+
+def _noise_scaled_by_std() -> bool:
+    base = installed_base_step_update()
+    if base is not None:
+        return base.noise_scaled_by_std
+    try:
+        return "noise_std" in inspect.getsource(_unwrapped(getattr(Scheduler, "_calculate_noise", None)))
+    except (OSError, TypeError):
+        return True
+
+
+def check_noise(get: Callable[..., Any], owner: str) -> None:
+    """``ValueError`` saying why, for LR noise that can never be drawn: timm's normal noise is redrawn until
+    ``|noise| < noise_pct`` (``noise_std`` scales the draw from timm 1.0.31 on), which ``noise_pct <= 0`` never
+    meets and a ``noise_std`` far above ``noise_pct`` practically never (below :data:`MIN_NOISE_ACCEPTANCE` per
+    draw). ``get(name, default)`` reads the scheduler's attribute or a state dict's value. Nothing for noise that is
+    off (``noise_range_t=None``) or uniform, or for values that are no numbers (timm's own error then)."""
+    if get("noise_range_t", None) is None or get("noise_type", "normal") != "normal":
+        return
+    pct, std = get("noise_pct", 0.67), get("noise_std", 1.0)
+    try:
+        scale = abs(float(std)) if _noise_scaled_by_std() else 1.0
+        limit = float(pct)
+    except (TypeError, ValueError):
+        return
+    acceptance = (math.erf(limit / (scale * math.sqrt(2))) if scale > 0 else float(limit > 0)) if limit > 0 else 0.0
+    if not acceptance >= MIN_NOISE_ACCEPTANCE:
+        raise ValueError(
+            f"{owner}: LR noise that can never be drawn (noise_pct={pct!r}, noise_std={std!r}): timm redraws a normal "
+            f"noise until |noise| < noise_pct, which a draw meets with probability {acceptance:.3g}, so every step "
+            "with noise would spin. Use noise_pct > 0 (timm's default 0.67) and a noise_std of its order (default "
+            "1.0), or noise_range_t=None for no noise; nothing was changed"
+        )
 
 
 class Quirk(NamedTuple):
