@@ -73,6 +73,11 @@ def is_users(klass: type) -> bool:
     return (klass.__module__ or "").split(".")[0] not in ("timm", "timm_sched_fix")
 
 
+def defines_own(cls: type, names: tuple[str, ...]) -> bool:
+    """Whether a user's class in ``cls``'s MRO defines one of ``names`` (above the fix's routing or below it)."""
+    return any(name in vars(klass) and is_users(klass) for klass in cls.__mro__ for name in names)
+
+
 def instance_override(scheduler: Any, name: str) -> Any | None:
     """The instance's own ``name`` (an instance attribute, or a ``mock.patch.object``), else None. Looked up as an
     attribute, not in ``vars()``: a materialized instance dict slows timm's own attribute reads on CPython 3.11."""
@@ -112,6 +117,26 @@ def unknown_override(scheduler: Any, on_epochs: bool) -> tuple[str, str] | None:
         if reason is not None:
             return name, reason
     return None
+
+
+def runs_above_the_fix(cls: type) -> bool:
+    """Whether a user's ``step``/``step_update`` comes before the fix's routing in ``cls``'s MRO: a subclass of a
+    drop-in class, or a mixin's method that ``patch()`` did not instrument. Such a scheduler is given a routing class
+    on top (``routing.route``), so that the fix calls the override rather than the override calling the fix."""
+    for name in ("step", "step_update"):
+        for klass in cls.__mro__:
+            attribute = vars(klass).get(name)
+            if attribute is None:
+                continue
+            if _is_route(attribute) or getattr(type(attribute), "__timm_sched_fix_patched_method__", False) \
+                    or not is_users(klass):
+                break
+            if any(_is_route(vars(below).get(name))
+                   or getattr(type(vars(below).get(name)), "__timm_sched_fix_patched_method__", False)
+                   for below in cls.__mro__):
+                return True
+            break
+    return False
 
 
 def warn_unknown(scheduler: Any, method: str, reason: str, stacklevel: int) -> None:

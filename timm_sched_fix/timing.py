@@ -124,6 +124,8 @@ def attach(
     timing = timing_of(scheduler)
     if timing is not None:
         return timing
+    if overrides.runs_above_the_fix(type(scheduler)):
+        routing.route(scheduler)  # the fix calls the user's step/step_update, not the other way round
     unknown = overrides.unknown_override(scheduler, compat.is_epoch_schedule(scheduler))
     if unknown is not None:
         overrides.warn_unknown(scheduler, *unknown, stacklevel=caller_stacklevel())
@@ -288,8 +290,7 @@ class ScheduleTiming:
         self._proxy_ref: Any = None  # a weak reference to the FixedScheduler of wrap(), made on request
         self._auto_updates = options.auto and not self.on_epochs
         self._checks_metric = compat.is_plateau(scheduler)
-        self._own_state_methods = any(overrides.is_users(overrides.class_method(type(scheduler), name)[0])
-                                      for name in ("state_dict", "load_state_dict"))
+        self._own_state_methods = overrides.defines_own(type(scheduler), ("state_dict", "load_state_dict"))
         self._write_values = self._writer(scheduler)
         self._tensor_lrs: list[tuple[dict, torch.Tensor]] = []
         self._write = self._write_values  # plus tensor refills once tensor LRs are found (_find_tensor_lrs)
