@@ -178,8 +178,8 @@ def _unwrapped(function: Any) -> Any:
     return function
 
 
-def inlined_step_update(scheduler: Scheduler,
-                        stock_method: Callable[..., Any]) -> Callable[[Scheduler, float, Any], None] | None:
+def inlined_step_update(scheduler: Scheduler, stock_method: Callable[..., Any],
+                        check_instance: bool = True) -> Callable[[Scheduler, float, Any], None] | None:
     """The base ``Scheduler.step_update(t, metric)`` of the installed timm as one function, bit-identical to it:
     the same values from the schedule's own methods, the same noise, the same param-group writes.
 
@@ -187,7 +187,9 @@ def inlined_step_update(scheduler: Scheduler,
     new one per call (``manual_seed`` resets it fully, so the draws are the same). None when the scheduler's class
     overrides ``step_update`` (``stock_method``, the class's own) or a method it calls besides the schedule math.
     The function ``(scheduler, t, metric)`` is made for ``scheduler`` and called with it (a fixed scheduler keeps
-    its writer, which must not hold it).
+    its writer, which must not hold it). With ``check_instance`` it checks on every call whether the instance has its
+    own of the methods timm's ``step_update`` runs (then it calls timm's ``step_update``, which calls them): for a
+    scheduler whose class does not tell its timing when one is set (:func:`timm_sched_fix.routing.watching_setattr`).
     """
     values_of = _update_values_function(scheduler, stock_method)
     if values_of is None:
@@ -195,18 +197,23 @@ def inlined_step_update(scheduler: Scheduler,
     generator = torch.Generator()
     base = installed_base_step_update()
     applies_lr_scale, scaled_by_std = base.applies_lr_scale, base.noise_scaled_by_std  # type: ignore[union-attr]
-    own_methods, class_methods = _instance_method_check(type(scheduler))
+    cls = type(scheduler)
+    own_methods, class_methods = _instance_method_check(cls)
     stock_step_update = _unwrapped(stock_method)
 
+    set_attribute = object.__setattr__ if getattr(cls.__setattr__, "__timm_sched_fix_watches__", False) else setattr
+
     def step_update(scheduler: Scheduler, t: float, metric: Any) -> None:
-        try:  # an instance's own method (mock.patch.object, an attribute set at any time): timm's own code calls it
-            instance_overrides = own_methods(scheduler) != class_methods
-        except AttributeError:  # an attribute without __func__: a plain function or a mock
-            instance_overrides = True
-        if instance_overrides:
-            stock_step_update(scheduler, t, metric)
-            return
-        scheduler.metric = metric
+        if check_instance:
+            try:  # an instance's own method (mock.patch.object, an attribute set at any time): timm's code calls it
+                instance_overrides = own_methods(scheduler) != class_methods
+            except AttributeError:  # an attribute without __func__: a plain function or a mock
+                instance_overrides = True
+            if instance_overrides:
+                stock_step_update(scheduler, t, metric)
+                return
+        if scheduler.metric is not metric:
+            set_attribute(scheduler, "metric", metric)  # past the watching hook: "metric" is no method
         values = values_of(scheduler, t)
         if values is None:
             return

@@ -24,13 +24,12 @@ from collections.abc import Callable
 from typing import Any
 
 from . import notices
-from .routing import ROUTES
+from .routing import OVERRIDABLE, ROUTES, watches_attributes
+
+__all__ = ["OVERRIDABLE", "watches_attributes"]
 
 #: The scheduler methods a subclass or an instance may override (base ``Scheduler`` methods of some timm release).
-OVERRIDABLE = ("step", "step_update", "_get_lr", "_get_values", "get_epoch_values", "get_update_values",
-               "_add_noise", "_calculate_noise", "_is_apply_noise", "update_groups", "state_dict", "load_state_dict")
-#: The methods timm's base ``step_update`` calls besides the schedule's values (for the inlined writer's check).
-UPDATE_HELPERS = ("_add_noise", "_is_apply_noise", "_calculate_noise", "update_groups")
+OVERRIDABLE = OVERRIDABLE
 _INDEX_NAMES = {"step": "epoch", "step_update": "num_updates"}
 
 

@@ -315,8 +315,12 @@ class ScheduleTiming:
         """What writes v(t), called as ``write(scheduler, t, metric)``: timm's own method, or for an unmodified
         ``step_update`` its inlined equivalent. Neither holds the scheduler or the timing."""
         stock = stock_method(type(scheduler), "step" if self.on_epochs else "step_update")
-        if not self.on_epochs:
-            inlined = compat.inlined_step_update(scheduler, stock)
+        if not self.on_epochs and not any(overrides.instance_override(scheduler, name) is not None
+                                          for name in routing.OVERRIDABLE):
+            # the inlined step_update checks for an instance's own methods per call, unless the class tells the
+            # timing when one is set (rewrite())
+            inlined = compat.inlined_step_update(scheduler, stock,
+                                                 check_instance=not overrides.watches_attributes(type(scheduler)))
             if inlined is not None:
                 return inlined
         write = compat.stock_writer(scheduler, overrides.writer_for(stock))
@@ -330,6 +334,13 @@ class ScheduleTiming:
                 timing.in_stock_call = False
 
         return write_through_stock
+
+    def rewrite(self) -> None:
+        """An instance's own method was set or deleted: decide the writer again (the groups are looked at anew)."""
+        scheduler = self.scheduler
+        if scheduler is not None:
+            self._write = self._write_values = self._writer(scheduler)
+            self._groups_seen = None
 
     # -- counting parameter updates -----------------------------------------------------------
 
