@@ -127,7 +127,7 @@ def test_non_finite_plateau_metric_runs_as_stock_and_warns_once(adapter, metric)
         stock.step(4, metric)
         assert lrs(optimizer) == lrs(stock_optimizer)
         with warnings.catch_warnings():
-            warnings.simplefilter("error")
+            warnings.simplefilter("error", timm_sched_fix.ScheduleCallWarning)
             scheduler.step(5, metric)  # once per scheduler
             stock.step(5, metric)
         assert lrs(optimizer) == lrs(stock_optimizer)

@@ -21,6 +21,7 @@ from unittest import mock
 import pytest
 import timm
 import timm.scheduler
+import user_subclasses as us
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 from timm.scheduler.scheduler import Scheduler
@@ -28,8 +29,6 @@ from timm.scheduler.scheduler import Scheduler
 import timm_sched_fix
 from timm_sched_fix import ScheduleOverrideWarning, compat
 from timm_sched_fix.lag import ScheduleLagError
-
-import user_subclasses as us
 
 COUNTS: Counter = Counter()
 
@@ -115,7 +114,7 @@ def check_case(schedule, kwargs, shapes, patches, loop, adapter, options):
         warnings.simplefilter("ignore")
         try:
             stock = run_stock(schedule, kwargs, shapes, patches, loop)
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever stock timm itself cannot run is no loop to compare
             COUNTS["stock failed"] += 1
             assume(False)
         values = us.oracle(lambda optimizer: build(schedule, kwargs, shapes, loop.on_epochs, False)(optimizer, **kwargs),
@@ -184,7 +183,7 @@ def test_counting_step_runs_as_stock_and_says_so_once(adapter, on_epochs):
                                          t_in_epochs=on_epochs)
             if fixed and adapter == "wrap":
                 scheduler = timm_sched_fix.wrap(scheduler)
-            optimizer.register_step_pre_hook(lambda opt, *_: ran.append(opt.param_groups[0]["lr"]))
+            optimizer.register_step_pre_hook(lambda opt, *_, ran=ran: ran.append(opt.param_groups[0]["lr"]))
             for _ in range(16):
                 optimizer.step()
                 scheduler.step()
@@ -268,7 +267,7 @@ def test_deit_lag_warning_never_raised_by_a_blanket_error_filter_and_call_applie
             else:
                 scheduler = timm_sched_fix.TanhLRScheduler(optimizer, t_initial=6)
             ran = []
-            optimizer.register_step_pre_hook(lambda opt, *_: ran.append(opt.param_groups[0]["lr"]))
+            optimizer.register_step_pre_hook(lambda opt, *_, ran=ran: ran.append(opt.param_groups[0]["lr"]))
             for epoch in range(4):
                 optimizer.step()
                 scheduler.step(epoch)
@@ -305,7 +304,7 @@ if compat._noise_scaled_by_std():  # timm 1.0.31+: noise_std scales the draw
 def test_undrawable_noise_is_refused_before_anything_changes(adapter, noise):
     kwargs = dict(t_initial=10, noise_range_t=(0, 10), **noise)
     optimizer = us.make_optimizer()
-    before = [dict((k, v) for k, v in group.items() if k != "params") for group in optimizer.param_groups]
+    before = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
     with pytest.raises(ValueError, match="never be drawn"):
         if adapter == "patch":
             with timm_sched_fix.patched():
@@ -314,9 +313,9 @@ def test_undrawable_noise_is_refused_before_anything_changes(adapter, noise):
             timm_sched_fix.CosineLRScheduler(optimizer, **kwargs)
         else:
             stock = timm.scheduler.CosineLRScheduler(optimizer, **kwargs)
-            before = [dict((k, v) for k, v in group.items() if k != "params") for group in optimizer.param_groups]
+            before = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
             timm_sched_fix.wrap(stock)
-    assert [dict((k, v) for k, v in group.items() if k != "params") for group in optimizer.param_groups] == before
+    assert [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups] == before
 
 
 def test_undrawable_noise_in_a_state_dict_is_refused_at_load():

@@ -24,12 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 from . import notices
-from .routing import OVERRIDABLE, ROUTES, watches_attributes
+from .routing import OVERRIDABLE, ROUTES
 
-__all__ = ["OVERRIDABLE", "watches_attributes"]
-
-#: The scheduler methods a subclass or an instance may override (base ``Scheduler`` methods of some timm release).
-OVERRIDABLE = OVERRIDABLE
 _INDEX_NAMES = {"step": "epoch", "step_update": "num_updates"}
 
 

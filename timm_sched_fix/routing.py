@@ -11,8 +11,8 @@ restores timm's attributes and every patched scheduler stays fixed. Kept free of
 from __future__ import annotations
 
 import threading
-from types import MethodType
 from collections.abc import Callable
+from types import MethodType
 from typing import Any
 
 #: The scheduler attribute holding a fixed scheduler's timing, so copies keep it. Set and read as an attribute,

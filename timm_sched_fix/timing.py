@@ -24,7 +24,6 @@ import contextlib
 import functools
 import math
 import numbers
-import warnings
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -320,7 +319,7 @@ class ScheduleTiming:
             # the inlined step_update checks for an instance's own methods per call, unless the class tells the
             # timing when one is set (rewrite())
             inlined = compat.inlined_step_update(scheduler, stock,
-                                                 check_instance=not overrides.watches_attributes(type(scheduler)))
+                                                 check_instance=not routing.watches_attributes(type(scheduler)))
             if inlined is not None:
                 return inlined
         write = compat.stock_writer(scheduler, overrides.writer_for(stock))
