@@ -198,9 +198,13 @@ def inlined_step_update(scheduler: Scheduler, stock_method: Callable[..., Any],
     base = installed_base_step_update()
     applies_lr_scale, scaled_by_std = base.applies_lr_scale, base.noise_scaled_by_std  # type: ignore[union-attr]
     cls = type(scheduler)
-    own_methods, class_methods = _instance_method_check(cls)
+    # with check_instance, the values come through the instance (a call costs no more than the function's): an
+    # instance's own _get_lr or get_update_values is called as timm's code calls it; the other methods are checked
+    through = "_get_lr" if values_of is getattr(cls, "_get_lr", None) and base.values_from_get_values else (
+        "get_update_values" if values_of is getattr(cls, "get_update_values", None) else None)
+    own_methods, class_methods = _instance_method_check(cls, through)
     stock_step_update = _unwrapped(stock_method)
-
+    calculate_noise = getattr(cls, "_calculate_noise", None)
     set_attribute = object.__setattr__ if getattr(cls.__setattr__, "__timm_sched_fix_watches__", False) else setattr
 
     def step_update(scheduler: Scheduler, t: float, metric: Any) -> None:
@@ -214,12 +218,21 @@ def inlined_step_update(scheduler: Scheduler, stock_method: Callable[..., Any],
                 return
         if scheduler.metric is not metric:
             set_attribute(scheduler, "metric", metric)  # past the watching hook: "metric" is no method
-        values = values_of(scheduler, t)
+        if not check_instance or through is None:
+            values = values_of(scheduler, t)
+        elif through == "_get_lr":
+            values = scheduler._get_lr(t)
+        else:
+            values = scheduler.get_update_values(t)
         if values is None:
             return
         noise_range = scheduler.noise_range_t
         if noise_range is not None and _noise_applies(noise_range, t):
-            noise = _noise(scheduler, generator, t, scaled_by_std)
+            if check_instance and calculate_noise is not None and \
+                    getattr(scheduler._calculate_noise, "__func__", None) is not calculate_noise:
+                noise = scheduler._calculate_noise(t)  # the instance's own
+            else:
+                noise = _noise(scheduler, generator, t, scaled_by_std)
             values = [value + value * noise for value in values]
         groups = scheduler.optimizer.param_groups
         if type(values) is not list and not isinstance(values, (list, tuple)):  # the type test is the fast part
@@ -235,11 +248,15 @@ def inlined_step_update(scheduler: Scheduler, stock_method: Callable[..., Any],
     return step_update
 
 
-def _instance_method_check(cls: type) -> tuple[Callable[[Any], tuple], tuple]:
-    """``(get, expected)``: ``get(scheduler)`` gives the functions behind the methods the base ``step_update`` runs
-    (one C call, ``operator.attrgetter``), ``expected`` the class's; they differ when the instance has its own."""
-    names = [name for name in ("_get_values", "_get_lr", "get_update_values", "_add_noise", "_is_apply_noise",
-                               "_calculate_noise", "update_groups") if hasattr(cls, name)]
+def _instance_method_check(cls: type, through: str | None) -> tuple[Callable[[Any], tuple], tuple]:
+    """``(get, expected)``: ``get(scheduler)`` gives the functions behind the base methods the inlined ``step_update``
+    does not call through the instance (one C call, ``operator.attrgetter``), ``expected`` the class's; they differ
+    when the instance has its own. ``_calculate_noise`` is checked where noise is drawn."""
+    names = [name for name in ("_add_noise", "_is_apply_noise", "update_groups") if hasattr(cls, name)]
+    if through is None:
+        names += [name for name in ("_get_lr", "get_update_values") if hasattr(cls, name)]
+    if hasattr(cls, "_get_values"):
+        names.append("_get_values")
     return operator.attrgetter(*(f"{name}.__func__" for name in names)), tuple(getattr(cls, name) for name in names)
 
 
