@@ -231,6 +231,25 @@ def test_instance_noise_methods_on_the_per_update_fast_path():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(base * 1.5)
 
 
+@pytest.mark.parametrize("adapter", ["patch", "dropin"])
+def test_an_instance_step_update_set_later_takes_over_and_the_fix_steps_aside(adapter):
+    optimizer = us.make_optimizer()
+    kwargs = dict(t_initial=10, t_in_epochs=False)
+    if adapter == "patch":
+        with timm_sched_fix.patched(auto=True):
+            scheduler = timm.scheduler.CosineLRScheduler(optimizer, **kwargs)
+    else:
+        scheduler = timm_sched_fix.CosineLRScheduler(optimizer, auto=True, **kwargs)
+    calls = []
+    with pytest.warns(ScheduleOverrideWarning, match="step_update"):
+        scheduler.step_update = calls.append
+    optimizer.step()
+    before = [group["lr"] for group in optimizer.param_groups]
+    optimizer.step()  # auto mode no longer writes: the instance's own step_update is the user's
+    scheduler.step_update(2)
+    assert calls == [2] and [group["lr"] for group in optimizer.param_groups] == before
+
+
 def test_override_gets_only_the_arguments_its_signature_takes():
     """A per-epoch override without a metric parameter: stock calls it; the fix calls it once per user call."""
     cls = us.subclass(timm.scheduler.CosineLRScheduler, "timm.scheduler.CosineLRScheduler", True, ("fewer",))

@@ -7,9 +7,11 @@ scheduler and what the schedule's values v(t) are: those the subclass's own meth
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib.util
 import math
+import shutil
 import sys
 import tempfile
 import types
@@ -22,6 +24,7 @@ from timm.scheduler.scheduler import Scheduler
 
 BASE_LR = 0.1
 _DIRECTORY = Path(tempfile.mkdtemp(prefix="tsf_user_subclasses_"))
+atexit.register(shutil.rmtree, _DIRECTORY, ignore_errors=True)
 _MODULES: dict[str, types.ModuleType] = {}
 
 

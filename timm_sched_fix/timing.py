@@ -335,11 +335,19 @@ class ScheduleTiming:
         return write_through_stock
 
     def rewrite(self) -> None:
-        """An instance's own method was set or deleted: decide the writer again (the groups are looked at anew)."""
+        """An instance's own method was set or deleted: decide the writer again (the groups are looked at anew). An
+        instance's own ``step``/``step_update``/state-dict method takes the user's calls from now on: the fix steps
+        aside (stops counting and auto mode; the LRs stay as they are) and says so once."""
         scheduler = self.scheduler
-        if scheduler is not None:
-            self._write = self._write_values = self._writer(scheduler)
-            self._groups_seen = None
+        if scheduler is None:
+            return
+        if any(overrides.instance_override(scheduler, name) is not None for name in routing.ROUTED):
+            method, reason = overrides.unknown_override(scheduler, self.on_epochs) or ("step", "")
+            overrides.warn_unknown(scheduler, method, reason, stacklevel=caller_stacklevel())
+            self.detach()
+            return
+        self._write = self._write_values = self._writer(scheduler)
+        self._groups_seen = None
 
     # -- counting parameter updates -----------------------------------------------------------
 
