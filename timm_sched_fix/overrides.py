@@ -17,9 +17,9 @@ Kept free of torch and timm imports.
 from __future__ import annotations
 
 import ast
+import gc
 import inspect
 import textwrap
-import types
 from collections.abc import Callable
 from typing import Any
 
@@ -74,20 +74,23 @@ def defines_own(cls: type, names: tuple[str, ...]) -> bool:
 
 
 def instance_override(scheduler: Any, name: str) -> Any | None:
-    """The instance's own ``name`` (an instance attribute, or a ``mock.patch.object``), else None. Looked up as an
-    attribute, not in ``vars()``: a materialized instance dict slows timm's own attribute reads on CPython 3.11."""
+    """The instance's own ``name`` (an instance attribute, or a ``mock.patch.object``), else None.
+
+    Whatever a class-level descriptor returns (a bound method, patch()'s route, the audit's recording call) is a new
+    object each lookup; an instance attribute is the object the instance holds, which ``gc.get_referents`` lists
+    (its own values, or its ``__dict__``). Not read through ``vars()``: a materialized instance dict slows timm's own
+    attribute reads on CPython 3.11."""
     try:
         value = getattr(scheduler, name)
     except AttributeError:
         return None
-    if isinstance(value, types.MethodType) and value.__self__ is scheduler:
-        function = value.__func__
-        if function is ROUTES.get(name):
-            return None
-        for klass in type(scheduler).__mro__:
-            if _unwrapped(vars(klass).get(name)) is function:
-                return None
-    return value
+    for referent in gc.get_referents(scheduler):
+        if referent is value or (type(referent) is dict and referent.get(name, _MISSING) is value):
+            return value
+    return None
+
+
+_MISSING = object()
 
 
 def unknown_override(scheduler: Any, on_epochs: bool) -> tuple[str, str] | None:
