@@ -12,7 +12,7 @@ import torch
 
 import timm_sched_fix
 
-from support import ADAPTERS, fixed_scheduler, make_optimizer
+from support import ADAPTERS, fixed_scheduler, make_optimizer, stock_scheduler
 
 COSINE = dict(t_initial=10, warmup_t=2, warmup_lr_init=1e-3)
 
@@ -96,15 +96,41 @@ def plateau(adapter):
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS)
-@pytest.mark.parametrize("metric, expected", [(math.nan, ValueError), (math.inf, ValueError), ("low", TypeError)])
-def test_bad_plateau_metric_is_refused_and_changes_nothing(adapter, metric, expected):
+def test_non_numeric_plateau_metric_is_refused_and_changes_nothing(adapter):
     optimizer, scheduler, context = plateau(adapter)
     try:
         scheduler.step(3, 1.0)
         before = unchanged(optimizer, scheduler)
-        with pytest.raises(expected, match="metric"):
-            scheduler.step(4, metric)
+        with pytest.raises(TypeError, match="metric"):
+            scheduler.step(4, "low")
         assert unchanged(optimizer, scheduler) == before
+    finally:
+        context.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+@pytest.mark.parametrize("metric", [math.nan, math.inf, -math.inf])
+def test_non_finite_plateau_metric_runs_as_stock_and_warns_once(adapter, metric):
+    """Stock timm trains on: torch's ReduceLROnPlateau counts NaN/inf as no improvement and lowers the LR."""
+    stock_optimizer = make_optimizer(2)
+    stock = stock_scheduler("PlateauLRScheduler", stock_optimizer, dict(warmup_t=1, patience_t=0, mode="min"))
+    for t in (1, 2):
+        stock.step(t, 1.0)
+    stock_optimizer.step()
+    optimizer, scheduler, context = plateau(adapter)
+    try:
+        for epoch, value in ((3, 1.0),):
+            stock.step(epoch, value)
+            scheduler.step(epoch, value)
+        with pytest.warns(timm_sched_fix.ScheduleCallWarning, match="not finite"):
+            scheduler.step(4, metric)
+        stock.step(4, metric)
+        assert lrs(optimizer) == lrs(stock_optimizer)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", timm_sched_fix.ScheduleCallWarning)
+            scheduler.step(5, metric)  # once per scheduler
+            stock.step(5, metric)
+        assert lrs(optimizer) == lrs(stock_optimizer)
     finally:
         context.__exit__(None, None, None)
 

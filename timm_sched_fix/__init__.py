@@ -28,6 +28,7 @@ _LAZY = {
     "ScheduleCallWarning": "lag",
     "ScheduleLagError": "lag",
     "ScheduleCountWarning": "timing",
+    "ScheduleOverrideWarning": "overrides",
     "TorchScheduler": "torch_adapter",
 }
 

@@ -17,6 +17,7 @@ import hashlib
 import inspect
 import itertools
 import math
+import operator
 import re
 import textwrap
 import threading
@@ -56,17 +57,17 @@ def is_epoch_schedule(scheduler: Scheduler) -> bool:
     return is_plateau(scheduler) or bool(getattr(scheduler, "t_in_epochs", True))
 
 
-def check_metric(scheduler: Scheduler, metric: Any) -> None:
-    """Refuse a NaN, infinite or non-numeric metric for PlateauLRScheduler before it reaches torch's
-    ``ReduceLROnPlateau``, which counts NaN as "no improvement" and silently lowers the LR (every timm release)."""
+def check_metric(scheduler: Scheduler, metric: Any) -> bool:
+    """Refuse a non-numeric metric for PlateauLRScheduler before anything changes (``TypeError``); True for a NaN or
+    infinite one, which torch's ``ReduceLROnPlateau`` counts as "no improvement" (it lowers the LR after
+    ``patience_t`` such epochs) in every timm release: the fix applies it as stock timm does, and says so."""
     if metric is None or not is_plateau(scheduler):
-        return
+        return False
     try:
         value = float(metric)
     except (TypeError, ValueError):
         raise TypeError(f"PlateauLRScheduler metric must be a number, got {metric!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"PlateauLRScheduler metric must be finite, got {metric!r}; no LR was changed")
+    return not math.isfinite(value)
 
 
 def stock_writer(scheduler: Scheduler, stock_method: Callable[..., Any]) -> Callable[[Scheduler, float, Any], None]:
@@ -177,8 +178,8 @@ def _unwrapped(function: Any) -> Any:
     return function
 
 
-def inlined_step_update(scheduler: Scheduler,
-                        stock_method: Callable[..., Any]) -> Callable[[Scheduler, float, Any], None] | None:
+def inlined_step_update(scheduler: Scheduler, stock_method: Callable[..., Any],
+                        check_instance: bool = True) -> Callable[[Scheduler, float, Any], None] | None:
     """The base ``Scheduler.step_update(t, metric)`` of the installed timm as one function, bit-identical to it:
     the same values from the schedule's own methods, the same noise, the same param-group writes.
 
@@ -186,7 +187,9 @@ def inlined_step_update(scheduler: Scheduler,
     new one per call (``manual_seed`` resets it fully, so the draws are the same). None when the scheduler's class
     overrides ``step_update`` (``stock_method``, the class's own) or a method it calls besides the schedule math.
     The function ``(scheduler, t, metric)`` is made for ``scheduler`` and called with it (a fixed scheduler keeps
-    its writer, which must not hold it).
+    its writer, which must not hold it). With ``check_instance`` it checks on every call whether the instance has its
+    own of the methods timm's ``step_update`` runs (then it calls timm's ``step_update``, which calls them): for a
+    scheduler whose class does not tell its timing when one is set (:func:`timm_sched_fix.routing.watching_setattr`).
     """
     values_of = _update_values_function(scheduler, stock_method)
     if values_of is None:
@@ -194,15 +197,42 @@ def inlined_step_update(scheduler: Scheduler,
     generator = torch.Generator()
     base = installed_base_step_update()
     applies_lr_scale, scaled_by_std = base.applies_lr_scale, base.noise_scaled_by_std  # type: ignore[union-attr]
+    cls = type(scheduler)
+    # with check_instance, the values come through the instance (a call costs no more than the function's): an
+    # instance's own _get_lr or get_update_values is called as timm's code calls it; the other methods are checked
+    through = "_get_lr" if values_of is getattr(cls, "_get_lr", None) and base.values_from_get_values else (
+        "get_update_values" if values_of is getattr(cls, "get_update_values", None) else None)
+    own_methods, class_methods = _instance_method_check(cls, through)
+    stock_step_update = _unwrapped(stock_method)
+    calculate_noise = getattr(cls, "_calculate_noise", None)
+    set_attribute = object.__setattr__ if getattr(cls.__setattr__, "__timm_sched_fix_watches__", False) else setattr
 
     def step_update(scheduler: Scheduler, t: float, metric: Any) -> None:
-        scheduler.metric = metric
-        values = values_of(scheduler, t)
+        if check_instance:
+            try:  # an instance's own method (mock.patch.object, an attribute set at any time): timm's code calls it
+                instance_overrides = own_methods(scheduler) != class_methods
+            except AttributeError:  # an attribute without __func__: a plain function or a mock
+                instance_overrides = True
+            if instance_overrides:
+                stock_step_update(scheduler, t, metric)
+                return
+        if scheduler.metric is not metric:
+            set_attribute(scheduler, "metric", metric)  # past the watching hook: "metric" is no method
+        if not check_instance or through is None:
+            values = values_of(scheduler, t)
+        elif through == "_get_lr":
+            values = scheduler._get_lr(t)
+        else:
+            values = scheduler.get_update_values(t)
         if values is None:
             return
         noise_range = scheduler.noise_range_t
         if noise_range is not None and _noise_applies(noise_range, t):
-            noise = _noise(scheduler, generator, t, scaled_by_std)
+            if check_instance and calculate_noise is not None and \
+                    getattr(scheduler._calculate_noise, "__func__", None) is not calculate_noise:
+                noise = scheduler._calculate_noise(t)  # the instance's own
+            else:
+                noise = _noise(scheduler, generator, t, scaled_by_std)
             values = [value + value * noise for value in values]
         groups = scheduler.optimizer.param_groups
         if type(values) is not list and not isinstance(values, (list, tuple)):  # the type test is the fast part
@@ -216,6 +246,18 @@ def inlined_step_update(scheduler: Scheduler,
             group[field] = value * group["lr_scale"] if applies_lr_scale and "lr_scale" in group else value
 
     return step_update
+
+
+def _instance_method_check(cls: type, through: str | None) -> tuple[Callable[[Any], tuple], tuple]:
+    """``(get, expected)``: ``get(scheduler)`` gives the functions behind the base methods the inlined ``step_update``
+    does not call through the instance (one C call, ``operator.attrgetter``), ``expected`` the class's; they differ
+    when the instance has its own. ``_calculate_noise`` is checked where noise is drawn."""
+    names = [name for name in ("_add_noise", "_is_apply_noise", "update_groups") if hasattr(cls, name)]
+    if through is None:
+        names += [name for name in ("_get_lr", "get_update_values") if hasattr(cls, name)]
+    if hasattr(cls, "_get_values"):
+        names.append("_get_values")
+    return operator.attrgetter(*(f"{name}.__func__" for name in names)), tuple(getattr(cls, name) for name in names)
 
 
 def update_schedule_values(scheduler: Scheduler, stock_method: Callable[..., Any]) -> Callable[[float], Any] | None:
@@ -265,15 +307,61 @@ def _noise_applies(noise_range: Any, t: float) -> bool:
 
 
 def _noise(scheduler: Scheduler, generator: torch.Generator, t: float, scaled_by_std: bool) -> float:
-    """timm's ``_calculate_noise`` (0.6+; inline in ``_add_noise`` before), drawing from ``generator``."""
+    """timm's ``_calculate_noise`` (0.6+; inline in ``_add_noise`` before), drawing from ``generator``; its
+    resampling loop bounded (``ValueError`` past :data:`MAX_NOISE_DRAWS`, where timm's spins)."""
     generator.manual_seed(scheduler.noise_seed + t)
     if scheduler.noise_type == "normal":
         scale = scheduler.noise_std if scaled_by_std else 1.0
-        while True:  # timm resamples until the noise is within noise_pct
+        for _ in range(MAX_NOISE_DRAWS):  # timm resamples until the noise is within noise_pct
             noise = torch.randn(1, generator=generator).item() * scale
             if abs(noise) < scheduler.noise_pct:
                 return noise
+        check_noise(functools.partial(getattr, scheduler), type(scheduler).__name__)
+        raise ValueError(f"no LR noise within noise_pct={scheduler.noise_pct!r} in {MAX_NOISE_DRAWS} draws; "
+                         "no LR was changed")
     return 2 * (torch.rand(1, generator=generator).item() - 0.5) * scheduler.noise_pct
+
+
+#: The smallest chance per draw that timm accepts a normal LR-noise draw (``|noise| < noise_pct``) for which the
+#: fix builds, wraps or loads a scheduler: timm redraws until it does (``while True``), so below this a step with
+#: noise spins for minutes or forever (``noise_pct=0``, a huge ``noise_std``).
+MIN_NOISE_ACCEPTANCE = 1e-6
+#: Where the fix's own noise draw gives up (a chance of ``exp(-20)`` at :data:`MIN_NOISE_ACCEPTANCE`).
+MAX_NOISE_DRAWS = 20 * round(1 / MIN_NOISE_ACCEPTANCE)
+
+
+def _noise_scaled_by_std() -> bool:
+    base = installed_base_step_update()
+    if base is not None:
+        return base.noise_scaled_by_std
+    try:
+        return "noise_std" in inspect.getsource(_unwrapped(getattr(Scheduler, "_calculate_noise", None)))
+    except (OSError, TypeError):
+        return True
+
+
+def check_noise(get: Callable[..., Any], owner: str) -> None:
+    """``ValueError`` saying why, for LR noise that can never be drawn: timm's normal noise is redrawn until
+    ``|noise| < noise_pct`` (``noise_std`` scales the draw from timm 1.0.31 on), which ``noise_pct <= 0`` never
+    meets and a ``noise_std`` far above ``noise_pct`` practically never (below :data:`MIN_NOISE_ACCEPTANCE` per
+    draw). ``get(name, default)`` reads the scheduler's attribute or a state dict's value. Nothing for noise that is
+    off (``noise_range_t=None``) or uniform, or for values that are no numbers (timm's own error then)."""
+    if get("noise_range_t", None) is None or get("noise_type", "normal") != "normal":
+        return
+    pct, std = get("noise_pct", 0.67), get("noise_std", 1.0)
+    try:
+        scale = abs(float(std)) if _noise_scaled_by_std() else 1.0
+        limit = float(pct)
+    except (TypeError, ValueError):
+        return
+    acceptance = (math.erf(limit / (scale * math.sqrt(2))) if scale > 0 else float(limit > 0)) if limit > 0 else 0.0
+    if not acceptance >= MIN_NOISE_ACCEPTANCE:
+        raise ValueError(
+            f"{owner}: LR noise that can never be drawn (noise_pct={pct!r}, noise_std={std!r}): timm redraws a normal "
+            f"noise until |noise| < noise_pct, which a draw meets with probability {acceptance:.3g}, so every step "
+            "with noise would spin. Use noise_pct > 0 (timm's default 0.67) and a noise_std of its order (default "
+            "1.0), or noise_range_t=None for no noise; nothing was changed"
+        )
 
 
 class Quirk(NamedTuple):

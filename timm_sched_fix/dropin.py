@@ -17,7 +17,7 @@ import timm.scheduler
 from . import compat
 from .options import Options
 from .proxy import wrap
-from .routing import FixedAttributes, RoutedMethod
+from .routing import FixedAttributes, RoutedMethod, watching_setattr
 from .timing import ScheduleTiming, attach, construct, counted_options, group_values
 
 _OPTION_PARAMETERS = [
@@ -41,6 +41,7 @@ class DropInScheduler(FixedAttributes):
     step_update = RoutedMethod()
     state_dict = RoutedMethod()
     load_state_dict = RoutedMethod()
+    __setattr__, __delattr__ = watching_setattr(lambda: DropInScheduler)  # an instance's own methods, when set
 
 
 def _with_options(signature: inspect.Signature) -> inspect.Signature:

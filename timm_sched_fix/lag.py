@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import math
 import sys
-import warnings
 from collections.abc import Mapping
 from typing import Any
+
+from . import notices
 
 #: Settled decisions: after one of them, every index is applied as given plus ``shift``.
 DECISIONS = ("lag", "not a lag", "ambiguous")
@@ -263,7 +264,7 @@ class LagRule:
     def _warn(self, kind: str, message: str, category: type[Warning]) -> None:
         if self.policy != "ignore" and kind not in self._warned:
             self._warned.add(kind)
-            warnings.warn(message, category, stacklevel=caller_stacklevel())
+            notices.emit(message, category, caller_stacklevel())
 
     # -- state dicts ------------------------------------------------------------------------------
 

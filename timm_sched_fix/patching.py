@@ -130,6 +130,10 @@ def _instrument(module: Any) -> None:
     for attribute in ("last_t", "get_last_lr"):
         added = _add_attribute(Scheduler, attribute, vars(routing.FixedAttributes)[attribute])
         _wrappers.append((Scheduler, attribute, added))
+    # a fixed scheduler's timing hears of an instance's own methods when they are set (routing.watching_setattr)
+    for attribute, hook in zip(("__setattr__", "__delattr__"), routing.watching_setattr(lambda: Scheduler)):
+        if attribute not in vars(Scheduler):
+            _wrappers.append((Scheduler, attribute, _add_attribute(Scheduler, attribute, hook)))
 
 
 def _with_subclasses(cls: type) -> list[type]:

@@ -37,15 +37,16 @@ class FixedScheduler(wrapt.ObjectProxy):
         without an index, the next one the count gives under the convention."""
         routed_step_update(self.__wrapped__, num_updates, metric)
 
-    def state_dict(self) -> dict[str, Any]:
-        """timm's state dict plus the position, under the key ``"timm_sched_fix"``; stock timm loads it too."""
-        return self._self_timing.state_dict()
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """timm's state dict plus the position, under the key ``"timm_sched_fix"``; stock timm loads it too.
+        Arguments beyond timm's go to a subclass's own ``state_dict``."""
+        return self._self_timing.state_dict(*args, **kwargs)
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state_dict: Mapping[str, Any], *args: Any, **kwargs: Any) -> None:
         """Restore a state dict of this class, saved by a fixed or a stock scheduler, and apply its position
         now. ``TypeError`` (not a mapping) or ``ValueError`` (another class, missing keys, corrupted values)
-        leave the scheduler and the LRs unchanged."""
-        self._self_timing.load_state_dict(state_dict)
+        leave the scheduler and the LRs unchanged. Arguments beyond timm's go to a subclass's own method."""
+        self._self_timing.load_state_dict(state_dict, *args, **kwargs)
 
     @property
     def last_t(self) -> float | None:
@@ -72,7 +73,7 @@ def wrap(
     convention: Convention | None = None,
     auto: bool | None = None,
     on_lag: LagPolicy | None = None,
-) -> FixedScheduler:
+) -> FixedScheduler | Scheduler:
     """Fix an existing timm scheduler and pre-advance it now (options left out take their defaults:
     ``convention="end"``, ``auto=False``, ``on_lag="warn"``).
 
@@ -80,7 +81,9 @@ def wrap(
     keeps its position and history and takes the options given here, the ones left out staying as they are;
     with the same options the result is the object returned before (while it lives). Raises ``TypeError`` for
     anything but a timm scheduler, ``ValueError`` for ``auto=True`` on an optimizer whose parameter updates
-    cannot be counted (nothing changes then).
+    cannot be counted or LR noise that can never be drawn (nothing changes then). A scheduler with an own method the
+    fix cannot know the meaning of (see the README's "Your own scheduler methods") is returned as it is, stock, with
+    one ``ScheduleOverrideWarning`` saying why.
     """
     stock = scheduler.__wrapped__ if isinstance(scheduler, FixedScheduler) else scheduler
     if not isinstance(stock, Scheduler):
@@ -92,7 +95,8 @@ def wrap(
     given = {name: value for name, value in (("convention", convention), ("auto", auto), ("on_lag", on_lag))
              if value is not None}
     if timing is None:
-        attach(stock, Options(**given), owner="wrap")
+        if attach(stock, Options(**given), owner="wrap") is None:
+            return stock  # an own method the fix cannot know the meaning of: as stock timm runs it (it warned)
     else:
         current = timing.options
         timing.reconfigure(Options(**{"convention": current.convention, "auto": current.auto,

@@ -11,6 +11,7 @@ restores timm's attributes and every patched scheduler stays fixed. Kept free of
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from types import MethodType
 from typing import Any
 
@@ -21,6 +22,13 @@ TIMING_KEY = "_timm_sched_fix"
 #: The methods a fixed scheduler routes to its timing (timing.ScheduleTiming has one of each name).
 ROUTED = ("step", "step_update", "state_dict", "load_state_dict")
 
+
+#: The scheduler methods a subclass or an instance may override (base ``Scheduler`` methods of some timm release).
+OVERRIDABLE = ("step", "step_update", "_get_lr", "_get_values", "get_epoch_values", "get_update_values",
+               "_add_noise", "_calculate_noise", "_is_apply_noise", "update_groups", "state_dict", "load_state_dict")
+#: Instance attributes that change what writes v(t): setting or deleting one on a fixed scheduler whose class watches
+#: its attributes (:func:`watching_setattr`) makes its timing decide its writer again (``ScheduleTiming.rewrite``).
+WATCHED = frozenset(OVERRIDABLE)
 
 #: What each routed method is on a fixed scheduler: a function of the scheduler, bound to it, so that
 #: ``CosineLRScheduler(...).state_dict()`` keeps the scheduler alive for the call (its timing holds it weakly).
@@ -47,6 +55,37 @@ class RoutedMethod:
         return getattr(super(self.owner, instance), self.name)
 
 
+def attribute_changed(scheduler: Any) -> None:
+    """An instance attribute named in :data:`WATCHED` was set or deleted on ``scheduler``."""
+    timing = getattr(scheduler, TIMING_KEY, None)
+    if timing is not None:
+        timing.rewrite()
+
+
+def watching_setattr(owner: Callable[[], type]) -> tuple[Callable[..., None], Callable[..., None]]:
+    """``__setattr__`` and ``__delattr__`` for a class the fix owns (``owner()`` gives it, once made): they store as
+    the next class in the MRO does, then tell the timing when a :data:`WATCHED` name changed. So an instance's own
+    method is noticed when it is set (``mock.patch.object``), and the per-update hot path checks nothing per call."""
+
+    def __setattr__(self: Any, name: str, value: Any) -> None:
+        super(owner(), self).__setattr__(name, value)
+        if name in WATCHED:
+            attribute_changed(self)
+
+    def __delattr__(self: Any, name: str) -> None:
+        super(owner(), self).__delattr__(name)
+        if name in WATCHED:
+            attribute_changed(self)
+
+    __setattr__.__timm_sched_fix_watches__ = True  # type: ignore[attr-defined]
+    return __setattr__, __delattr__
+
+
+def watches_attributes(cls: type) -> bool:
+    """Whether instances of ``cls`` tell their timing about their own methods (see :func:`watching_setattr`)."""
+    return getattr(getattr(cls, "__setattr__", None), "__timm_sched_fix_watches__", False)
+
+
 class FixedAttributes:
     """What a fixed scheduler has beyond stock timm."""
 
@@ -67,9 +106,12 @@ def _require_timing(scheduler: Any) -> Any:
     return timing
 
 
-def routing_namespace() -> dict[str, Any]:
-    """The attributes of a routing class: a fresh descriptor per routed method, and :class:`FixedAttributes`'."""
+def routing_namespace(owner: Callable[[], type] | None = None) -> dict[str, Any]:
+    """The attributes of a routing class: a fresh descriptor per routed method, and :class:`FixedAttributes`'; with
+    ``owner`` (which gives the class once made) also the hooks that watch instance attributes."""
     namespace: dict[str, Any] = {name: RoutedMethod() for name in ROUTED}
+    if owner is not None:
+        namespace["__setattr__"], namespace["__delattr__"] = watching_setattr(owner)
     namespace[TIMING_KEY] = None  # the timing, set on each fixed instance
     namespace.update(last_t=vars(FixedAttributes)["last_t"], get_last_lr=vars(FixedAttributes)["get_last_lr"])
     return namespace
@@ -87,7 +129,8 @@ def routed_class(cls: type) -> type:
     with _routed_lock:
         routed = _routed.get(cls)
         if routed is None:
-            namespace = routing_namespace()
+            made: list[type] = []
+            namespace = routing_namespace(lambda: made[0])
             namespace.update({
                 "__module__": cls.__module__,
                 "__qualname__": cls.__qualname__,
@@ -98,6 +141,7 @@ def routed_class(cls: type) -> type:
             })
             # a single base: CPython allows __class__ assignment only between classes of the same layout chain
             routed = _routed[cls] = type(cls.__name__, (cls,), namespace)
+            made.append(routed)
         return routed
 
 

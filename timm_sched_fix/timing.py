@@ -21,16 +21,16 @@ round trip that restores it share one set of fields, and splitting them would sp
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import numbers
-import warnings
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
-from . import compat, counting, routing
+from . import compat, counting, notices, overrides, routing
 from .lag import LagRule, ScheduleCallWarning, caller_stacklevel, check_record
 from .options import Options
 from .routing import TIMING_KEY
@@ -47,16 +47,9 @@ class ScheduleCountWarning(UserWarning):
 
 
 def stock_method(cls: type, name: str) -> Callable[..., Any]:
-    """The scheduler class's own ``name`` method, past the adapters' routing methods and wrappers."""
-    for klass in cls.__mro__:
-        function = vars(klass).get(name)
-        # past every descriptor this package puts on a class method: patch()'s routing, audit's observer
-        while getattr(type(function), "__timm_sched_fix_patched_method__", False):
-            function = function.__wrapped__
-        if function is None or getattr(function, "__timm_sched_fix_route__", False):
-            continue
-        return function
-    raise AttributeError(f"{cls.__qualname__} has no {name}()")
+    """The scheduler class's own ``name`` method, past the adapters' routing methods and wrappers (a subclass's
+    override included: see :func:`timm_sched_fix.overrides.class_method`)."""
+    return overrides.class_method(cls, name)[1]
 
 
 def timing_of(scheduler: Any) -> ScheduleTiming | None:
@@ -93,7 +86,19 @@ def construct(
         delattr(scheduler, CONSTRUCTING_KEY)
     if observer is not None:
         observer(scheduler, options)
-    attach(scheduler, options, owner, groups_before=groups_before, initialize=initialize)
+    try:
+        attach(scheduler, options, owner, groups_before=groups_before, initialize=initialize)
+    except Exception:
+        _restore_groups(optimizer, groups_before)  # the constructor raises: the optimizer as it was before it
+        raise
+
+
+def _restore_groups(optimizer: Any, groups_before: list[dict] | None) -> None:
+    if groups_before is not None:
+        for group, before in zip(optimizer.param_groups, groups_before):
+            params = group["params"]
+            group.clear()
+            group.update(before, params=params)
 
 
 def attach(
@@ -103,16 +108,28 @@ def attach(
     *,
     groups_before: list[dict] | None = None,
     initialize: bool = True,
-) -> ScheduleTiming:
+) -> ScheduleTiming | None:
     """Fix a constructed scheduler (idempotent) and pre-advance it.
 
     ``groups_before`` are the param-group values from before construction: tensor LRs among them keep
     their identity, and with ``initialize=False`` (resume, position unknown) the LRs are put back as
-    they were instead of pre-advancing. Raises what :func:`counted_options` raises, before anything changes.
+    they were instead of pre-advancing. Raises what :func:`counted_options` raises, and ``ValueError`` for LR noise
+    that can never be drawn (:func:`timm_sched_fix.compat.check_noise`), before anything changes.
+
+    None, with nothing changed and one :class:`~timm_sched_fix.overrides.ScheduleOverrideWarning`, for a scheduler
+    with an own method whose meaning the fix cannot know (:func:`timm_sched_fix.overrides.unknown_override`): it
+    runs as stock timm runs it.
     """
     timing = timing_of(scheduler)
     if timing is not None:
         return timing
+    if overrides.runs_above_the_fix(type(scheduler)):
+        routing.route(scheduler)  # the fix calls the user's step/step_update, not the other way round
+    unknown = overrides.unknown_override(scheduler, compat.is_epoch_schedule(scheduler))
+    if unknown is not None:
+        overrides.warn_unknown(scheduler, *unknown, stacklevel=caller_stacklevel())
+        return None
+    compat.check_noise(functools.partial(getattr, scheduler), type(scheduler).__name__)
     requested = options
     options = counted_options(scheduler.optimizer, options, owner)
     timing = ScheduleTiming(scheduler, options, owner, auto_refused=requested.auto and not options.auto)
@@ -242,6 +259,11 @@ def _is_one_number(index: Any) -> bool:
         getattr(getattr(index, "dtype", None), "kind", "") in ("b", "i", "u", "f")
 
 
+def _state_or_attribute(state: Mapping[str, Any], scheduler: Any, name: str, default: Any = None) -> Any:
+    """A state dict's value, else the scheduler's attribute: what the scheduler holds once the state dict is loaded."""
+    return state[name] if name in state else getattr(scheduler, name, default)
+
+
 class _Uncounted:
     """Stands in for the update counter of an optimizer whose updates cannot be counted: no update ever runs."""
 
@@ -278,6 +300,7 @@ class ScheduleTiming:
         self._proxy_ref: Any = None  # a weak reference to the FixedScheduler of wrap(), made on request
         self._auto_updates = options.auto and not self.on_epochs
         self._checks_metric = compat.is_plateau(scheduler)
+        self._own_state_methods = overrides.defines_own(type(scheduler), ("state_dict", "load_state_dict"))
         self._write_values = self._writer(scheduler)
         self._tensor_lrs: list[tuple[dict, torch.Tensor]] = []
         self._write = self._write_values  # plus tensor refills once tensor LRs are found (_find_tensor_lrs)
@@ -302,11 +325,15 @@ class ScheduleTiming:
         """What writes v(t), called as ``write(scheduler, t, metric)``: timm's own method, or for an unmodified
         ``step_update`` its inlined equivalent. Neither holds the scheduler or the timing."""
         stock = stock_method(type(scheduler), "step" if self.on_epochs else "step_update")
-        if not self.on_epochs:
-            inlined = compat.inlined_step_update(scheduler, stock)
+        if not self.on_epochs and not any(overrides.instance_override(scheduler, name) is not None
+                                          for name in routing.OVERRIDABLE):
+            # the inlined step_update checks for an instance's own methods per call, unless the class tells the
+            # timing when one is set (rewrite())
+            inlined = compat.inlined_step_update(scheduler, stock,
+                                                 check_instance=not routing.watches_attributes(type(scheduler)))
             if inlined is not None:
                 return inlined
-        write = compat.stock_writer(scheduler, stock)
+        write = compat.stock_writer(scheduler, overrides.writer_for(stock))
 
         def write_through_stock(scheduler: Any, t: float, metric: Any) -> None:
             timing = getattr(scheduler, TIMING_KEY)
@@ -317,6 +344,21 @@ class ScheduleTiming:
                 timing.in_stock_call = False
 
         return write_through_stock
+
+    def rewrite(self) -> None:
+        """An instance's own method was set or deleted: decide the writer again (the groups are looked at anew). An
+        instance's own ``step``/``step_update``/state-dict method takes the user's calls from now on: the fix steps
+        aside (stops counting and auto mode; the LRs stay as they are) and says so once."""
+        scheduler = self.scheduler
+        if scheduler is None:
+            return
+        if any(overrides.instance_override(scheduler, name) is not None for name in routing.ROUTED):
+            method, reason = overrides.unknown_override(scheduler, self.on_epochs) or ("step", "")
+            overrides.warn_unknown(scheduler, method, reason, stacklevel=caller_stacklevel())
+            self.detach()
+            return
+        self._write = self._write_values = self._writer(scheduler)
+        self._groups_seen = None
 
     # -- counting parameter updates -----------------------------------------------------------
 
@@ -414,9 +456,9 @@ class ScheduleTiming:
 
     # -- routed methods (see routed_step_update() and the functions next to it) ------------------------
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """The stock state dict plus the position, so a resume pre-advances to the right index."""
-        state = dict(self._stock_call("state_dict"))
+        state = dict(self._stock_call("state_dict", *args, **kwargs))
         state.pop(TIMING_KEY, None)
         state[STATE_KEY] = {
             "scheduler": type(self.scheduler).__name__,
@@ -430,7 +472,7 @@ class ScheduleTiming:
         }
         return state
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state_dict: Mapping[str, Any], *args: Any, **kwargs: Any) -> None:
         """Load a fixed or a stock state dict, then pre-advance to the restored position.
 
         A stock state dict carries no position: the LRs are left as they are until a call gives one.
@@ -441,11 +483,14 @@ class ScheduleTiming:
         ours = state_dict.get(STATE_KEY)
         stock_state = {key: value for key, value in state_dict.items() if key != STATE_KEY}
         position = self._check_own_state(ours) if ours is not None else None
-        own = {key: value for key, value in self._stock_call("state_dict").items() if key != TIMING_KEY}
-        compat.check_state_dict(self.scheduler, stock_state, own)
+        if not self._own_state_methods:  # a subclass's own state dict methods decide what they take
+            own = {key: value for key, value in self._stock_call("state_dict").items() if key != TIMING_KEY}
+            compat.check_state_dict(self.scheduler, stock_state, own)
+        compat.check_noise(functools.partial(_state_or_attribute, stock_state, self.scheduler),
+                           type(self.scheduler).__name__)
         snapshot = self._snapshot()
         try:
-            self._load_checked(stock_state, ours, position)
+            self._load_checked(stock_state, ours, position, args, kwargs)
         except Exception as error:
             self._restore(snapshot)
             raise ValueError(
@@ -453,8 +498,9 @@ class ScheduleTiming:
                 "and the optimizer's param groups are unchanged"
             ) from error
 
-    def _load_checked(self, stock_state: dict, ours: Mapping[str, Any] | None, position: float | None) -> None:
-        self._stock_call("load_state_dict", stock_state)
+    def _load_checked(self, stock_state: dict, ours: Mapping[str, Any] | None, position: float | None,
+                      args: tuple = (), kwargs: Mapping[str, Any] | None = None) -> None:
+        self._stock_call("load_state_dict", stock_state, *args, **(kwargs or {}))
         if ours is None:
             self.last_t = self.next_count = None
             self.lag.lost_position()
@@ -492,14 +538,26 @@ class ScheduleTiming:
 
     def _on_call(self, name: str, index: Any, metric: Any, epoch_call: bool) -> None:
         """Decide which t a ``step``/``step_update`` call applies (it runs on every optimizer step: the
-        common case, a non-negative int index for the schedule's own unit, is checked first)."""
+        common case, a non-negative int index for the schedule's own unit, is checked first). What it warns is
+        warned once the call is applied (:mod:`timm_sched_fix.notices`)."""
+        previous = notices.start()
+        applied = False
+        try:
+            self._decide_and_apply(name, index, metric, epoch_call)
+            applied = True
+        finally:
+            notices.finish(previous, caller_stacklevel(), applied)
+
+    def _decide_and_apply(self, name: str, index: Any, metric: Any, epoch_call: bool) -> None:
         if index is not None and (type(index) is not int or index < 0):
             index = read_index(index, name, self._on_bool_index)
         if epoch_call is not self.on_epochs:
             self._on_mismatched_call(name, index, metric)
             return
-        if self._checks_metric:
-            compat.check_metric(self.scheduler, metric)
+        if self._checks_metric and compat.check_metric(self.scheduler, metric):
+            self._warn_once("metric", f"PlateauLRScheduler metric {metric!r} is not finite: torch's ReduceLROnPlateau "
+                            "counts it as no improvement and lowers the LR after patience_t such epochs, as in stock "
+                            "timm; check the metric you pass (a diverged loss?)", ScheduleCallWarning)
         if index is None:
             if self.next_count is None:
                 raise RuntimeError(
@@ -599,11 +657,13 @@ class ScheduleTiming:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _stock_call(self, name: str, *args: Any) -> Any:
-        """The scheduler's own method ``name``, looked up and called as stock (patch() routes at lookup)."""
+    def _stock_call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """The scheduler's own method ``name`` (a subclass's override included, once: a drop-in subclass's override
+        above the routing is the caller, not called again), called as stock with the caller's arguments."""
+        scheduler = self.scheduler
         self.in_stock_call = True
         try:
-            return getattr(self.scheduler, name)(*args)
+            return stock_method(type(scheduler), name)(scheduler, *args, **kwargs)
         finally:
             self.in_stock_call = False
 
@@ -668,7 +728,7 @@ class ScheduleTiming:
         however deep the adapters between."""
         if kind not in self._warned:
             self._warned.add(kind)
-            warnings.warn(message, category, stacklevel=caller_stacklevel())
+            notices.emit(message, category, caller_stacklevel())
 
     # -- copies -------------------------------------------------------------------------------
 
@@ -730,14 +790,16 @@ def routed_step(scheduler: Any, epoch: float | None = None, metric: Any = None) 
     getattr(scheduler, TIMING_KEY)._on_call("step", epoch, metric, epoch_call=True)
 
 
-def routed_state_dict(scheduler: Any) -> dict[str, Any]:
-    """A fixed scheduler's ``state_dict``: see ``ScheduleTiming.state_dict``."""
-    return getattr(scheduler, TIMING_KEY).state_dict()
+def routed_state_dict(scheduler: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """A fixed scheduler's ``state_dict``: see ``ScheduleTiming.state_dict`` (arguments beyond timm's go to a
+    subclass's override)."""
+    return getattr(scheduler, TIMING_KEY).state_dict(*args, **kwargs)
 
 
-def routed_load_state_dict(scheduler: Any, state: Mapping[str, Any]) -> None:
-    """A fixed scheduler's ``load_state_dict``: see ``ScheduleTiming.load_state_dict``."""
-    getattr(scheduler, TIMING_KEY).load_state_dict(state)
+def routed_load_state_dict(scheduler: Any, state: Mapping[str, Any], *args: Any, **kwargs: Any) -> None:
+    """A fixed scheduler's ``load_state_dict``: see ``ScheduleTiming.load_state_dict`` (arguments beyond timm's go
+    to a subclass's override)."""
+    getattr(scheduler, TIMING_KEY).load_state_dict(state, *args, **kwargs)
 
 
 routing.ROUTES.update(step=routed_step, step_update=routed_step_update, state_dict=routed_state_dict,

@@ -152,7 +152,11 @@ def _fixed(stock: compat.Scheduler, convention: Convention) -> FixedScheduler:
     Options(convention=convention)  # refuse an unknown convention before anything is fixed
     timing = timing_of(stock)
     if timing is None:
-        return wrap(stock, convention=convention)
+        fixed = wrap(stock, convention=convention)
+        if not isinstance(fixed, FixedScheduler):  # wrap() warned which own method and why
+            raise ValueError(f"TorchScheduler cannot drive this {type(stock).__qualname__}: an own method of it is one "
+                             "the fix cannot call for you (see the ScheduleOverrideWarning); nothing was changed")
+        return fixed
     if timing.options.convention != convention:
         raise ValueError(f"this scheduler is already fixed with convention={timing.options.convention!r}; "
                          f"pass convention={timing.options.convention!r} to TorchScheduler")
