@@ -341,7 +341,11 @@ def test_golden_round_trip_and_a_moved_schedule(capsys, tmp_path):
     (["--golden", "missing.json", "x.py"], "--golden missing.json: no such file; run once with --update-golden"),
     (["--update-golden", "x.py"], "--update-golden needs --golden"),
     (["--against-timm", "latest", "x.py"], "not a timm release number"),
-    (["no_such_script.py"], "can't open file 'no_such_script.py'"),
+    (["no_such_script.py"], "no_such_script.py': [Errno 2] No such file or directory"),  # Python's own line
+    (["--out", "no/such/folder/a.json", "x.py"], "--out no/such/folder/a.json: the folder 'no/such/folder' does not"),
+    (["--plot", "missing/a.png", "x.py"], "--plot missing/a.png: the folder 'missing' does not exist"),
+    (["--golden", "missing/g.json", "--update-golden", "x.py"], "--golden missing/g.json: the folder 'missing'"),
+    (["--out", ".json", "x.py"], "--out .json: the file name must end in"),
     (["--env", "x.py"], "run one audit, not one inside another"),
 ])
 def test_usage_errors_exit_2_before_the_script_runs(capsys, tmp_path, monkeypatch, args, message):

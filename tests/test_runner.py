@@ -123,10 +123,10 @@ def test_exit_code_and_exceptions_are_the_scripts(script):
 
 
 def test_missing_script_or_module_is_a_clear_error(script, capsys):
-    assert cli.main(["run", "nowhere.py"]) == 2
-    assert "can't open file 'nowhere.py'" in capsys.readouterr().err
+    assert cli.main(["run", "nowhere.py"]) == 2  # Python's own messages: tests/test_like_python.py
+    assert "can't open file '" in capsys.readouterr().err
     assert cli.main(["run", "-m", "no_such_package.train"]) == 1
-    assert "No module named 'no_such_package.train'" in capsys.readouterr().err
+    assert "No module named 'no_such_package'" in capsys.readouterr().err
     assert not timm_sched_fix.is_patched()
 
 

@@ -6,7 +6,9 @@ Stock timm by default; ``--fix`` (with ``patch()``'s options) audits the script 
 its class and unit, how t and the epoch boundaries were found, the wrong steps with the likely cause, and a table
 of the steps. Exit code: 0 every step ran with v(t); 1 some did not, or cannot be decided (the report says why),
 or ``--golden``, ``--against-timm`` or the ranks of a multi-process run differ; 2 a usage error; 3 the script
-itself failed (its traceback is shown, the report covers the steps before).
+itself failed (its traceback is shown, the report covers the steps before). Never 0 without a verdict: from the
+command line the audit runs in a forked process the command watches (``_watched``), so a script that ends it
+without the report (``os._exit``, a fatal signal, SIGTERM/SIGINT) makes the command exit non-zero saying why.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import argparse
 import os
 import sys
 import traceback
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .options import ENV_AUDIT, Options, rank_of
 from .runner import TargetNotFound, add_patch_arguments, add_target_arguments, execute, require_target
-from .tools import UsageError, check_suffix
+from .tools import UsageError, check_output, check_suffix
 
 EXIT_SCRIPT_FAILED = 3
 
@@ -31,8 +35,9 @@ scheduler the script builds: v(t) for the index t that step should run with.
 Stock timm by default; --fix audits the script under the fix. For each
 scheduler it prints its class and unit, how t and the epoch boundaries were
 found, the wrong steps with their likely cause (missing pre-advance, one-period
-lag, ...), and a table of the steps. The script runs in this process with its
-own sys.argv, as __main__; options go before it, everything after it is its own."""
+lag, ...), and a table of the steps. The script runs as `python script.py` runs
+it, with its own sys.argv, as __main__; options go before it, everything after
+it is its own."""
 
 EPILOG = """\
 examples:
@@ -44,7 +49,9 @@ examples:
 
 exit status: 0 every optimizer step ran with v(t); 1 some did not, or it cannot
 decide (the report says why), or --golden, --against-timm or the ranks differ;
-2 a usage error; 3 the script itself failed (the report covers the steps before)."""
+2 a usage error; 3 the script itself failed (the report covers the steps before).
+A script that ends the process without the report (os._exit, a fatal signal,
+SIGTERM or SIGINT) gives a non-zero exit with a line saying why: never 0."""
 
 
 def add_parser(subparsers: Any) -> None:
@@ -74,10 +81,95 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        return _audit(args)
+        options = _check(args)
+        if getattr(args, "watched", False) and hasattr(os, "fork"):
+            return _watched(lambda: _audit(args, options))
+        return _audit(args, options)
     except UsageError as error:
         print(f"timm-sched-fix audit: error: {error}", file=sys.stderr)
         return 2
+    except TargetNotFound as error:  # Python's own message and exit code for a target it cannot run
+        print(f"timm-sched-fix audit: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+def _watched(audit: Callable[[], int]) -> int:
+    """Run ``audit`` in a forked process and exit with its verdict; when that process ends without one (the
+    script called ``os._exit``, a fatal signal, killed), say why on stderr and exit non-zero. The audit's
+    temporary folders live in one folder, removed here whatever happened; SIGTERM, SIGINT and SIGHUP reach the
+    audited process and are reported the same way. The command line audits this way (``cli.main`` with no
+    argv); ``cli.main(argv)`` audits in its own process."""
+    import shutil
+    import signal
+    import tempfile
+
+    from . import audit_compare
+
+    watcher = os.getpid()
+    folder = Path(tempfile.mkdtemp(prefix="timm-sched-fix-audit-"))
+    verdict_file, exit_file = folder / "verdict", folder / "os_exit"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        child = os.fork()
+        if child == 0:  # the audited process: the command's own, with its verdict left for the watcher
+            audit_compare.SCRATCH = str(folder)
+            _note_os_exit(exit_file)
+            code = 2
+            try:
+                code = audit()
+            except UsageError as error:
+                print(f"timm-sched-fix audit: error: {error}", file=sys.stderr)
+            except TargetNotFound as error:
+                print(f"timm-sched-fix audit: {error}", file=sys.stderr)
+                code = error.exit_code
+            verdict_file.write_text(str(code))
+            return code
+        forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        previous = {number: signal.signal(number, lambda number, frame: os.kill(child, number))
+                    for number in forwarded if signal.getsignal(number) is not signal.SIG_IGN}  # ignored: both
+        try:
+            _, status = os.waitpid(child, 0)
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+        if verdict_file.exists():
+            return int(verdict_file.read_text())
+        ended = os.waitstatus_to_exitcode(status)
+        if ended < 0:
+            name = signal.Signals(-ended).name
+            print(f"timm-sched-fix audit: the audit could not finish: the process was ended by {name} before the "
+                  "report; no verdict", file=sys.stderr)
+            return 128 - ended
+        how = (f"the script called {exit_file.read_text()}" if exit_file.exists()
+               else f"the process exited with code {ended}")
+        print(f"timm-sched-fix audit: the audit could not finish: {how}, which skips the audit's report; no "
+              "verdict (end the script normally, e.g. sys.exit(), or use --max-steps)", file=sys.stderr)
+        return ended or 1
+    finally:
+        if os.getpid() == watcher:  # the audited process leaves the folder to the watcher
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _note_os_exit(path: Path) -> None:
+    """In the audited process, ``os._exit`` leaves a note of where it was called (for the watcher's line); the
+    processes it forks (multiprocessing's ``fork`` children end with ``os._exit``) exit as they would."""
+    import functools
+
+    from .audit_data import where
+
+    audited, real_exit = os.getpid(), os._exit
+
+    @functools.wraps(real_exit)
+    def _exit(status: int) -> None:
+        if os.getpid() == audited:
+            try:
+                path.write_text(f"os._exit({status!r}) at {where()}")
+            except Exception:  # noqa: BLE001, S110 (the process exits anyway; the watcher says less)
+                pass
+        real_exit(status)
+
+    os._exit = _exit
 
 
 def _options(args: argparse.Namespace) -> Options | None:
@@ -107,8 +199,11 @@ def _check(args: argparse.Namespace) -> Options | None:
     check_suffix("golden", args.golden, (".json",))
     if args.update_golden and not args.golden:
         raise UsageError("--update-golden needs --golden FILE.json (the file to write)")
-    if args.golden and not args.update_golden and not os.path.exists(args.golden):
+    if args.golden and not args.update_golden and not os.path.isfile(args.golden):
         raise UsageError(f"--golden {args.golden}: no such file; run once with --update-golden to write it")
+    for option, path in (("out", args.out), ("plot", args.plot), ("golden", args.golden if args.update_golden
+                                                                    else None)):
+        check_output(option, path)
     from .audit_compare import check_version
 
     for version in args.against_timm:
@@ -122,8 +217,7 @@ def _check(args: argparse.Namespace) -> Options | None:
     return options
 
 
-def _audit(args: argparse.Namespace) -> int:
-    options = _check(args)
+def _audit(args: argparse.Namespace, options: Options | None) -> int:
     from . import audit_compare as compare
     from .audit_output import Run, audit_document, golden_document, plot, report_lines, verdict, write_out
     from .audit_record import Recorder
@@ -162,6 +256,9 @@ def _audit(args: argparse.Namespace) -> int:
         child_lines, child_code = children.lines_and_code()
         _print(child_lines)
         code = child_code if not audits else max(code, child_code)
+    if children.unfinished:
+        _print(["", *children.unfinished_lines()])
+        code = max(code, 1)
     for version in args.against_timm:
         code = max(code, _against(version, args, options, document))
     if rank is not None:
@@ -186,10 +283,10 @@ def _run_script(recorder: Any, options: Options | None,
         recorder.install()
         try:
             execute(args.target, args.args, module=args.module)
-        except TargetNotFound as error:
-            raise UsageError(str(error)) from None
         except MaxStepsReached:
             return 0, None, False
+        except TargetNotFound:  # nothing ran: Python's own message, not a failing script
+            raise
         except SystemExit as exit_:
             if exit_.code is None or exit_.code == 0:
                 return 0, None, False

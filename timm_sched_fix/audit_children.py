@@ -4,8 +4,9 @@ workers, ``torch.multiprocessing.spawn``'s, ``subprocess``), through the start-u
 While the script runs, the audit sets ``TIMM_SCHED_FIX_AUDIT`` to a folder (see ``audit_compare.Children``).
 Every Python process that starts with it calls :func:`start`: a recorder is installed when the process imports
 ``timm.scheduler``, and at exit a process that built a timm scheduler writes its report and JSON document into
-the folder. A process that ends without running its exit handlers (``os._exit``: multiprocessing's ``fork``
-children) writes nothing. Imports nothing of torch or timm before the process does.
+the folder. A process that ends without running its exit handlers (``os._exit``, a fatal signal, killed) after
+building a scheduler leaves only the marker ``<pid>.started``, which the audit reports as an audit that could not
+finish. multiprocessing's ``fork`` children do not start Python anew, so they are not audited. Imports nothing of torch or timm before the process does.
 """
 
 from __future__ import annotations
@@ -54,7 +55,13 @@ class _Child:
 
         if self.recorder is None:
             self.recorder = Recorder(max_steps=self.max_steps)
+            self.recorder.on_first_record = self._started
             self.recorder.install()
+
+    def _started(self) -> None:
+        """This process built its first timm scheduler: a marker the audit reads as "owes a report" (a process
+        killed, or ended by ``os._exit``, before writing it is named)."""
+        (Path(self.folder) / f"{os.getpid()}.started").touch()
 
     def finish(self) -> None:
         """At exit: this process's report and document, into the folder (never an error of the process)."""

@@ -36,6 +36,9 @@ VERSION = re.compile(r"^\d+(\.\d+){1,3}((a|b|rc|\.post|\.dev)\d+)?$")
 ENV_RANKS_DIR = "TIMM_SCHED_FIX_AUDIT_RANKS_DIR"
 #: Rank 0 waits this long, after its own run, for the other ranks' documents.
 RANK_WAIT_SECONDS = 120.0
+#: Where this audit's temporary folders go: the watcher's folder under the command line (audit._watched), which it
+#: removes whatever happens to the audited process; else the system's.
+SCRATCH: str | None = None
 #: Relative tolerance when two traces are compared.
 TOLERANCE = 1e-12
 #: Differing steps shown per scheduler.
@@ -93,7 +96,7 @@ def audit_under(version: str, folder: Path, child_args: Sequence[str]) -> dict[s
 
     Raises UsageError when the child cannot run at all; a failing script is reported in the document.
     """
-    with tempfile.TemporaryDirectory(prefix="timm-sched-fix-audit-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="timm-sched-fix-audit-", dir=SCRATCH) as scratch:
         out = Path(scratch) / "audit.json"
         package_root = Path(__file__).resolve().parent.parent
         paths = [str(folder)]
@@ -252,6 +255,7 @@ class Children:
             if value is not None:
                 self.variables[name] = str(value)
         self.documents: list[dict[str, Any]] = []
+        self.unfinished: list[int] = []  # processes that built a scheduler and ended without their report
         self._unreached: str | None = None
         self._folder: str | None = None
         self._environ: Any = None
@@ -262,7 +266,7 @@ class Children:
                                f"{startup.PTH_NAME} that knows {ENV_AUDIT} is in this Python's site-packages "
                                "(install this version of the package)")
             return self
-        self._folder = tempfile.mkdtemp(prefix="timm-sched-fix-audit-")
+        self._folder = tempfile.mkdtemp(prefix="timm-sched-fix-audit-", dir=SCRATCH)
         self.variables[ENV_AUDIT] = self._folder
         self._environ = environ(self.variables)
         self._environ.__enter__()
@@ -275,8 +279,17 @@ class Children:
         if self._folder is not None:
             for path in sorted(Path(self._folder).glob("*.json")):
                 self.documents.append(json.loads(path.read_text()))
+            reported = {document["pid"] for document in self.documents}
+            self.unfinished = sorted(pid for pid in (int(path.stem) for path in Path(self._folder).glob("*.started"))
+                                     if pid not in reported)
             shutil.rmtree(self._folder, ignore_errors=True)
         self.documents.sort(key=lambda document: (document["rank"] is None, document["rank"] or 0, document["pid"]))
+
+    def unfinished_lines(self) -> list[str]:
+        """One line per process the script started that built a timm scheduler but wrote no report."""
+        return [f"the audit could not finish: process {pid}, which the script started, built a timm scheduler and "
+                "ended without its report (os._exit, a fatal signal, or killed): its steps have no verdict"
+                for pid in self.unfinished]
 
     def unreached(self, audited_here: bool) -> str | None:
         """Why child processes were not audited, worth saying when this process audited nothing itself."""

@@ -86,6 +86,7 @@ class Recorder:
         self.stopped = False  # MaxStepsReached was raised
         self.notes: list[str] = []  # what could not be recorded, said in the report
         self.rank: tuple[int, int] | None = None  # (rank, world size) of torch.distributed, when a scheduler was built
+        self.on_first_record: Any = None  # called when the first scheduler is recorded (audit_children's marker)
         self._by_scheduler: dict[int, SchedulerRecord] = {}
         self._live: list[SchedulerRecord] = []
         self._constructing: set[int] = set()
@@ -195,6 +196,8 @@ class Recorder:
                 shadow_error=shadow_error, init_lrs=[], tolerance=tolerance)
             record.init_lrs = record.group_lrs()
             self.records.append(record)
+            if len(self.records) == 1 and self.on_first_record is not None:
+                self.on_first_record()
             self._live.append(record)
             self._by_scheduler[id(scheduler)] = record
             self._count(record)

@@ -9,14 +9,18 @@ import argparse
 import importlib
 import importlib.metadata
 import platform
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
 from .options import ENV_AUTO, ENV_CONVENTION, ENV_ON_LAG
+from .runner import split_target
 
 #: Subcommand name -> module (relative to this package) defining ``add_parser(subparsers)`` and ``run(args)``.
 SUBCOMMANDS: dict[str, str] = {"run": "runner", "check": "check", "trace": "trace", "audit": "audit"}
+#: Subcommands that run a script: everything after the script is the script's (``runner.split_target``).
+TARGET_COMMANDS = ("run", "audit")
 
 DESCRIPTION = """\
 Make every optimizer step run with the learning rate its timm schedule
@@ -89,7 +93,23 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code. Without ``argv`` (the
+    console script, ``python -m timm_sched_fix``) ``audit`` runs in a forked process it watches; with one, in
+    this process."""
     parser, modules = build_parser()
-    args = parser.parse_args(argv)
+    command_line = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TARGET_COMMANDS:  # the script's arguments are its own, ``--`` included
+        options, target = split_target(_subparser(parser, argv[0]), argv[1:])
+        args = parser.parse_args([argv[0], *options])
+        if target:
+            args.target, args.args = target[0], target[1:]
+    else:
+        args = parser.parse_args(argv)
+    args.watched = command_line  # the command line's audit watches the audited process (audit._watched)
     return int(modules[args.command].run(args) or 0)
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    subparsers = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    return subparsers.choices[command]

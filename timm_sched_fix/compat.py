@@ -523,8 +523,8 @@ def check_state_dict(scheduler: Scheduler, given: dict, own: dict) -> None:
             f"build the {name} with the equivalent arguments and resume with step(epoch) instead"
         )
     tolerated = BASE_STATE_KEYS | VERSION_STATE_KEYS.get(name, frozenset())
-    unexpected = sorted(set(given) - set(own) - tolerated)
-    missing = sorted(set(own) - set(given) - tolerated)
+    unexpected = sorted(set(given) - set(own) - tolerated, key=repr)  # keys of any type: a str, an int, ...
+    missing = sorted(set(own) - set(given) - tolerated, key=repr)
     if unexpected or missing:
         differences = ([f"it has {unexpected}"] if unexpected else []) + ([f"it lacks {missing}"] if missing else [])
         raise ValueError(

@@ -78,6 +78,11 @@ def is_patched() -> bool:
     return _options is not None
 
 
+def patch_options() -> Options | None:
+    """The options of the ``patch()`` in effect, or None."""
+    return _options
+
+
 @contextlib.contextmanager
 def patched(*, convention: Convention = "end", auto: bool = False, on_lag: LagPolicy = "warn") -> Iterator[None]:
     """``patch()`` for the duration of a ``with`` block; the previous patch state is restored after. Schedulers

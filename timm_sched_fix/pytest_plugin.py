@@ -24,6 +24,8 @@ EXPECTED_DEVIATIONS: dict[str, str] = {}
 
 #: (node id, reason) of the tests marked as expected deviations in this session.
 _DEVIATED = pytest.StashKey[list]()
+#: Whether this plugin made the patch() in effect (else the suite's own is kept, and left to the suite).
+_PATCHED_HERE = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -68,6 +70,7 @@ def _convention(config: pytest.Config) -> Any:
     return config.getoption("timm_sched_fix")
 
 
+@pytest.hookimpl(trylast=True)  # after the suite's own pytest_configure, so a patch() it makes is seen
 def pytest_configure(config: pytest.Config) -> None:
     convention = _convention(config)
     if convention is None:
@@ -75,17 +78,26 @@ def pytest_configure(config: pytest.Config) -> None:
     if convention not in CONVENTIONS:
         raise pytest.UsageError(
             f"{OPTION} takes 'end' or 'begin' ({OPTION} begin or {OPTION}=begin), got {convention!r}")
-    import timm_sched_fix
+    from timm_sched_fix.patching import patch, patch_options
 
-    timm_sched_fix.patch(convention=convention)
     config.stash[_DEVIATED] = []
+    suite = patch_options()
+    config.stash[_PATCHED_HERE] = suite is None
+    if suite is None:
+        patch(convention=convention)
+    elif suite.convention != convention:
+        raise pytest.UsageError(
+            f"{OPTION}={convention} asks for patch(convention={convention!r}), but the suite already called "
+            f"patch() with {suite}: the conventions conflict. Drop {OPTION} (the suite's patch() is in effect) "
+            "or make them agree")
+    # else: the suite's own patch() (its on_lag and auto included) stays in effect
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if _convention(config) in CONVENTIONS:
-        import timm_sched_fix
+    if config.stash.get(_PATCHED_HERE, False):
+        from timm_sched_fix.patching import unpatch
 
-        timm_sched_fix.unpatch()
+        unpatch()
 
 
 def expected_deviation(nodeid: str) -> str | None:
@@ -113,7 +125,10 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     convention = _convention(config)
     if convention not in CONVENTIONS:
         return None
-    return [f"timm-sched-fix: patch(convention={convention!r}) in effect"]
+    from timm_sched_fix.patching import patch_options
+
+    return [f"timm-sched-fix: patch() in effect with {patch_options()}"
+            + ("" if config.stash.get(_PATCHED_HERE, True) else " (the suite's own)")]
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

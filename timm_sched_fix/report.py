@@ -33,7 +33,7 @@ class Report:
 
     def __init__(self) -> None:
         self._records: list[_Record] = []
-        self._errors: list[str] = []
+        self._errors: list[tuple[int, str]] = []  # (pid of the process that built the scheduler, line)
 
     def observe(self, scheduler: Any, options: Options) -> None:
         """patch()'s observer: runs right after timm's constructor, before the fix pre-advances the scheduler. A
@@ -42,15 +42,19 @@ class Report:
             record = _record(scheduler, options)
         except Exception as error:  # noqa: BLE001 - any error, said in the report
             with _lock:
-                self._errors.append(f"{type(scheduler).__qualname__}: not recorded ({type(error).__name__}: {error})")
+                self._errors.append((os.getpid(),
+                                     f"{type(scheduler).__qualname__}: not recorded ({type(error).__name__}: {error})"))
         else:
             with _lock:
                 self._records.append(record)
 
     def lines(self) -> list[str]:
-        """The report so far: empty while ``patch()`` has fixed no scheduler."""
+        """The report so far: empty while ``patch()`` has fixed no scheduler in this process (a forked child
+        reports the schedulers it built itself, not its parent's)."""
+        pid = os.getpid()
         with _lock:
-            records, errors = list(self._records), list(self._errors)
+            records = [record for record in self._records if record.pid == pid]
+            errors = [error for owner, error in self._errors if owner == pid]
         if not records and not errors:
             return []
         process = next((record.process for record in records if record.process), None) or _process_label()
@@ -93,7 +97,7 @@ def reporting() -> Iterator[Report]:
 class _Record:
     """One fixed scheduler: what stock timm's constructor left in its param groups, what its first step ran with."""
 
-    __slots__ = ("called_first", "first", "name", "optimizer", "options", "per_epoch", "process", "stock")
+    __slots__ = ("called_first", "first", "name", "optimizer", "options", "per_epoch", "pid", "process", "stock")
 
     def __init__(self, scheduler: Any, options: Options, stock: list[float]) -> None:
         from .compat import is_epoch_schedule
@@ -106,6 +110,7 @@ class _Record:
         self.first: list[float] | None = None  # None until the first optimizer step
         self.called_first = False  # a scheduler call came before the first optimizer step
         self.process: str | None = None  # _process_label() at the first optimizer step
+        self.pid = os.getpid()  # the process that built the scheduler, whose report it belongs to
 
     def line(self) -> str:
         options = self.options

@@ -1,8 +1,10 @@
 """``timm-sched-fix run [options] script.py [args...]`` (or ``-m module``): run a training script, unedited,
 with ``patch()`` active, in this process and in the Python processes it starts.
 
-Like ``python -m cProfile`` and ``coverage run``, the script is run with :mod:`runpy` in this process: it
-sees its own ``sys.argv``, runs as ``__main__``, and its exit code and exceptions are the command's. The
+Like ``python -m cProfile`` and ``coverage run``, the script is run in this process the way Python runs it
+(the module resolved by :mod:`runpy` for ``-m``): it sees its own ``sys.argv`` (a ``--`` included), an absolute
+``__file__`` and ``sys.path[0]``, runs as ``__main__``, and its exit code and exceptions are the command's;
+targets Python cannot run get Python's own one-line message and exit code. The
 processes it starts (torchrun's workers, ``torch.multiprocessing.spawn``'s, ``subprocess``) inherit
 ``TIMM_SCHED_FIX=1`` and the options, which the start-up hook (timm_sched_fix/startup.py) turns into ``patch()``.
 :func:`execute` is that way of running a script, shared with ``timm-sched-fix audit``.
@@ -11,12 +13,18 @@ processes it starts (torchrun's workers, ``torch.multiprocessing.spawn``'s, ``su
 from __future__ import annotations
 
 import argparse
+import builtins
 import contextlib
-import importlib.util
+import importlib.machinery
+import io
 import os
+import pkgutil
 import runpy
 import sys
+import types
+import zipfile
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from . import report, startup
 from .options import (
@@ -102,11 +110,6 @@ def run(args: argparse.Namespace) -> int:
     """Run the target with the patch active; its ``SystemExit`` and exceptions propagate as they are."""
     require_target(args, "run")
     try:
-        check_target(args.target, module=args.module)
-    except TargetNotFound as error:
-        print(f"timm-sched-fix run: {error}", file=sys.stderr)
-        return error.exit_code
-    try:
         reports = args.report or flag_from_env(os.environ, ENV_REPORT)
     except ValueError as error:
         print(f"timm-sched-fix run: {error}", file=sys.stderr)
@@ -116,44 +119,98 @@ def run(args: argparse.Namespace) -> int:
     _warn_about_children(options, children)
     reporting = report.reporting() if reports else contextlib.nullcontext()
     with patched(convention=args.convention, auto=args.auto, on_lag=args.on_lag), reporting, environ(children):
-        execute(args.target, args.args, module=args.module)
+        try:
+            execute(args.target, args.args, module=args.module)
+        except TargetNotFound as error:
+            print(f"timm-sched-fix run: {error}", file=sys.stderr)
+            return error.exit_code
     return 0
 
 
-def check_target(target: str, *, module: bool) -> None:
-    """Raise :class:`TargetNotFound` when the script (or, with ``module``, the module) does not exist."""
+def split_target(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``argv`` of ``run`` or ``audit`` split into the command's options and the target with its arguments, as
+    ``python [options] script.py args...`` splits: the first argument that is neither an option nor an option's
+    value starts the target, and everything from there on is the script's, ``--`` included (argparse would drop
+    a ``--`` right after the script). One ``--`` before the target only ends the options."""
+    takes_value = {option: action.nargs != 0 for action in parser._actions for option in action.option_strings}
+    position = 0
+    while position < len(argv):
+        arg = argv[position]
+        if arg == "--":
+            return list(argv[:position]), list(argv[position + 1:])
+        if not arg.startswith("-") or arg == "-":
+            break
+        name = arg.split("=", 1)[0]
+        if name not in takes_value:  # an unknown option: argparse says so
+            return list(argv), []
+        position += 2 if takes_value[name] and "=" not in arg else 1
+    return list(argv[:position]), list(argv[position:])
+
+
+def _main_paths(target: str) -> tuple[str, str]:
+    """``__file__`` (the path joined to the current directory, not normalised) and ``sys.path[0]`` (the real
+    directory of the script, symbolic links resolved) as ``python script.py`` sets them (Python >= 3.9)."""
+    file = os.path.join(os.getcwd(), target)
+    return file, os.path.dirname(os.path.realpath(file))
+
+
+def resolve(target: str, *, module: bool) -> tuple[str, Any, Any, str]:
+    """What ``python target`` (or ``python -m target``) runs: the code, ``__file__``, the module spec (None for a
+    plain script) and ``sys.path[0]``.
+
+    Raises :class:`TargetNotFound` with Python's own message and exit code when Python cannot run it. With
+    ``module``, the parent packages are imported, as ``python -m`` does.
+    """
     if module:
         sys.path.insert(0, os.getcwd())  # where `python -m` looks first
         try:
-            found = _module_exists(target)
+            _, spec, code = runpy._get_module_details(target, runpy._Error)  # type: ignore[attr-defined]
+        except runpy._Error as error:  # type: ignore[attr-defined] (runpy's own messages, as python -m prints them)
+            raise TargetNotFound(str(error), 1) from None
         finally:
             sys.path.pop(0)
-        if not found:
-            raise TargetNotFound(f"No module named {target!r}", 1)
-    elif not os.path.exists(target):
-        raise TargetNotFound(f"can't open file {target!r}: no such file", 2)
+        return code, spec.origin, spec, os.getcwd()
+    file, directory = _main_paths(target)
+    importer = pkgutil.get_importer(file) if os.path.isdir(file) or zipfile.is_zipfile(file) else None
+    if importer is not None:  # a folder or zip file with __main__.py, as python runs it
+        spec = importer.find_spec("__main__")
+        if spec is None:
+            raise TargetNotFound(f"can't find '__main__' module in {file!r}", 1)
+        return spec.loader.get_code("__main__"), spec.origin, spec, file
+    try:
+        with io.open_code(file) as stream:
+            code = pkgutil.read_code(stream)  # a compiled .pyc, as python runs it
+            if code is None:
+                stream.seek(0)
+                code = compile(stream.read(), file, "exec", dont_inherit=True)
+    except OSError as error:
+        raise TargetNotFound(f"can't open file {file!r}: [Errno {error.errno}] {error.strerror}", 2) from None
+    return code, file, None, directory
 
 
 def execute(target: str, args: Sequence[str], *, module: bool) -> None:
     """Run ``target`` as ``python script.py args...`` (or ``python -m target args...``) would, in this process:
-    as ``__main__``, with ``sys.argv`` and ``sys.path[0]`` as Python sets them, both restored afterwards.
+    as ``__main__``, with ``sys.argv``, ``__file__`` and ``sys.path[0]`` as Python sets them, all restored
+    afterwards.
 
-    Raises :class:`TargetNotFound` before running anything when the script or module does not exist; the
-    script's ``SystemExit`` and exceptions propagate as they are.
+    Raises :class:`TargetNotFound` before running anything when Python could not run the target; the script's
+    ``SystemExit`` and exceptions propagate as they are.
     """
-    check_target(target, module=module)
-    # what `python -m module` / `python script.py` put first on sys.path
-    search_path = os.getcwd() if module else os.path.dirname(os.path.abspath(target))
-    saved_argv, saved_path = sys.argv[:], sys.path[:]
-    sys.argv[:] = [target, *args]
+    code, file, spec, search_path = resolve(target, module=module)
+    main = types.ModuleType("__main__")
+    main.__dict__.update(__file__=file, __cached__=spec.cached if spec else None, __builtins__=builtins, __spec__=spec,
+                         __package__=spec.parent if spec else None,
+                         __loader__=spec.loader if spec else importlib.machinery.SourceFileLoader("__main__", file))
+    saved_argv, saved_path, saved_main = sys.argv[:], sys.path[:], sys.modules.get("__main__")
+    sys.argv[:] = [file if module else target, *args]
     sys.path.insert(0, search_path)
+    sys.modules["__main__"] = main
     try:
-        if module:
-            runpy.run_module(target, run_name="__main__", alter_sys=True)
-        else:
-            runpy.run_path(target, run_name="__main__")
+        exec(code, main.__dict__)  # noqa: S102 (running the script is what `python script.py` does)
     finally:
         sys.argv[:], sys.path[:] = saved_argv, saved_path
+        if saved_main is not None:
+            sys.modules["__main__"] = saved_main
 
 
 def _warn_about_children(options: Options, children: Mapping[str, str]) -> None:
@@ -186,10 +243,3 @@ def environ(variables: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def _module_exists(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):  # a missing parent package, or an empty/relative name
-        return False

@@ -234,9 +234,20 @@ def read_index(index: Any, name: str, on_bool: Callable[[], None] | None = None)
         return read_index(index.item(), name, on_bool)
     else:
         raise TypeError(f"{name}() index must be a non-negative number, got {index!r} ({type(index).__name__})")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name}() index must be a finite, non-negative number, got {index!r}")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int beyond float range: no schedule computes a value there
+        finite = False
+    if not finite or value < 0:
+        raise ValueError(f"{name}() index must be a finite, non-negative number, got {_shown(index)}")
     return value
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` for a message, an int too long to print in full by its size."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of {len(str(abs(value))) if value.bit_length() < 10_000 else 'over 3,000'} digits"
+    return repr(value)
 
 
 def _is_one_number(index: Any) -> bool:
@@ -711,14 +722,19 @@ class ScheduleTiming:
         if not isinstance(ours, Mapping) or not {"scheduler", "last_t", "next_count", "lag_shift"} <= set(ours):
             raise ValueError(f"state_dict[{STATE_KEY!r}] is not a timm_sched_fix position record: {ours!r}")
         expected = type(self.scheduler).__name__
-        if ours["scheduler"] != expected:
+        if not isinstance(ours["scheduler"], str) or ours["scheduler"] != expected:
             raise ValueError(f"state dict was saved by a {ours['scheduler']}, cannot load into a {expected}")
         for key in ("last_t", "next_count"):
             value = ours[key]
-            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
-                raise ValueError(f"state_dict[{STATE_KEY!r}][{key!r}] must be None or a number, got {value!r}")
-            if value is not None:
+            if value is None:
+                continue
+            try:
+                if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                    raise TypeError
                 read_index(value, f"load_state_dict: {key}")
+            except (TypeError, ValueError):
+                raise ValueError(f"state_dict[{STATE_KEY!r}][{key!r}] must be None or a finite, non-negative "
+                                 f"number, got {_shown(value)}") from None
         steps = ours.get("steps_since_apply", 0)
         if type(steps) is not int or steps < 0:
             raise ValueError(

@@ -3,6 +3,7 @@ of output file names. No torch or timm import, so mistakes in the arguments are 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -16,6 +17,23 @@ def check_suffix(option: str, path: str | None, suffixes: Sequence[str]) -> None
     """Refuse an output file name ``--option path`` that does not end in one of ``suffixes``."""
     if path and Path(path).suffix.lower() not in suffixes:
         raise UsageError(f"--{option} {path}: the file name must end in {' or '.join(suffixes)}")
+
+
+def check_output(option: str, path: str | None) -> None:
+    """Refuse, before anything runs, an output file ``--option path`` that cannot be written: a folder that does
+    not exist, is not a folder or is not writable, or a path that is a folder or a read-only file."""
+    if not path:
+        return
+    target = Path(path)
+    folder = target.parent
+    if not folder.is_dir():
+        raise UsageError(f"--{option} {path}: the folder {str(folder)!r} does not exist" if not folder.exists()
+                         else f"--{option} {path}: {str(folder)!r} is not a folder")
+    if target.is_dir():
+        raise UsageError(f"--{option} {path}: is a folder, give a file name")
+    if not os.access(target if target.exists() else folder, os.W_OK):
+        raise UsageError(f"--{option} {path}: cannot write {'it' if target.exists() else 'into ' + repr(str(folder))}"
+                         " (permission denied)")
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str] | str]) -> list[str]:

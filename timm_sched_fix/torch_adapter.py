@@ -58,8 +58,12 @@ class TorchScheduler(LRScheduler):
         """The schedule index in force (epochs or updates, as the timm scheduler counts)."""
         return self._timing.last_t
 
-    def step(self, metric: Any = None) -> None:  # type: ignore[override]
-        """Advance the schedule by one step or epoch; a PlateauLRScheduler needs the metric."""
+    def step(self, metric: Any = None, epoch: Any = None) -> None:  # type: ignore[override]
+        """Advance the schedule by one step or epoch; a PlateauLRScheduler needs the metric. ``epoch`` (PyTorch's
+        deprecated argument, which Lightning's documented override passes) is refused with ``TypeError``, as an
+        index in place of the metric is."""
+        if epoch is not None:
+            self._refuse_index(epoch)
         self._check_metric(metric)
         self._warn_if_before_optimizer_step()
         if self.interval == "epoch":
@@ -102,7 +106,7 @@ class TorchScheduler(LRScheduler):
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a ``state_dict()`` of a TorchScheduler; the saved position is applied at once."""
         if not isinstance(state_dict, Mapping) or set(state_dict) != _STATE_KEYS:
-            keys = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
+            keys = sorted(state_dict, key=repr) if isinstance(state_dict, Mapping) else type(state_dict).__name__
             raise ValueError(f"not a TorchScheduler state dict (expected keys {sorted(_STATE_KEYS)}, got {keys})")
         if state_dict["interval"] != self.interval:
             raise ValueError(f"state dict was saved with interval={state_dict['interval']!r}, this scheduler "
@@ -121,8 +125,13 @@ class TorchScheduler(LRScheduler):
             if metric is None:
                 raise TypeError(f"step() of a {name} needs the metric it watches: step(val_loss)")
         elif metric is not None:
-            raise TypeError(f"step() of a {name} takes no argument (the adapter counts steps itself; PyTorch's "
-                            f"epoch argument is deprecated), got {metric!r}")
+            self._refuse_index(metric)
+
+    def _refuse_index(self, index: Any) -> None:
+        name = type(self.timm_scheduler.__wrapped__).__name__
+        what = "takes no epoch" if compat.is_plateau(self.timm_scheduler) else "takes no argument"
+        raise TypeError(f"step() of a {name} {what} (the adapter counts steps itself; PyTorch's epoch argument is "
+                        f"deprecated), got {index!r}")
 
     def _warn_if_before_optimizer_step(self) -> None:
         """PyTorch's warning for the first ``step()`` coming before any ``optimizer.step()``."""

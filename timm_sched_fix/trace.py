@@ -17,14 +17,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
+from .tools import check_output, check_suffix
 from .trace_settings import (
     LOOPS,
     SCHEDULES_OF_EVERY_RELEASE,
     TRAIN_DEFAULTS,
     UsageError,
+    check_trace_length,
     checked_settings,
     merged_settings,
 )
@@ -152,10 +153,10 @@ def _run(args: argparse.Namespace) -> int:
         updates_per_epoch = 1
     if updates_per_epoch <= 0:
         raise UsageError(f"--updates-per-epoch must be positive, got {updates_per_epoch}")
+    check_trace_length(settings.epochs, updates_per_epoch)
     for option, suffixes in (("out", (".csv", ".json")), ("plot", (".png",))):
-        path = getattr(args, option)
-        if path and Path(path).suffix.lower() not in suffixes:
-            raise UsageError(f"--{option} {path}: the file name must end in {' or '.join(suffixes)}")
+        check_suffix(option, getattr(args, option), suffixes)
+        check_output(option, getattr(args, option))
     if args.plot:
         from .plot import require_matplotlib
         require_matplotlib(UsageError)

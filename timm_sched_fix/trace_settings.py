@@ -52,6 +52,34 @@ LOOPS: dict[str, Loop] = {
 }
 
 
+#: Fewest accepted draws per draw of timm's normal LR noise (it redraws until |N(0, std)| / std < noise_pct): below
+#: this, one noise value takes over 10,000 draws on average, and none at noise_pct 0 (timm would spin).
+MIN_NOISE_ACCEPTANCE = 1e-4
+#: The longest run ``trace`` builds (three million steps are a 300-epoch ImageNet run at train.py's batch size on
+#: one process): its tables hold about 50 bytes per optimizer step, some 0.5 GB at the limit (docs/performance.md).
+MAX_TRACE_STEPS = 10_000_000
+
+
+def check_noise_drawable(noise_pct: float, flag: str) -> None:
+    """Refuse a normal-noise limit timm's redraw loop cannot (or can only after very many draws) satisfy: each draw
+    is accepted with probability erf(noise_pct / sqrt(2)). ``flag`` names the setting in the message."""
+    if noise_pct > 0 and math.erf(noise_pct / math.sqrt(2)) >= MIN_NOISE_ACCEPTANCE:
+        return
+    spin = "never happens" if not noise_pct > 0 else f"takes over {1 / MIN_NOISE_ACCEPTANCE:,.0f} draws per value"
+    raise UsageError(f"{flag} {noise_pct!r}: timm redraws its LR noise until it falls within this limit (in standard "
+                     f"deviations), which {spin}; give at least {MIN_NOISE_ACCEPTANCE * math.sqrt(math.pi / 2):.3g} "
+                     f"(train.py's default is {TRAIN_DEFAULTS['lr_noise_pct']})")
+
+
+def check_trace_length(epochs: int, updates_per_epoch: int) -> None:
+    """Refuse a run longer than :data:`MAX_TRACE_STEPS` optimizer steps, before anything is built."""
+    steps = epochs * updates_per_epoch
+    if steps > MAX_TRACE_STEPS:
+        raise UsageError(f"--epochs {epochs:,} x --updates-per-epoch {updates_per_epoch:,} = {steps:,} optimizer steps; "
+                         f"trace builds at most {MAX_TRACE_STEPS:,} (its tables hold every step): trace fewer epochs "
+                         "or updates per epoch (the calling pattern, and so which steps differ, repeats every epoch)")
+
+
 # -- settings -----------------------------------------------------------------------------------
 
 def load_args_yaml(path: str) -> dict[str, Any]:
@@ -158,6 +186,7 @@ def _validate(settings: dict[str, Any]) -> None:
         raise UsageError(f"--decay-milestones must be increasing epochs, zero or more, got {list(milestones)}")
     noise = settings["lr_noise"]
     if noise is not None:
+        check_noise_drawable(settings["lr_noise_pct"], "--lr-noise-pct")
         points = noise if isinstance(noise, (list, tuple)) else [noise]
         if not 1 <= len(points) <= 2 or not all(isinstance(p, (int, float)) and p >= 0 for p in points):
             raise UsageError(f"--lr-noise takes one or two fractions of the schedule (on, off), got {noise!r}")
