@@ -52,8 +52,9 @@ def test_auto_mode_round_trip_after_steps_keeps_advancing():
 
 
 def test_plateau_keeps_its_reduced_lr_through_a_state_dict():
-    """Past warmup a Plateau's LR lives in the optimizer; re-wrapping (v(0) pre-advance) then loading the
-    state dict put back the base LR instead of the reduced one (found by hypothesis: Plateau, rewrap)."""
+    """Past warmup a Plateau's LR lives in the optimizer; re-wrapping then loading the state dict put back the base
+    LR instead of the reduced one (found by hypothesis: Plateau, rewrap). Re-wrapping no longer pre-advances over
+    LRs the constructor did not leave, and the load keeps the LRs that match its record."""
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     scheduler = timm_sched_fix.wrap(stock_scheduler("PlateauLRScheduler", optimizer,
                                                     dict(patience_t=0, decay_rate=0.5, mode="min")))
@@ -63,7 +64,7 @@ def test_plateau_keeps_its_reduced_lr_through_a_state_dict():
     reduced = optimizer.param_groups[0]["lr"]
     saved = scheduler.state_dict()
     scheduler = timm_sched_fix.wrap(timm_sched_fix.unwrap(scheduler))
-    assert optimizer.param_groups[0]["lr"] == 0.1  # the pre-advance to v(0)
+    assert optimizer.param_groups[0]["lr"] == reduced and scheduler.last_t is None  # not the constructor's LRs
     scheduler.load_state_dict(saved)
     assert reduced < 0.1 and optimizer.param_groups[0]["lr"] == reduced
     scheduler.step(4, 1.0)

@@ -229,8 +229,8 @@ def _audit(args: argparse.Namespace, options: Options | None) -> int:
     recorder = Recorder(max_steps=args.max_steps)
     children = compare.Children(options, args.updates_per_epoch, args.max_steps)
     with children:
-        exit_code, ended = _run_script(recorder, options, args)
-    audits = [analyse(record, args.updates_per_epoch) for record in recorder.records]
+        exit_code, ended, fix_failed = _run_script(recorder, options, args)
+    audits = [analyse(record, args.updates_per_epoch, options) for record in recorder.records]
     code, summary = verdict(audits)
     if not audits and children.documents:
         summary = "this process built no timm scheduler; the processes it started did (below)"
@@ -263,11 +263,15 @@ def _audit(args: argparse.Namespace, options: Options | None) -> int:
         code = max(code, _against(version, args, options, document))
     if rank is not None:
         code = max(code, _ranks(document, rank))
+    if fix_failed:  # this package's own error is no failure of the script: wrong (or undecidable), not 3
+        return max(code, 1)
     return EXIT_SCRIPT_FAILED if exit_code else code
 
 
-def _run_script(recorder: Any, options: Options | None, args: argparse.Namespace) -> tuple[int, str | None]:
-    """Run the script with the recorder installed (and the patch, with --fix): its exit code and how it ended."""
+def _run_script(recorder: Any, options: Options | None,
+                args: argparse.Namespace) -> tuple[int, str | None, bool]:
+    """Run the script with the recorder installed (and the patch, with --fix): its exit code, how it ended, and whether
+    it ended by an exception raised in this package's own code (the fix's or the audit's, not the script's)."""
     import contextlib
 
     from .audit_record import MaxStepsReached
@@ -280,22 +284,36 @@ def _run_script(recorder: Any, options: Options | None, args: argparse.Namespace
         try:
             execute(args.target, args.args, module=args.module)
         except MaxStepsReached:
-            return 0, None
+            return 0, None, False
         except TargetNotFound:  # nothing ran: Python's own message, not a failing script
             raise
         except SystemExit as exit_:
             if exit_.code is None or exit_.code == 0:
-                return 0, None
+                return 0, None, False
             if isinstance(exit_.code, int):
-                return exit_.code, f"the script exited with code {exit_.code}"
+                return exit_.code, f"the script exited with code {exit_.code}", False
             print(exit_.code, file=sys.stderr)
-            return 1, f"the script exited: {exit_.code}"
+            return 1, f"the script exited: {exit_.code}", False
         except Exception as error:  # noqa: BLE001 (the script's own failure: shown, and the report still made)
             traceback.print_exc()
-            return 1, f"the script raised {type(error).__name__}: {error}"
+            if _raised_here(error):
+                return 1, (f"timm_sched_fix raised {type(error).__name__} in the script: {error} (an error of the fix "
+                           "or of the audit, not of the script's own code)"), True
+            return 1, f"the script raised {type(error).__name__}: {error}", False
         finally:
             recorder.uninstall()
-    return 0, None
+    return 0, None, False
+
+
+def _raised_here(error: BaseException) -> bool:
+    """Whether the innermost frame of the exception's traceback is in this package (not the script, timm or torch)."""
+    traceback_ = error.__traceback__
+    while traceback_ is not None and traceback_.tb_next is not None:
+        traceback_ = traceback_.tb_next
+    if traceback_ is None:
+        return False
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    return os.path.abspath(traceback_.tb_frame.f_code.co_filename).startswith(package)
 
 
 def _golden(args: argparse.Namespace, document: dict, lines: list[str], golden_document: Any) -> int:

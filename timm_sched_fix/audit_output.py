@@ -178,6 +178,11 @@ def scheduler_lines(audit: SchedulerAudit, total: int) -> list[str]:
              f"  epochs: {_epochs_text(audit)}"]
     if record.stopped:
         lines.append(f"  {record.stopped}")
+    if audit.factors is not None:
+        factors = ", ".join(f"group {g} x{factor:.6g}" for g, factor in enumerate(audit.factors))
+        lines.append(f"  groups: the script multiplies each param group's LR by a factor of its own after the "
+                     f"scheduler's calls (an LR changed outside the scheduler, by the same factor at every step, such "
+                     f"as layer-wise LR decay): {factors}; judged against factor x v(t)")
     if record.steps_after_release:
         lines.append(f"  released (garbage collected) after {record.released_at:,} optimizer steps; the "
                      f"{record.steps_after_release:,} later steps of its optimizer are not its")

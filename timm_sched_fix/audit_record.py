@@ -226,16 +226,17 @@ class Recorder:
                 record.released_at = record.steps
 
     def observe(self, record: SchedulerRecord, scheduler: Any, name: str, bound: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run one call of an audited scheduler and record it (it runs on every optimizer step: kept lean)."""
+        """Run one call of an audited scheduler and record it (it runs on every optimizer step: kept lean). Only the
+        call itself may raise into the script: the recording's own errors stop this scheduler's record, saying why."""
         if not record.settled:
-            settle(record)
+            self._guarded(record, settle, record)
         record.depth += 1
         try:
             result = bound(*args, **kwargs)
         finally:
             record.depth -= 1
         if name == "load_state_dict":
-            self._loaded(record, scheduler, args[0] if args else kwargs.get("state_dict"))
+            self._guarded(record, self._loaded, record, scheduler, args[0] if args else kwargs.get("state_dict"))
             return result
         index = args[0] if args else kwargs.get(_INDEX_NAMES[name])
         metric = args[1] if len(args) > 1 else kwargs.get("metric")
@@ -245,6 +246,16 @@ class Recorder:
             metric = number(metric)  # never keep a tensor (and its autograd graph) alive
         record.calls.append(_new_call((record.steps, name, index, metric)))
         return result
+
+    @staticmethod
+    def _guarded(record: SchedulerRecord, function: Any, *args: Any) -> None:
+        """``function(*args)``; an error of the audit's own stops the record (the report says why) instead of
+        reaching the script."""
+        try:
+            function(*args)
+        except Exception as error:  # noqa: BLE001 (never the script's failure)
+            record.stopped = record.stopped or (f"the audit could not record it after step {record.steps} "
+                                                f"({type(error).__name__}: {error}): later steps are not audited")
 
     def _loaded(self, record: SchedulerRecord, scheduler: Any, state: Any) -> None:
         """A ``load_state_dict``: the position it restored (a fixed scheduler's record carries one); before the first
@@ -268,18 +279,24 @@ class Recorder:
                 record.steps_after_release += 1
                 continue
             if not record.settled:
-                settle(record)
+                self._guarded(record, settle, record)
             if record.stopped is not None:
                 continue
             groups = record.optimizer.param_groups
             field = record.field
-            if len(groups) == 1:
-                record.values.append(float(groups[0][field]))
-            elif len(groups) == len(record.init_lrs):
-                record.values.extend([float(group[field]) for group in groups])
-            else:
-                record.stopped = (f"the optimizer's param groups changed from {len(record.init_lrs)} to "
-                                  f"{len(groups)} at step {record.steps}: later steps are not audited")
+            try:
+                if len(groups) == 1:
+                    record.values.append(float(groups[0][field]))
+                elif len(groups) == len(record.init_lrs):
+                    record.values.extend([float(group[field]) for group in groups])
+                else:
+                    record.stopped = (f"the optimizer's param groups changed from {len(record.init_lrs)} to "
+                                      f"{len(groups)} at step {record.steps}: later steps are not audited")
+                    continue
+            except Exception as error:  # noqa: BLE001 (never the script's failure)
+                del record.values[record.steps * len(record.init_lrs):]
+                record.stopped = (f"the audit could not read the LRs of step {record.steps} ({type(error).__name__}: "
+                                  f"{error}): later steps are not audited")
                 continue
             record.steps += 1
 

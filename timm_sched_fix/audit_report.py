@@ -9,6 +9,11 @@ fixed scheduler's state dict carries; a resume without any of them has no known 
 undecided rather than judged. v(t) is written by the scheduler's own method (``compat.stock_writer``, or its
 inlined equivalent) on a copy of the scheduler over a throwaway optimizer, after the recorder is uninstalled:
 noise, ``lr_scale`` and every param group included, bit for bit what stock timm writes for t.
+
+Param groups whose LR the script multiplies by a factor of its own after the scheduler's calls (layer-wise LR decay
+done by hand) run with a constant multiple of v(t), or of v(t - 1) when the calls lag: such a factor is found per
+group (:func:`_group_factors`) and the steps are judged against factor x v(t). The analysis never raises: an error
+of its own makes the scheduler undecided, with the error named.
 """
 
 from __future__ import annotations
@@ -19,11 +24,15 @@ from typing import Any
 
 from . import compat
 from .audit_data import SchedulerRecord
+from .options import Options
 from .timing import stock_method
 
 #: Short names of the causes, in the table and in the JSON; the summary explains each in words.
 PRE_ADVANCE, LAG, EARLY, NEVER_MOVED, OTHER = "missing pre-advance", "one-period lag", "one period early", \
     "schedule never moved", "not the schedule's"
+UNSCALED = "group factor not applied"
+#: The optimizer steps a group's factor is looked for in (the first ones: a factor is constant).
+FACTOR_STEPS = 2000
 
 
 @dataclass
@@ -41,6 +50,7 @@ class SchedulerAudit:
     wrong: list[bool] = field(default_factory=list)
     cause: list[str] = field(default_factory=list)
     explanation: str = ""  # the first wrong step's cause in words
+    factors: list[float] | None = None  # per param group, the script's own constant factor on v(t) (None: none)
 
     @property
     def steps(self) -> int:
@@ -66,8 +76,20 @@ class SchedulerAudit:
         return sum(1 for boundary in self.boundaries if boundary <= step)
 
 
-def analyse(record: SchedulerRecord, updates_per_epoch: int | None) -> SchedulerAudit:
-    """Judge every optimizer step the record holds (call after the recorder is uninstalled)."""
+def analyse(record: SchedulerRecord, updates_per_epoch: int | None, options: Options | None = None) -> SchedulerAudit:
+    """Judge every optimizer step the record holds (call after the recorder is uninstalled); ``options``: the fix's,
+    None for stock timm (the advice names only what is not active). Never raises: an error of the analysis itself
+    makes the scheduler undecided, naming it."""
+    try:
+        return _analyse(record, updates_per_epoch, options)
+    except Exception as error:  # noqa: BLE001 (the audit's own failure must not pass for the script's)
+        audit = SchedulerAudit(record, None, "unknown", None, "unknown")
+        audit.undecided = (f"the audit's own analysis failed ({type(error).__name__}: {error}); this is a defect of "
+                           "timm-sched-fix, not of the script: please report it")
+        return audit
+
+
+def _analyse(record: SchedulerRecord, updates_per_epoch: int | None, options: Options | None) -> SchedulerAudit:
     start, start_how = _start(record)
     boundaries, epochs_how = _boundaries(record, updates_per_epoch)
     audit = SchedulerAudit(record, start, start_how, boundaries, epochs_how)
@@ -82,14 +104,57 @@ def analyse(record: SchedulerRecord, updates_per_epoch: int | None) -> Scheduler
     values = _ScheduleValues(record, start, boundaries or [])
     audit.t = [start + (audit.epoch_of(k) if record.on_epochs else k) for k in range(audit.steps)]  # type: ignore
     audit.expected = [values.at(t) for t in audit.t]
-    for k, (ran, want, t) in enumerate(zip(record.lrs, audit.expected, audit.t)):
-        right = _close(ran, want, record.tolerance)
-        audit.wrong.append(not right)
-        audit.cause.append("" if right else _cause(record, values, k, t, ran, audit))
+    audit.wrong = [not _close(ran, want, record.tolerance) for ran, want in zip(record.lrs, audit.expected)]
+    if any(audit.wrong):
+        factors = _group_factors(record, values, audit)
+        if factors is not None:
+            audit.factors = factors
+            audit.expected = [_scaled(want, factors) for want in audit.expected]
+            audit.wrong = [not _close(ran, want, record.tolerance) for ran, want in zip(record.lrs, audit.expected)]
+    for k, (ran, wrong, t) in enumerate(zip(record.lrs, audit.wrong, audit.t)):
+        audit.cause.append(_cause(record, values, k, t, ran, audit) if wrong else "")
     first = audit.first_wrong
     if first is not None:
-        audit.explanation = _explain(audit, first)
+        audit.explanation = _explain(audit, first, options)
+        causes = audit.causes()
+        most = max(causes, key=causes.__getitem__)
+        if most != audit.cause[first]:  # the first wrong step is not the typical one: explain that one too
+            k = audit.cause.index(most)
+            audit.explanation += f"; and from step {k} on, {most} ({causes[most]:,} steps): {_explain(audit, k, options)}"
     return audit
+
+
+def _scaled(values: list[float] | None, factors: list[float] | None) -> list[float] | None:
+    if values is None or factors is None:
+        return values
+    return [value * factor for value, factor in zip(values, factors)]
+
+
+def _group_factors(record: SchedulerRecord, values: _ScheduleValues, audit: SchedulerAudit) -> list[float] | None:
+    """Per param group, the constant factor the script multiplies the group's LR by after the scheduler's calls: the
+    ratio of the LR that ran to v(t), or to v(t - 1) when the calls lag, that most of the first steps share. None when
+    no group has a factor other than 1."""
+    steps = min(audit.steps, FACTOR_STEPS)
+    if steps < 2:
+        return None
+    factors = []
+    for group in range(len(record.init_lrs)):
+        best: tuple[int, float] = (0, 1.0)
+        for shift in (0, 1):
+            ratios: dict[str, tuple[int, float]] = {}
+            for k in range(steps):
+                want = audit.expected[k] if not shift else values.at(audit.t[k] - shift)
+                if want is None or not want[group]:
+                    continue
+                ratio = record.lrs[k][group] / want[group]
+                key = f"{ratio:.9g}"
+                count, first = ratios.get(key, (0, ratio))
+                ratios[key] = (count + 1, first)
+            if ratios:
+                best = max(best, max(ratios.values()))
+        count, factor = best
+        factors.append(factor if count >= max(2, steps // 2) else 1.0)
+    return factors if any(factor != 1.0 for factor in factors) else None
 
 
 def _close(ran: list[float], want: list[float], tolerance: float) -> bool:
@@ -222,30 +287,48 @@ class _ScheduleValues:
 def _cause(record: SchedulerRecord, values: _ScheduleValues, k: int, t: float, ran: list[float],
            audit: SchedulerAudit) -> str:
     tolerance = record.tolerance
+    if audit.factors is not None and _close(ran, values.at(t), tolerance):
+        return UNSCALED
     if t == audit.t[0] and _close(ran, record.init_lrs, tolerance):
         return PRE_ADVANCE
     for candidate, name in ((t - 1, LAG), (t + 1, EARLY)):
-        value = values.at(candidate)
+        value = _scaled(values.at(candidate), audit.factors)
         if value is not None and _close(ran, value, tolerance):
             return name
     return NEVER_MOVED if _close(ran, record.init_lrs, tolerance) else OTHER
 
 
-def _explain(audit: SchedulerAudit, k: int) -> str:
-    """The cause of wrong step ``k`` in words, with the call that set its LR where there was one."""
+def _explain(audit: SchedulerAudit, k: int, options: Options | None = None) -> str:
+    """The cause of wrong step ``k`` in words, with the call that set its LR where there was one; the advice names
+    only options of the fix that are not active (``options``: the fix's, None for stock timm)."""
     record, t, ran = audit.record, audit.t[k], audit.lrs_at(k)
     cause, unit, tt = audit.cause[k], record.unit, _index_text(t)
+    if cause == UNSCALED:
+        return (f"it ran with v({tt}) itself, without the factor the script's own code multiplies each param group's "
+                "LR by after the scheduler's calls (such as layer-wise LR decay): the steps before its first call "
+                "run without it; apply the factors once right after building the scheduler (and after "
+                "load_state_dict)")
     if cause == PRE_ADVANCE:
+        done = ("--fix pre-advances" if options is None else "the fix pre-advances only over the LRs the "
+                "constructor left; here the param groups held others (the README's \"LRs the fix did not write\"): "
+                f"call {'step(t)' if record.on_epochs else 'step_update(t)'} with the index to train at")
         return (f"the first {unit} ran with the LR the constructor left ({ran[0]:.8g}), not v({tt}): stock timm "
-                f"applies v(t) at the first step()/step_update() call, after the first {unit} (--fix pre-advances)")
+                f"applies v(t) at the first step()/step_update() call, after the first {unit} ({done})")
     call = _call_before(audit, k)
     here = "" if call is None else (f" (here {call.method}({_index_text(call.index)}) after optimizer step "
                                     f"{call.update - 1})")
     if cause == LAG:
         expected = "step(epoch + 1)" if record.on_epochs else "step_update(num_updates)"
-        return (f"it ran with v({_index_text(t - 1)}), the index already in force: the call after each {unit} "
-                f"passes the index of the {unit} just done, not the next one{here}; timm expects {expected}, and "
-                "--fix --on-lag fix shifts it")
+        if options is None:
+            shift = ", and --fix --on-lag fix shifts it"
+        elif options.on_lag != "fix":
+            shift = f", and --on-lag fix shifts it (the fix runs with on_lag={options.on_lag!r})"
+        else:
+            shift = " (on_lag='fix' is active but did not take these calls for a lag: see its warnings)"
+        scaled = " (times each group's factor)" if audit.factors is not None else ""
+        return (f"it ran with v({_index_text(t - 1)}){scaled}, the index already in force: the call after each "
+                f"{unit} passes the index of the {unit} just done, not the next one{here}; timm expects "
+                f"{expected}{shift}")
     if cause == EARLY:
         return f"it ran with v({_index_text(t + 1)}): the schedule runs one {unit} ahead{here}"
     if cause == NEVER_MOVED:

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from . import compat, counting, notices, overrides, routing
+from . import compat, counting, notices, overrides, ownership, routing
 from .lag import LagRule, ScheduleCallWarning, caller_stacklevel, check_record
 from .options import Options
 from .routing import TIMING_KEY
@@ -113,8 +113,10 @@ def attach(
 
     ``groups_before`` are the param-group values from before construction: tensor LRs among them keep
     their identity, and with ``initialize=False`` (resume, position unknown) the LRs are put back as
-    they were instead of pre-advancing. Raises what :func:`counted_options` raises, and ``ValueError`` for LR noise
-    that can never be drawn (:func:`timm_sched_fix.compat.check_noise`), before anything changes.
+    they were instead of pre-advancing. The pre-advance writes only over what the constructor left
+    (:func:`_left_by_scheduler`); other LRs are kept and the position is unknown until a call with an index or a
+    load. Raises what :func:`counted_options` raises, and ``ValueError`` for LR noise that can never be drawn
+    (:func:`timm_sched_fix.compat.check_noise`), before anything changes.
 
     None, with nothing changed and one :class:`~timm_sched_fix.overrides.ScheduleOverrideWarning`, for a scheduler
     with an own method whose meaning the fix cannot know (:func:`timm_sched_fix.overrides.unknown_override`): it
@@ -136,14 +138,28 @@ def attach(
     setattr(scheduler, TIMING_KEY, timing)
     field = timing.field
     groups = scheduler.optimizer.param_groups
+    own = _left_by_scheduler(scheduler, groups, groups_before, field)
     if groups_before is not None:
         for group, before in zip(groups, groups_before):
             if not initialize or isinstance(before.get(field), torch.Tensor):
                 group[field] = before[field]  # resume: the LRs as they were; tensors: the same objects
     _separate_tensor_lrs(scheduler, field)
-    if initialize:
+    if initialize and own:
         timing.move_to(0)
     return timing
+
+
+def _left_by_scheduler(scheduler: Any, groups: list[dict], groups_before: list[dict] | None, field: str) -> bool:
+    """Whether the param groups hold what the scheduler's constructor left there, so that the pre-advance may write
+    over them: with ``groups_before`` (the constructor ran under the fix), when the constructor wrote an LR or the
+    LRs are the optimizer's own (each the group's base value); else (``wrap()``) when they are what timm's
+    constructor leaves (:func:`timm_sched_fix.ownership.left_by_constructor`). Not so for LRs an optimizer load
+    restored, or that the user's code set, before."""
+    lrs = ownership.group_lrs(groups, field)
+    if groups_before is None:
+        return ownership.left_by_constructor(scheduler, lrs)
+    before = [float(group[field]) for group in groups_before]
+    return lrs != before or before == [float(value) for value in scheduler.base_values[:len(before)]]
 
 
 def check_optimizer(optimizer: Any) -> None:
@@ -308,6 +324,13 @@ class ScheduleTiming:
         self._group_count = -1
         self._saw_matching_call = False
         self._moved_to: float | None = None  # the position of the last pre-advance
+        # what the scheduler itself last left in the param groups: (last_t, _applied_at, LRs), recorded where the fix
+        # writes at a moment stock timm does not (pre-advance, load), so that a later such write can see whether the
+        # LRs are still its own (ownership.py); the per-call paths do not record
+        self._left: tuple[float | None, int, list[float]] | None = None
+        # a load's stamp of the optimizer's LRs, when the load wrote the position (the optimizer's state may come
+        # next): (last_t, _applied_at, LRs), good while nothing was written since
+        self._loaded_stamp: tuple[float | None, int, list[float]] | None = None
         self._warned: set[str] = set()
         self._counter: Any = counting.counter_for(self.optimizer) or UNCOUNTED
         self._applied_at = self._counter.count  # the counter's count at the last apply
@@ -406,13 +429,15 @@ class ScheduleTiming:
         last apply gets v(t) before its first update."""
         last_t = self.last_t
         if last_t is None:
+            self._warn_unknown_position()
             return
+        groups = self.optimizer.param_groups
+        if groups is not self._groups_seen and len(groups) == self._group_count and not self._adopt_groups(groups):
+            return  # the optimizer's groups were replaced (optimizer.load_state_dict): their LRs are kept
         if self._counter.count != self._applied_at:
             self._apply(last_t + 1, None)
-        else:
-            groups = self.optimizer.param_groups
-            if groups is not self._groups_seen or len(groups) != self._group_count:
-                self._apply(last_t, None)
+        elif groups is not self._groups_seen or len(groups) != self._group_count:
+            self._apply(last_t, None)
         self.next_count = self.last_t + 1  # the count follows the updates, so skipping a call without an index is fine
 
     def reconfigure(self, options: Options) -> None:
@@ -469,38 +494,49 @@ class ScheduleTiming:
             "convention": self.options.convention,
             "steps_since_apply": self.steps_since_apply,
             "plateau": compat.plateau_state(self.scheduler),
+            **ownership.stamp(self.optimizer.param_groups, self.field, getattr(self.scheduler, "metric", None)),
         }
         return state
 
     def load_state_dict(self, state_dict: Mapping[str, Any], *args: Any, **kwargs: Any) -> None:
         """Load a fixed or a stock state dict, then pre-advance to the restored position.
 
-        A stock state dict carries no position: the LRs are left as they are until a call gives one.
-        Everything is checked before anything changes.
+        A stock state dict carries no position: the LRs are left as they are until a call gives one. So is a stale
+        record (:func:`timm_sched_fix.ownership.stale_reason`), with a warning. The position is written only while the
+        param groups hold what this scheduler itself last left there; LRs restored by ``optimizer.load_state_dict``
+        or set by the user's code are kept. Everything is checked before anything changes.
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
         ours = state_dict.get(STATE_KEY)
         stock_state = {key: value for key, value in state_dict.items() if key != STATE_KEY}
         position = self._check_own_state(ours) if ours is not None else None
+        if ours is not None:
+            ownership.check_stamp(ours, len(self.optimizer.param_groups), f"state_dict[{STATE_KEY!r}]")
         if not self._own_state_methods:  # a subclass's own state dict methods decide what they take
             own = {key: value for key, value in self._stock_call("state_dict").items() if key != TIMING_KEY}
             compat.check_state_dict(self.scheduler, stock_state, own)
         compat.check_noise(functools.partial(_state_or_attribute, stock_state, self.scheduler),
                            type(self.scheduler).__name__)
+        held_own = self._holds_own()
+        stale = None if ours is None else ownership.stale_reason(
+            ours, stock_state, None if held_own else ownership.group_lrs(self.optimizer.param_groups, self.field))
         snapshot = self._snapshot()
         try:
-            self._load_checked(stock_state, ours, position, args, kwargs)
+            self._load_checked(stock_state, None if stale else ours, position, held_own, args, kwargs)
         except Exception as error:
             self._restore(snapshot)
             raise ValueError(
                 f"state dict could not be loaded into a {type(self.scheduler).__name__} ({error!r}); the scheduler "
                 "and the optimizer's param groups are unchanged"
             ) from error
+        if stale:
+            self._warn_stale(stale)
 
     def _load_checked(self, stock_state: dict, ours: Mapping[str, Any] | None, position: float | None,
-                      args: tuple = (), kwargs: Mapping[str, Any] | None = None) -> None:
+                      write: bool, args: tuple = (), kwargs: Mapping[str, Any] | None = None) -> None:
         self._stock_call("load_state_dict", stock_state, *args, **(kwargs or {}))
+        self._loaded_stamp = None
         if ours is None:
             self.last_t = self.next_count = None
             self.lag.lost_position()
@@ -510,11 +546,80 @@ class ScheduleTiming:
         if position is None:
             self.last_t = self.next_count = None
         else:
-            self._apply(position, None)
+            kept = None if write else ownership.group_lrs(self.optimizer.param_groups, self.field)
+            self._apply(position, None)  # also where a corrupted value shows (the caller restores everything)
+            if kept is not None:  # the LRs the optimizer's state (or the user's code) put there stay, as in stock timm
+                self._put_back(kept)
             self.next_count = None if ours["next_count"] is None else read_index(ours["next_count"], "load_state_dict")
             # optimizer steps that already ran with last_t: auto mode advances before the next one
             self.steps_since_apply = steps
+            if write:
+                self._remember_left()
+                stamped = ours.get(ownership.STAMP_LRS)
+                self._loaded_stamp = None if stamped is None else (self.last_t, self._applied_at, stamped)
         self.lag.load(ours["lag_shift"], ours.get("lag"), steps)
+
+    # -- LRs the scheduler did not write (ownership.py) -----------------------------------------
+
+    def _remember_left(self) -> None:
+        """Record what this scheduler just left in the param groups (after a write stock timm does not make)."""
+        self._left = (self.last_t, self._applied_at, ownership.group_lrs(self.optimizer.param_groups, self.field))
+
+    def _holds_own(self) -> bool:
+        """Whether the param groups hold exactly what this scheduler itself last left there: what
+        :meth:`_remember_left` recorded, if nothing was written since (a pre-advance, or a load's write), else what
+        its own write of ``last_t`` leaves."""
+        left, lrs = self._left, ownership.group_lrs(self.optimizer.param_groups, self.field)
+        if left is not None and left[0] == self.last_t and left[1] == self._applied_at:
+            return lrs == left[2]
+        if self.last_t is None:
+            return False
+        # written by a call since (the per-call paths do not record): what the scheduler's own write of last_t leaves
+        stock = stock_method(type(self.scheduler), "step" if self.on_epochs else "step_update")
+        return lrs == ownership.written_at(self.scheduler, self, compat.stock_writer(self.scheduler, stock), self.last_t)
+
+    def _put_back(self, lrs: list[float]) -> None:
+        """Put the param groups' LRs back to ``lrs`` after a write (tensor LRs filled in place)."""
+        field = self.field
+        for group, value in zip(self.optimizer.param_groups, lrs):
+            current = group[field]
+            if isinstance(current, torch.Tensor):
+                with torch.no_grad():
+                    current.fill_(value)
+            else:
+                group[field] = value
+
+    def _adopt_groups(self, groups: list[dict]) -> bool:
+        """The optimizer's param groups were replaced (``optimizer.load_state_dict`` after the scheduler's): keep the
+        LRs they hold. Their LRs tell whether the position a load wrote just before was current; if not, the state
+        dict goes as stock timm's (the position is unknown until a call with an index) and this returns False."""
+        loaded, self._loaded_stamp = self._loaded_stamp, None
+        stamp = loaded[2] if loaded is not None and loaded[:2] == (self.last_t, self._applied_at) else None
+        if len(groups) != len(self.scheduler.base_values):
+            return True  # groups were added too: they join the schedule at the next write (_apply_to_new_groups)
+        lrs = ownership.group_lrs(groups, self.field)
+        if stamp is not None and lrs != stamp:
+            self.last_t = self.next_count = None
+            self.lag.lost_position()
+            self._warn_stale(f"the optimizer state loaded after it holds other LRs ({lrs}) than the record's "
+                             f"({stamp})")
+            return False
+        self._find_tensor_lrs(groups)
+        return True
+
+    def _warn_stale(self, why: str) -> None:
+        self._warn_once("stale", (
+            f"the position record of this {type(self.scheduler).__name__}'s state dict is not current: {why}. It was "
+            "carried through a run without timm_sched_fix (which saves it again unchanged), or the optimizer's and the "
+            "scheduler's state come from different moments. The state dict is loaded as stock timm's: the LRs stay as "
+            "they are until the next call with an index (step(t) / step_update(t))"), ScheduleCallWarning)
+
+    def _warn_unknown_position(self) -> None:
+        self._warn_once("unknown position", (
+            f"auto mode cannot advance this {type(self.scheduler).__name__}: its position is unknown (built with "
+            "initialize=False or over LRs it did not write, or a stock or stale state dict was loaded), so the LRs "
+            "stay as they are; call step_update(t) once with the index to train at, or load a fixed scheduler's "
+            "state dict"), ScheduleCallWarning)
 
     def get_last_lr(self) -> list[float]:
         """The value each param group's LR field holds now, one per group."""
@@ -527,6 +632,7 @@ class ScheduleTiming:
         self._apply(t, None)
         self.next_count = t + 1 if self.options.convention == "end" else t
         self._moved_to = t
+        self._remember_left()
 
     def reapply(self) -> None:
         """Write v(last_t) again after something else wrote the LRs (``SequentialLR`` resets them); the position,
@@ -551,6 +657,10 @@ class ScheduleTiming:
     def _decide_and_apply(self, name: str, index: Any, metric: Any, epoch_call: bool) -> None:
         if index is not None and (type(index) is not int or index < 0):
             index = read_index(index, name, self._on_bool_index)
+        if self._loaded_stamp is not None:  # the first call since a load that wrote the position
+            if self.optimizer.param_groups is not self._groups_seen:
+                self._adopt_groups(self.optimizer.param_groups)
+            self._loaded_stamp = None
         if epoch_call is not self.on_epochs:
             self._on_mismatched_call(name, index, metric)
             return
