@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import timm_sched_fix
-from timm_sched_fix import cli, trace_settings, trace_steps
+from timm_sched_fix import cli, noise, trace_settings, trace_steps
 
 from support import group_lrs, make_optimizer
 
@@ -48,8 +48,9 @@ def test_trace_length_limit_and_noise_check_are_exact():
     trace_settings.check_trace_length(trace_settings.MAX_TRACE_STEPS, 1)
     with pytest.raises(trace_settings.UsageError):
         trace_settings.check_trace_length(trace_settings.MAX_TRACE_STEPS + 1, 1)
-    trace_settings.check_noise_drawable(0.000126, "--lr-noise-pct")
-    for undrawable in (0.0, -0.5, 0.000124, float("nan")):
+    smallest = noise.smallest_drawable_pct()
+    trace_settings.check_noise_drawable(smallest, "--lr-noise-pct")
+    for undrawable in (0.0, -0.5, smallest * 0.99, float("nan")):
         with pytest.raises(trace_settings.UsageError, match="--lr-noise-pct"):
             trace_settings.check_noise_drawable(undrawable, "--lr-noise-pct")
 

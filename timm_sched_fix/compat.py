@@ -32,6 +32,8 @@ import wrapt
 from timm.scheduler.plateau_lr import PlateauLRScheduler
 from timm.scheduler.scheduler import Scheduler
 
+from . import noise
+
 TIMM_VERSION: str = getattr(timm, "__version__", "unknown")
 
 def scheduler_classes() -> dict[str, type[Scheduler]]:
@@ -322,12 +324,8 @@ def _noise(scheduler: Scheduler, generator: torch.Generator, t: float, scaled_by
     return 2 * (torch.rand(1, generator=generator).item() - 0.5) * scheduler.noise_pct
 
 
-#: The smallest chance per draw that timm accepts a normal LR-noise draw (``|noise| < noise_pct``) for which the
-#: fix builds, wraps or loads a scheduler: timm redraws until it does (``while True``), so below this a step with
-#: noise spins for minutes or forever (``noise_pct=0``, a huge ``noise_std``).
-MIN_NOISE_ACCEPTANCE = 1e-6
-#: Where the fix's own noise draw gives up (a chance of ``exp(-20)`` at :data:`MIN_NOISE_ACCEPTANCE`).
-MAX_NOISE_DRAWS = 20 * round(1 / MIN_NOISE_ACCEPTANCE)
+#: Where the fix's own noise draw gives up (a chance of ``exp(-20)`` at the smallest chance it builds for).
+MAX_NOISE_DRAWS = 20 * round(1 / noise.MIN_NOISE_ACCEPTANCE)
 
 
 def _noise_scaled_by_std() -> bool:
@@ -343,7 +341,7 @@ def _noise_scaled_by_std() -> bool:
 def check_noise(get: Callable[..., Any], owner: str) -> None:
     """``ValueError`` saying why, for LR noise that can never be drawn: timm's normal noise is redrawn until
     ``|noise| < noise_pct`` (``noise_std`` scales the draw from timm 1.0.31 on), which ``noise_pct <= 0`` never
-    meets and a ``noise_std`` far above ``noise_pct`` practically never (below :data:`MIN_NOISE_ACCEPTANCE` per
+    meets and a ``noise_std`` far above ``noise_pct`` practically never (below :data:`timm_sched_fix.noise.MIN_NOISE_ACCEPTANCE` per
     draw). ``get(name, default)`` reads the scheduler's attribute or a state dict's value. Nothing for noise that is
     off (``noise_range_t=None``) or uniform, or for values that are no numbers (timm's own error then)."""
     if get("noise_range_t", None) is None or get("noise_type", "normal") != "normal":
@@ -354,8 +352,8 @@ def check_noise(get: Callable[..., Any], owner: str) -> None:
         limit = float(pct)
     except (TypeError, ValueError):
         return
-    acceptance = (math.erf(limit / (scale * math.sqrt(2))) if scale > 0 else float(limit > 0)) if limit > 0 else 0.0
-    if not acceptance >= MIN_NOISE_ACCEPTANCE:
+    acceptance = noise.acceptance(limit, scale)
+    if not acceptance >= noise.MIN_NOISE_ACCEPTANCE:
         raise ValueError(
             f"{owner}: LR noise that can never be drawn (noise_pct={pct!r}, noise_std={std!r}): timm redraws a normal "
             f"noise until |noise| < noise_pct, which a draw meets with probability {acceptance:.3g}, so every step "

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import noise
 from .tools import UsageError
 
 #: train.py's defaults for every flag that shapes the schedule (``--lr`` None = derived from ``--lr-base``).
@@ -52,9 +53,6 @@ LOOPS: dict[str, Loop] = {
 }
 
 
-#: Fewest accepted draws per draw of timm's normal LR noise (it redraws until |N(0, std)| / std < noise_pct): below
-#: this, one noise value takes over 10,000 draws on average, and none at noise_pct 0 (timm would spin).
-MIN_NOISE_ACCEPTANCE = 1e-4
 #: The longest run ``trace`` builds (three million steps are a 300-epoch ImageNet run at train.py's batch size on
 #: one process): its tables hold about 50 bytes per optimizer step, some 0.5 GB at the limit (docs/performance.md).
 MAX_TRACE_STEPS = 10_000_000
@@ -62,12 +60,12 @@ MAX_TRACE_STEPS = 10_000_000
 
 def check_noise_drawable(noise_pct: float, flag: str) -> None:
     """Refuse a normal-noise limit timm's redraw loop cannot (or can only after very many draws) satisfy: each draw
-    is accepted with probability erf(noise_pct / sqrt(2)). ``flag`` names the setting in the message."""
-    if noise_pct > 0 and math.erf(noise_pct / math.sqrt(2)) >= MIN_NOISE_ACCEPTANCE:
+    is accepted with probability erf(noise_pct / sqrt(2)) (:mod:`timm_sched_fix.noise`). ``flag`` names the setting in the message."""
+    if noise.acceptance(noise_pct) >= noise.MIN_NOISE_ACCEPTANCE:
         return
-    spin = "never happens" if not noise_pct > 0 else f"takes over {1 / MIN_NOISE_ACCEPTANCE:,.0f} draws per value"
+    spin = "never happens" if not noise_pct > 0 else f"takes over {1 / noise.MIN_NOISE_ACCEPTANCE:,.0f} draws per value"
     raise UsageError(f"{flag} {noise_pct!r}: timm redraws its LR noise until it falls within this limit (in standard "
-                     f"deviations), which {spin}; give at least {MIN_NOISE_ACCEPTANCE * math.sqrt(math.pi / 2):.3g} "
+                     f"deviations), which {spin}; give at least {noise.smallest_drawable_pct()} "
                      f"(train.py's default is {TRAIN_DEFAULTS['lr_noise_pct']})")
 
 
