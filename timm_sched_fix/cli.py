@@ -9,6 +9,7 @@ import argparse
 import importlib
 import importlib.metadata
 import platform
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -92,4 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     parser, modules = build_parser()
     args = parser.parse_args(argv)
+    if args.command != "run":  # run runs the script, stock below the torch range (patch() warns)
+        from .compat import unsupported_torch
+
+        message = unsupported_torch()
+        if message is not None:
+            print(f"timm-sched-fix {args.command}: {message}", file=sys.stderr)
+            return 2
     return int(modules[args.command].run(args) or 0)

@@ -77,11 +77,13 @@ def construct(
 
     Nested constructors (``super().__init__``) run as they are; only the outermost one fixes. ``observer(scheduler,
     options)`` runs between the two, when the param groups hold what stock timm's constructor left in them. Raises,
-    before the constructor runs, what :func:`check_optimizer` and :func:`counted_options` raise.
+    before the constructor runs, what :func:`check_optimizer` and :func:`counted_options` raise, and ``RuntimeError``
+    below the supported torch range (:func:`timm_sched_fix.compat.unsupported_torch`).
     """
     if hasattr(scheduler, CONSTRUCTING_KEY):
         init(*args, **kwargs)
         return
+    compat.require_supported_torch()
     optimizer, initialize = compat.construction_args(init, args, kwargs)
     check_optimizer(optimizer)
     counted_options(optimizer, options, owner)  # refuses auto=True before the constructor runs (attach() decides)
@@ -108,11 +110,13 @@ def attach(
 
     ``groups_before`` are the param-group values from before construction: tensor LRs among them keep
     their identity, and with ``initialize=False`` (resume, position unknown) the LRs are put back as
-    they were instead of pre-advancing. Raises what :func:`counted_options` raises, before anything changes.
+    they were instead of pre-advancing. Raises what :func:`counted_options` raises, and ``RuntimeError`` below the
+    supported torch range, before anything changes.
     """
     timing = timing_of(scheduler)
     if timing is not None:
         return timing
+    compat.require_supported_torch()
     requested = options
     options = counted_options(scheduler.optimizer, options, owner)
     timing = ScheduleTiming(scheduler, options, owner, auto_refused=requested.auto and not options.auto)
