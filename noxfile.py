@@ -3,7 +3,8 @@
 Every session runs in the calling environment (``venv_backend="none"``), so torch is installed once: each
 timm version is installed without dependencies into ``.nox/timm/<version>`` and put first on
 ``PYTHONPATH``. Sessions: ``matrix`` (the suite against every version in ``MATRIX``, and the installed timm
-if it is newer), ``peer`` (timm's ``tests/test_scheduler.py`` from the sdist, run with
+if it is newer), ``torch`` (the suite on each torch release of ``TORCH_MATRIX`` with its timm, each in a venv of
+its own under ``.nox/torch``: the one exception to the shared environment), ``peer`` (timm's ``tests/test_scheduler.py`` from the sdist, run with
 ``pytest --timm-sched-fix``, for every version that ships it), ``benchmarks`` (each of
 ``SMOKE_BENCHMARKS`` with ``--smoke`` on the installed timm: it must run and print; no timing is checked),
 ``docs`` (the API reference with Sphinx, warnings as errors), ``engines`` (the DeepSpeed tests, marked ``engines``,

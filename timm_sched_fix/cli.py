@@ -98,6 +98,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         message = unsupported_torch()
         if message is not None:
-            print(f"timm-sched-fix {args.command}: {message}", file=sys.stderr)
+            print(message, file=sys.stderr)
             return 2
     return int(modules[args.command].run(args) or 0)
