@@ -193,3 +193,40 @@ def test_below_the_range_the_commands_say_why_and_exit_2(torch_without_step_hook
     assert captured.out == ""
     assert captured.err.startswith("timm-sched-fix needs torch >= 2.0")
     assert_names_torch_and_what_is_missing(captured.err)
+
+
+# -- a compiled optimizer step before torch 2.13 ----------------------------------------------------------------
+
+@pytest.mark.skipif(compat.UNTRACED_IN_COMPILED_STEP, reason="torch 2.13+: tests/test_compiled_step.py checks more")
+@pytest.mark.parametrize("auto", [False, True], ids=["explicit", "auto"])
+def test_compiled_step_before_torch_2_13_runs_with_the_schedule_values(auto):
+    """Before torch 2.13 dynamo traces the fix's step hook as it is (compat quirk ``compiled_step_traces_hooks``):
+    documented as right LRs, with recompilations. Each update's LR is read off the parameter (SGD, gradient 1)."""
+    try:
+        import torch._dynamo
+    except Exception as error:  # noqa: BLE001 - whatever keeps dynamo from loading on this torch/Python
+        pytest.skip(f"torch.compile is not available here: {error}")
+    updates = 8
+    kwargs = dict(t_initial=updates, warmup_t=3, warmup_lr_init=1e-3, t_in_epochs=False)
+    values = stock_values("CosineLRScheduler", kwargs, updates)
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=0.1)
+    scheduler = timm_sched_fix.CosineLRScheduler(optimizer, auto=auto, **kwargs)
+    lrs = []
+    torch._dynamo.reset()
+    try:
+        step = torch.compile(optimizer.step, backend="eager")
+        for k in range(updates):
+            parameter.grad = torch.ones(1)
+            before = parameter.item()
+            step()
+            lrs.append(before - parameter.item())
+            if not auto:
+                scheduler.step_update(k + 1)
+    except RuntimeError as error:
+        if "not yet supported" in str(error):  # torch 2.0 on Python 3.11
+            pytest.skip(f"torch.compile does not run here: {error}")
+        raise
+    finally:
+        torch._dynamo.reset()
+    assert lrs == pytest.approx([value[0] for value in values[:updates]], rel=1e-6)
