@@ -3,7 +3,8 @@
 Every session runs in the calling environment (``venv_backend="none"``), so torch is installed once: each
 timm version is installed without dependencies into ``.nox/timm/<version>`` and put first on
 ``PYTHONPATH``. Sessions: ``matrix`` (the suite against every version in ``MATRIX``, and the installed timm
-if it is newer), ``peer`` (timm's ``tests/test_scheduler.py`` from the sdist, run with
+if it is newer), ``torch`` (the suite on each torch release of ``TORCH_MATRIX`` with its timm, each in a venv of
+its own under ``.nox/torch``: the one exception to the shared environment), ``peer`` (timm's ``tests/test_scheduler.py`` from the sdist, run with
 ``pytest --timm-sched-fix``, for every version that ships it), ``benchmarks`` (each of
 ``SMOKE_BENCHMARKS`` with ``--smoke`` on the installed timm: it must run and print; no timing is checked),
 ``docs`` (the API reference with Sphinx, warnings as errors), ``engines`` (the DeepSpeed tests, marked ``engines``,
@@ -47,11 +48,24 @@ SDIST_FILES = ["LICENSE", "README.md", "CHANGELOG.md", "pyproject.toml", "setup.
                "tests/resume_worker.py", "tests/distributed_worker.py", "tests/version_worker.py",
                "examples/warmup_demo.py", "examples/timm_style_train.py", "benchmarks/overhead.py", "docs/conf.py",
                "docs/api.rst", "docs/trace.png"]
+#: The torch axis, oldest first: (torch, timm) per session, each in a venv of its own (``.nox/torch/<torch>``):
+#: the oldest supported torch (``compat.OLDEST_TORCH``) with the oldest timm it was run with in practice, a middle
+#: release with the last timm that passes torch's deprecated ``verbose``, and the newest torch with the newest timm.
+#: The shared environment's torch (the on-disk 2.14.1) runs the timm matrix above.
+TORCH_MATRIX = [("2.0.1", "0.6.13"), ("2.4.1", "1.0.15"), ("2.15.0", "1.0.31")]
+#: What else a torch release needs pinned in its venv: numpy 1 for torch built against it (before 2.3), and
+#: setuptools < 81 (which removed ``pkg_resources``) for the Lightning that torch 2.0 resolves (2.3.3 imports it).
+TORCH_PINS = {"2.0.1": ["numpy<2", "setuptools<81"]}
+#: The torch releases whose session also runs the DeepSpeed tests (the engines extra installs there).
+TORCH_WITH_ENGINES = ("2.15.0",)
+#: The torch releases whose session leaves out the release-independent tests, for CI time: the middle one (the
+#: oldest and the newest torch run them; docs/testing.md has the budget).
+TORCH_WITHOUT_RELEASE_INDEPENDENT = ("2.4.1",)
 #: The first release whose sdist ships tests/test_scheduler.py.
 FIRST_WITH_SCHEDULER_TESTS = (1, 0, 24)
 
 nox.options.default_venv_backend = "none"
-nox.options.sessions = ["matrix", "peer", "benchmarks", "docs", "package", "engines"]
+nox.options.sessions = ["matrix", "torch", "peer", "benchmarks", "docs", "package", "engines"]
 nox.options.error_on_missing_interpreters = True
 
 
@@ -118,6 +132,43 @@ def matrix(session: nox.Session, timm: str) -> None:
     # does not change run only in the session of the environment's own timm.
     older_release = ["--hypothesis-profile=matrix", "--skip-release-independent"] if timm_path else []
     session.run(*SUITE, *older_release, *session.posargs, env=env)
+
+
+@nox.session(name="torch")
+@nox.parametrize(("torch_version", "timm"), TORCH_MATRIX, ids=[f"{torch}-{timm}" for torch, timm in TORCH_MATRIX])
+def torch_axis(session: nox.Session, torch_version: str, timm: str) -> None:
+    """The suite on another torch release, in a venv of its own made here (``.nox/torch/<torch>``, reused when it
+    holds what this session installs): torch from the package index (``PIP_CONSTRAINT`` replaces the constraint of
+    pip's configuration, which caps torch on these machines), this project editable with the ``test`` extra (and
+    ``engines`` where ``TORCH_WITH_ENGINES`` says), and timm. Every test but the DeepSpeed ones, release-independent
+    ones included (they depend on torch) except where ``TORCH_WITHOUT_RELEASE_INDEPENDENT`` says, 100 examples per
+    property; then the DeepSpeed tests where installed."""
+    venv = WORK / "torch" / torch_version
+    python = str(venv / "bin" / "python")
+    engines = torch_version in TORCH_WITH_ENGINES
+    pins = [f"torch=={torch_version}", f"timm=={timm}", *TORCH_PINS.get(torch_version, [])]
+    installed = venv / "installed.txt"  # written last: what a complete install holds
+    wanted = " ".join([*pins, "engines" if engines else "", str(ROOT)])
+    if not installed.exists() or installed.read_text() != wanted:
+        shutil.rmtree(venv, ignore_errors=True)
+        session.run(sys.executable, "-m", "venv", str(venv))
+        constraints = venv / "constraints.txt"
+        constraints.write_text("".join(f"{pin}\n" for pin in pins))
+        env = {"PIP_CONSTRAINT": str(constraints)}
+        session.run(python, "-m", "pip", "install", "-q", f"torch=={torch_version}", *TORCH_PINS.get(torch_version, []),
+                    env=env)
+        extras = "test,engines" if engines else "test"
+        session.run(python, "-m", "pip", "install", "-q", "-e", f"{ROOT}[{extras}]", f"timm=={timm}", env=env)
+        installed.write_text(wanted)
+    env = {"PYTHONPATH": None}
+    session.run(python, "-c", _FOUND_TIMM + f"assert found == {timm!r}, found; "
+                f"assert importlib.metadata.version('torch').split('+')[0] == {torch_version!r}", env=env)
+    pytest = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    fewer = ["--skip-release-independent"] if torch_version in TORCH_WITHOUT_RELEASE_INDEPENDENT else []
+    session.run(*pytest, "-n", "2", "-m", "not engines", "--hypothesis-profile=matrix", *fewer, *session.posargs,
+                env=env)
+    if engines:
+        session.run(*pytest, "-m", "engines", str(ROOT / "tests" / "test_engines.py"), *session.posargs, env=env)
 
 
 @nox.session

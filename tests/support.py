@@ -97,6 +97,10 @@ def stock_scheduler(name: str, optimizer: torch.optim.Optimizer, kwargs: dict[st
     return compat.for_installed_torch(getattr(timm.scheduler, name))(optimizer, **kwargs)
 
 
+#: torch's warning when PlateauLRScheduler of timm <= 1.0.15 passes ``verbose`` (torch deprecated it before removing it,
+#: e.g. torch 2.4): stock timm's, not the fix's, so tests that allow no warning let this one through.
+TORCH_VERBOSE_DEPRECATION = "The verbose parameter is deprecated"
+
 #: The metric the stock PlateauLRScheduler gets in references: constant, so with the default patience the
 #: LR never drops, exactly as in a run without metrics (timm <= 1.0.15 cannot step without one).
 PLATEAU_REFERENCE_METRIC = 1.0

@@ -74,7 +74,7 @@ def wrong_steps(scheduler):
 def example_schedule():
     """v(t) per step of the example, and whether its schedule counts epochs (before timm 0.9 it does)."""
     create = runpy.run_path(str(EXAMPLE), run_name="example")["create_lr_scheduler"]
-    on_epochs = compat.is_epoch_schedule(create(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))]), EPOCHS,
+    on_epochs = compat.is_epoch_schedule(create(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), EPOCHS,
                                                 UPDATES)[0])
     values = stock_values(lambda o: create(o, EPOCHS, UPDATES)[0], EPOCHS if on_epochs else EPOCHS * UPDATES,
                           on_epochs)

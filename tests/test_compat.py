@@ -12,7 +12,7 @@ import torch
 import timm_sched_fix
 from timm_sched_fix import compat
 
-from support import StepRecorder, make_optimizer, stock_scheduler
+from support import TORCH_VERBOSE_DEPRECATION, StepRecorder, make_optimizer, stock_scheduler
 
 PLATEAU_KWARGS = dict(patience_t=0, decay_rate=0.5, mode="min", warmup_t=1, warmup_lr_init=1e-3)
 #: (epoch, metric) calls after each epoch; None is "no metric this epoch" (the LR must stay).
@@ -51,6 +51,7 @@ def test_plateau_constructs_and_steps_with_and_without_metrics(adapter):
     with warnings.catch_warnings(), timm_sched_fix.patched() if adapter == "patch" else contextlib.nullcontext():
         warnings.simplefilter("error")  # neither TypeError nor torch's epoch deprecation warning
         warnings.filterwarnings("ignore", "PlateauLRScheduler is deprecated", FutureWarning)
+        warnings.filterwarnings("ignore", TORCH_VERBOSE_DEPRECATION, UserWarning)
         fixed = plateau_trace(build_plateau(adapter, optimizer), optimizer, METRICS)
 
     stock_optimizer = make_optimizer()

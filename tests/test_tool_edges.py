@@ -34,8 +34,8 @@ def nothing_built(monkeypatch):
     (["--sched-on-updates", "--epochs", "300", "--updates-per-epoch", "33334"], "= 10,000,200 optimizer steps"),
     (["--epochs", "3", "--warmup-epochs", "0", "--lr-noise", "0", "--lr-noise-pct", "0"],
      "--lr-noise-pct 0.0: timm redraws its LR noise until it falls within this limit"),
-    (["--epochs", "3", "--warmup-epochs", "0", "--lr-noise", "0.5", "--lr-noise-pct", "1e-5"],
-     "takes over 10,000 draws per value; give at least 0.000125"),
+    (["--epochs", "3", "--warmup-epochs", "0", "--lr-noise", "0.5", "--lr-noise-pct", "1e-7"],
+     "takes over 1,000,000 draws per value; give at least 1.26e-06"),
     (["--epochs", "3", "--warmup-epochs", "0", "--out", "missing/trace.csv"], "the folder 'missing' does not exist"),
 ])
 def test_trace_refuses_before_building(capsys, nothing_built, args, message):

@@ -107,6 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         args = parser.parse_args(argv)
     args.watched = command_line  # the command line's audit watches the audited process (audit._watched)
+    if args.command != "run":  # run runs the script, stock below the torch range (patch() warns)
+        from .compat import unsupported_torch
+
+        message = unsupported_torch()
+        if message is not None:
+            print(message, file=sys.stderr)
+            return 2
     return int(modules[args.command].run(args) or 0)
 
 

@@ -1,7 +1,9 @@
-"""Everything that differs between timm releases (and between timm and torch) lives here.
+"""Everything that differs between timm releases, between torch releases, and between timm and torch lives here.
 
-Each quirk is named with the timm versions it applies to. The rest of the package asks this
-module instead of testing versions itself.
+Each quirk is named with the timm or torch versions it applies to. The rest of the package asks this
+module instead of testing versions itself. timm's scheduler classes and factories are looked up as optional
+(timm deprecates and removes them: PlateauLRScheduler is deprecated in 1.0.31); only the base ``Scheduler`` is
+required.
 
 Past 400 lines as one piece on purpose: it is the one place a new timm or torch release is checked against,
 so every release difference (state-dict keys, Plateau's torch quirks, the fingerprinted base ``step_update``
@@ -14,6 +16,7 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import importlib
 import inspect
 import itertools
 import math
@@ -25,16 +28,54 @@ import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import timm.scheduler
 import torch
 import torch.optim.lr_scheduler
+
+# -- torch releases: the supported range ---------------------------------------------------------------------
+# (before timm is imported below: patch()'s hook on timm.scheduler asks it while this module imports timm)
+
+TORCH_VERSION: str = torch.__version__
+#: (major, minor) of the installed torch, for quirks that are named with releases and cannot be seen otherwise.
+TORCH_RELEASE: tuple[int, ...] = tuple(int(part) for part in re.findall(r"\d+", TORCH_VERSION)[:2])
+#: The oldest torch release the package runs on (pyproject.toml's ``torch>=`` and the README's table say the same).
+OLDEST_TORCH = "2.0"
+#: torch 2.0+: ``Optimizer.register_step_pre_hook``/``register_step_post_hook``, which run around every parameter
+#: update and by which the fix counts updates (lag detection, auto mode, ``check``, ``trace``, ``audit``).
+#: torch 1.13 and older have no optimizer step hooks: the package does not run there (:func:`unsupported_torch`).
+OPTIMIZER_STEP_HOOKS: bool = (hasattr(torch.optim.Optimizer, "register_step_pre_hook")
+                              and hasattr(torch.optim.Optimizer, "register_step_post_hook"))
+
+
+def unsupported_torch() -> str | None:
+    """Why the installed torch cannot run the fix (the message of every entry point's error or warning), or None
+    on a supported torch."""
+    if OPTIMIZER_STEP_HOOKS:
+        return None
+    return (f"timm-sched-fix needs torch >= {OLDEST_TORCH}, and this is torch {TORCH_VERSION}: it counts parameter "
+            "updates with the optimizer step hooks torch added in 2.0 (Optimizer.register_step_pre_hook and "
+            "register_step_post_hook), which this torch does not have. Upgrade torch (pip install 'torch>="
+            f"{OLDEST_TORCH}'), or run without timm-sched-fix")
+
+
+def require_supported_torch() -> None:
+    """Raise ``RuntimeError`` (:func:`unsupported_torch`'s message) below the supported torch range."""
+    message = unsupported_torch()
+    if message is not None:
+        raise RuntimeError(message)
+
+
+import timm.scheduler
 import wrapt
-from timm.scheduler.plateau_lr import PlateauLRScheduler
 from timm.scheduler.scheduler import Scheduler
 
 from . import noise
 
 TIMM_VERSION: str = getattr(timm, "__version__", "unknown")
+#: timm's PlateauLRScheduler, None on a timm without it (deprecated in 1.0.31: "will be removed").
+#: (From the module object: ``patch()`` may import this module while ``timm.scheduler`` is still being imported.)
+PlateauLRScheduler: type[Scheduler] | None = getattr(importlib.import_module("timm.scheduler"), "PlateauLRScheduler",
+                                                     None)
+
 
 def scheduler_classes() -> dict[str, type[Scheduler]]:
     """The scheduler classes the installed ``timm.scheduler`` exports, by name."""
@@ -46,7 +87,7 @@ def scheduler_classes() -> dict[str, type[Scheduler]]:
 
 
 def is_plateau(scheduler: Scheduler) -> bool:
-    return isinstance(scheduler, PlateauLRScheduler)
+    return PlateauLRScheduler is not None and isinstance(scheduler, PlateauLRScheduler)
 
 
 def is_epoch_schedule(scheduler: Scheduler) -> bool:
@@ -422,6 +463,20 @@ QUIRKS: tuple[Quirk, ...] = (
         lambda: True,
     ),
     Quirk(
+        "lr_scheduler_counts_optimizer_steps",
+        "torch 2.0 - 2.3",
+        "LRScheduler counts optimizer steps in optimizer._step_count, which only its own _initial_step starts; "
+        "TorchScheduler starts it too",
+        lambda: OPTIMIZER_STEP_HOOKS and TORCH_RELEASE < (2, 4),
+    ),
+    Quirk(
+        "sequential_lr_steps_with_epoch_0",
+        "torch 2.0 - 2.8",
+        "SequentialLR restarts a scheduler at its milestone with step(0) (2.9+: _update_lr(0)); TorchScheduler "
+        "takes both and restarts the timm schedule at v(0)",
+        lambda: OPTIMIZER_STEP_HOOKS and not SEQUENTIAL_LR_CALLS_UPDATE_LR,
+    ),
+    Quirk(
         "compiled_step_traces_hooks",
         "torch with torch.compile (measured on 2.13 and 2.14)",
         "torch.compile traces optimizer step pre-hooks, so the update count and auto mode's schedule values would be "
@@ -448,7 +503,7 @@ def _parameters(function: Callable[..., Any]) -> frozenset:
 #: ``PlateauLRScheduler.__init__`` passes ``verbose=`` to ``torch.optim.lr_scheduler.ReduceLROnPlateau``,
 #: which no longer accepts it, so the constructor raises ``TypeError`` after it already reset the LRs.
 PLATEAU_PASSES_VERBOSE: bool = (
-    "verbose" in _parameters(PlateauLRScheduler.__init__)
+    PlateauLRScheduler is not None and "verbose" in _parameters(PlateauLRScheduler.__init__)
     and "verbose" not in _parameters(torch.optim.lr_scheduler.ReduceLROnPlateau.__init__)
 )
 
@@ -457,7 +512,8 @@ PLATEAU_PASSES_VERBOSE: bool = (
 #: is None (``float(None)`` raises ``TypeError``), and passes the ``epoch`` argument torch deprecated
 #: (a ``UserWarning`` on every step). timm 1.0.24 steps the torch scheduler only with a metric, and
 #: without ``epoch``. Detected by the ``verbose`` parameter, which timm removed in the same change.
-PLATEAU_STEP_PASSES_NONE_METRIC: bool = "verbose" in _parameters(PlateauLRScheduler.__init__)
+PLATEAU_STEP_PASSES_NONE_METRIC: bool = (PlateauLRScheduler is not None
+                                         and "verbose" in _parameters(PlateauLRScheduler.__init__))
 
 
 @wrapt.transient_function_wrapper(torch.optim.lr_scheduler, "ReduceLROnPlateau")
@@ -648,6 +704,24 @@ def construction_args(init: Callable[..., Any], args: tuple, kwargs: dict) -> tu
     return optimizer, bool(initialize)
 
 
+# -- torch releases: the LRScheduler protocol ---------------------------------------------------------------
+
+#: Quirk ``sequential_lr_steps_with_epoch_0`` (torch 2.0 - 2.8): at a milestone ``SequentialLR.step()`` restarts
+#: the next scheduler with ``scheduler.step(0)``, torch's deprecated epoch argument; torch 2.9 calls
+#: ``scheduler._update_lr(0)``, which ``LRScheduler`` has from then on. ``TorchScheduler`` takes both.
+SEQUENTIAL_LR_CALLS_UPDATE_LR: bool = hasattr(getattr(torch.optim.lr_scheduler, "LRScheduler", object), "_update_lr")
+
+
+def start_optimizer_step_count(optimizer: Any) -> None:
+    """Quirk ``lr_scheduler_counts_optimizer_steps`` (torch 2.0 - 2.3): ``LRScheduler.__init__`` replaces the
+    optimizer's ``step`` with a counter of ``optimizer._step_count`` (marked ``_with_counter``), which only
+    torch's own ``_initial_step`` creates; a scheduler with its own ``_initial_step`` (``TorchScheduler``) starts
+    it as torch's does, or the first ``optimizer.step()`` raises ``AttributeError``. torch 2.4 replaced the counter
+    with a flag the wrapper sets itself."""
+    if getattr(optimizer.step, "_with_counter", False):
+        optimizer._step_count = 0
+
+
 # -- torch releases: auto mode in a compiled optimizer step --------------------------------------------------
 
 #: Quirk ``compiled_step_traces_hooks`` (torch with ``torch.compile``; measured on 2.13 and 2.14):
@@ -659,7 +733,7 @@ def construction_args(init: Callable[..., Any], args: tuple, kwargs: dict) -> tu
 #: graph compiles once, with no graph break of its own. Older torch, where this was not checked, traces the hook
 #: as it is (the LRs are right; it recompiles), rather than risk a compile error in a script that runs without it.
 UNTRACED_IN_COMPILED_STEP: bool = (
-    tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2]) >= (2, 13)
+    TORCH_RELEASE >= (2, 13)
     and hasattr(torch.library, "register_fake") and hasattr(torch.compiler, "is_dynamo_compiling"))
 
 

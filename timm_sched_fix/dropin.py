@@ -65,6 +65,7 @@ def _fixed_factory(stock: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(stock)
     def factory(*args: Any, convention: str = "end", auto: bool = False, on_lag: str = "warn", **kwargs: Any) -> Any:
         options = Options(convention=convention, auto=auto, on_lag=on_lag)  # type: ignore[arg-type]
+        compat.require_supported_torch()
         optimizer, _ = compat.construction_args(stock, args, kwargs)
         counted_options(optimizer, options, owner="wrap")  # refuse auto=True before anything is built
         groups_before = group_values(optimizer)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from types import MethodType
@@ -120,7 +121,10 @@ def _on_timm_scheduler_imported(module: Any) -> None:
 def _instrument(module: Any) -> None:
     from timm.scheduler.scheduler import Scheduler  # not compat.Scheduler: compat may be importing timm right now
 
-    from . import timing  # noqa: F401 - registers routing.ROUTES (timm, and so torch, is imported already)
+    from . import compat, timing  # noqa: F401 - timing registers routing.ROUTES (timm, so torch, is imported)
+
+    if _refuse_unsupported_torch(compat.unsupported_torch()):
+        return
 
     for name, routed in _ROUTED_METHODS.items():
         routed.route = staticmethod(routing.ROUTES[name])
@@ -134,6 +138,18 @@ def _instrument(module: Any) -> None:
     for attribute, hook in zip(("__setattr__", "__delattr__"), routing.watching_setattr(lambda: Scheduler)):
         if attribute not in vars(Scheduler):
             _wrappers.append((Scheduler, attribute, _add_attribute(Scheduler, attribute, hook)))
+
+
+def _refuse_unsupported_torch(message: str | None) -> bool:
+    """Below the supported torch range: warn (``RuntimeWarning``) and stay unpatched, so timm runs stock. A warning,
+    not an error: ``patch()`` is what the environment switch, the runner and ``timm_sched_fix.auto`` call, and it
+    may only find out at ``import timm``, where raising would stop a script that runs with stock timm."""
+    global _options
+    if message is None:
+        return False
+    _options = None
+    warnings.warn(f"{message}. patch() does nothing: timm's schedulers stay stock", RuntimeWarning, stacklevel=4)
+    return True
 
 
 def _with_subclasses(cls: type) -> list[type]:

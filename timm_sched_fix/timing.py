@@ -70,11 +70,13 @@ def construct(
 
     Nested constructors (``super().__init__``) run as they are; only the outermost one fixes. ``observer(scheduler,
     options)`` runs between the two, when the param groups hold what stock timm's constructor left in them. Raises,
-    before the constructor runs, what :func:`check_optimizer` and :func:`counted_options` raise.
+    before the constructor runs, what :func:`check_optimizer` and :func:`counted_options` raise, and ``RuntimeError``
+    below the supported torch range (:func:`timm_sched_fix.compat.unsupported_torch`).
     """
     if hasattr(scheduler, CONSTRUCTING_KEY):
         init(*args, **kwargs)
         return
+    compat.require_supported_torch()
     optimizer, initialize = compat.construction_args(init, args, kwargs)
     check_optimizer(optimizer)
     counted_options(optimizer, options, owner)  # refuses auto=True before the constructor runs (attach() decides)
@@ -116,7 +118,8 @@ def attach(
     they were instead of pre-advancing. The pre-advance writes only over what the constructor left
     (:func:`_left_by_scheduler`); other LRs are kept and the position is unknown until a call with an index or a
     load. Raises what :func:`counted_options` raises, and ``ValueError`` for LR noise that can never be drawn
-    (:func:`timm_sched_fix.compat.check_noise`), before anything changes.
+    (:func:`timm_sched_fix.compat.check_noise`) and ``RuntimeError`` below the supported torch range, before
+    anything changes.
 
     None, with nothing changed and one :class:`~timm_sched_fix.overrides.ScheduleOverrideWarning`, for a scheduler
     with an own method whose meaning the fix cannot know (:func:`timm_sched_fix.overrides.unknown_override`): it
@@ -125,6 +128,7 @@ def attach(
     timing = timing_of(scheduler)
     if timing is not None:
         return timing
+    compat.require_supported_torch()
     if overrides.runs_above_the_fix(type(scheduler)):
         routing.route(scheduler)  # the fix calls the user's step/step_update, not the other way round
     unknown = overrides.unknown_override(scheduler, compat.is_epoch_schedule(scheduler))

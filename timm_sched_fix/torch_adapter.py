@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
-from torch.optim.lr_scheduler import LRScheduler
 
 from . import compat, counting
 from .lag import ScheduleCallWarning
@@ -23,12 +22,14 @@ from .options import Convention, Options
 from .proxy import FixedScheduler, wrap
 from .timing import ScheduleTiming, timing_of
 
+compat.require_supported_torch()  # below torch 2.0 there is no LRScheduler to subclass (and no step hooks)
+
 Interval = Literal["step", "epoch"]
 INTERVALS: tuple[str, ...] = ("step", "epoch")
 _STATE_KEYS = frozenset({"interval", "last_epoch", "_step_count", "timm_scheduler"})
 
 
-class TorchScheduler(LRScheduler):
+class TorchScheduler(torch.optim.lr_scheduler.LRScheduler):
     """A timm scheduler as a ``torch.optim.lr_scheduler.LRScheduler``, fixed and pre-advanced.
 
     ``step()`` comes after ``optimizer.step()`` (``interval="step"``, a per-update schedule) or after the
@@ -59,11 +60,16 @@ class TorchScheduler(LRScheduler):
         return self._timing.last_t
 
     def step(self, metric: Any = None, epoch: Any = None) -> None:  # type: ignore[override]
-        """Advance the schedule by one step or epoch; a PlateauLRScheduler needs the metric. ``epoch`` (PyTorch's
-        deprecated argument, which Lightning's documented override passes) is refused with ``TypeError``, as an
-        index in place of the metric is."""
+        """Advance the schedule by one step or epoch; a PlateauLRScheduler needs the metric. ``step(0)``, torch's
+        deprecated epoch argument, restarts the schedule at v(0) as ``_update_lr(0)`` does: ``SequentialLR`` of
+        torch 2.0 - 2.8 calls it at this scheduler's milestone (compat quirk ``sequential_lr_steps_with_epoch_0``).
+        Any other index, and ``epoch`` (the keyword Lightning's documented override passes), is refused with
+        ``TypeError``."""
         if epoch is not None:
             self._refuse_index(epoch)
+        if type(metric) is int and metric == 0 and not compat.is_plateau(self.timm_scheduler):
+            self._update_lr(0)
+            return
         self._check_metric(metric)
         self._warn_if_before_optimizer_step()
         if self.interval == "epoch":
@@ -80,6 +86,7 @@ class TorchScheduler(LRScheduler):
         without advancing it."""
         self._step_count = 1
         self.last_epoch += 1
+        compat.start_optimizer_step_count(self.optimizer)  # torch 2.0 - 2.3's counter, as its own _initial_step
         self._timing.reapply()
         self._last_lr = self._timing.get_last_lr()
 

@@ -72,14 +72,15 @@ def _create(settings: argparse.Namespace, optimizer: torch.optim.Optimizer, *, f
     The stock factory runs under ``compat.for_installed_torch`` (quirk ``plateau_verbose``), without which
     timm 0.4.12 - 1.0.15 cannot build a PlateauLRScheduler on torch 2.14; it changes no schedule value.
     """
-    factory_module = timm.scheduler.scheduler_factory
-    to_kwargs = getattr(factory_module, "scheduler_kwargs", None)
+    to_kwargs = getattr(getattr(timm.scheduler, "scheduler_factory", None), "scheduler_kwargs", None)
     if to_kwargs is not None and hasattr(timm.scheduler, "create_scheduler_v2"):
         create = timm_sched_fix.create_scheduler_v2 if fixed else compat.for_installed_torch(
             timm.scheduler.create_scheduler_v2)
         return create(optimizer, **to_kwargs(settings), updates_per_epoch=updates_per_epoch, **options)
     if settings.sched_on_updates:
         raise UsageError(f"--sched-on-updates needs timm >= 0.9 (create_scheduler_v2); installed: {timm.__version__}")
+    if not hasattr(timm.scheduler, "create_scheduler"):
+        raise UsageError(f"timm {timm.__version__} has neither create_scheduler_v2 nor create_scheduler")
     create = timm_sched_fix.create_scheduler if fixed else compat.for_installed_torch(timm.scheduler.create_scheduler)
     return create(settings, optimizer, **options)
 
