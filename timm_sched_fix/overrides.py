@@ -111,7 +111,7 @@ def unknown_override(scheduler: Any, on_epochs: bool) -> tuple[str, str] | None:
         if name == other:
             return name, (f"a {'per-epoch' if on_epochs else 'per-update'} schedule runs {unit}(); the fix cannot tell "
                           f"what {klass.__qualname__}.{other}() does instead")
-        reason = _calls_other_unit(function, other) if name != unit else _passes_index_through(function, unit)
+        reason = _calls_a_step(function) if name != unit else _passes_index_through(function, unit)
         if reason is not None:
             return name, reason
     return None
@@ -163,7 +163,7 @@ def _function_node(function: Any) -> ast.FunctionDef | ast.AsyncFunctionDef | st
     return node
 
 
-def _calls_other_unit(function: Any, other: str) -> str | None:
+def _calls_a_step(function: Any) -> str | None:
     node = _function_node(function)
     if isinstance(node, str):
         return None  # a method timm's code calls itself (a _get_lr, a noise method): its meaning is its result
@@ -171,7 +171,6 @@ def _calls_other_unit(function: Any, other: str) -> str | None:
         if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr in ("step",
                                                                                                       "step_update"):
             return f"it calls {call.func.attr}() itself"
-    del other
     return None
 
 
