@@ -364,3 +364,95 @@ def test_the_inlined_noise_draw_is_bounded():
     scheduler.noise_pct = 0.0
     with mock.patch("timm_sched_fix.compat.MAX_NOISE_DRAWS", 50), pytest.raises(ValueError, match="never be drawn"):
         scheduler.step_update(3)
+
+
+def _lrs_with_kept_original(adapter, unit, scale):
+    """An instance's own ``step``/``step_update`` set after construction that calls the method it replaced (kept as
+    ``original = scheduler.step``, the usual logging/scaling shape), under ``adapter``: the LR every update ran with."""
+    optimizer = us.make_optimizer()
+    kwargs = dict(t_initial=6, warmup_t=2, warmup_lr_init=0.01, t_in_epochs=unit == "step")
+    if adapter == "patch":
+        with timm_sched_fix.patched(auto=unit == "step_update"):
+            scheduler = timm.scheduler.CosineLRScheduler(optimizer, **kwargs)
+    elif adapter == "wrap":
+        scheduler = timm_sched_fix.wrap(timm.scheduler.CosineLRScheduler(optimizer, **kwargs),
+                                        auto=unit == "step_update")
+    elif adapter == "dropin":
+        scheduler = timm_sched_fix.CosineLRScheduler(optimizer, auto=unit == "step_update", **kwargs)
+    else:
+        scheduler = timm.scheduler.CosineLRScheduler(optimizer, **kwargs)
+    ran = []
+    optimizer.register_step_pre_hook(lambda opt, args, kw: ran.append(opt.param_groups[0]["lr"]))
+    original = getattr(scheduler, unit)
+
+    def own(index, metric=None):
+        original(index, metric)
+        for group in optimizer.param_groups:
+            group["lr"] *= scale
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ScheduleOverrideWarning)
+        setattr(scheduler, unit, own)
+    for index in range(1, 6):
+        optimizer.step()
+        getattr(scheduler, unit)(index)
+    state = scheduler.state_dict()  # through the instance's class, as stock's
+    return ran, state
+
+
+@pytest.mark.parametrize("unit", ["step", "step_update"])
+@pytest.mark.parametrize("adapter", ["patch", "wrap", "dropin"])
+def test_an_instance_method_calling_the_one_it_replaced_runs_as_stock(adapter, unit):
+    """Found by trying it as a user: under patch() the kept original (a bound route) raised AttributeError once the
+    fix stepped aside, and under wrap(auto=True) the instance's own step_update was never called while auto mode
+    kept writing over the LRs it set. The fix steps aside: every update runs with stock's LR from the first one the
+    instance's method wrote on (the fix's v(0) before it, which stock gets wrong only with warmup)."""
+    stock, stock_state = _lrs_with_kept_original("stock", unit, 0.5)
+    fixed, fixed_state = _lrs_with_kept_original(adapter, unit, 0.5)
+    assert fixed[1:] == pytest.approx(stock[1:])
+    # stock's state dict holds the instance's own method too (timm saves the instance dict); wrap() keeps it on the proxy
+    assert "timm_sched_fix" not in fixed_state and set(fixed_state) - {unit} == set(stock_state) - {unit}
+
+
+class _OwnNoise(timm.scheduler.CosineLRScheduler):
+    """Noise the subclass draws itself: timm's redraw loop never runs, so noise_pct=0 is no undrawable setting."""
+
+    def _calculate_noise(self, t):
+        return 0.1 if t % 2 else -0.1
+
+
+def _users_noise(optimizer, how):
+    """A scheduler whose noise the user's code draws, with settings timm's own redraw loop could never meet."""
+    if how == "subclass":
+        return _OwnNoise(optimizer, t_initial=10, noise_range_t=0, noise_pct=0)
+    scheduler = timm.scheduler.CosineLRScheduler(optimizer, t_initial=10)
+    if how == "instance":
+        scheduler._calculate_noise = lambda t: 0.1 if t % 2 else -0.1
+    else:
+        scheduler._is_apply_noise = lambda t: False
+    scheduler.noise_range_t, scheduler.noise_pct = 0, 0
+    return scheduler
+
+
+@pytest.mark.parametrize(("adapter", "how"), [("patch", "subclass"), ("wrap", "subclass"), ("wrap", "instance"),
+                                              ("wrap", "instance_is_apply")])
+def test_noise_settings_are_the_users_business_when_the_user_draws_the_noise(adapter, how):
+    """Found by trying it as a user: undrawable noise settings were refused where the user's own noise method (or an
+    instance's _is_apply_noise that turns noise off) means timm's redraw loop never runs, and stock runs."""
+
+    def run(fixed):
+        optimizer = us.make_optimizer()
+        if fixed and adapter == "patch":
+            with timm_sched_fix.patched():
+                scheduler = _users_noise(optimizer, how)
+        else:
+            scheduler = _users_noise(optimizer, how)
+            scheduler = timm_sched_fix.wrap(scheduler) if fixed else scheduler
+        ran = []
+        optimizer.register_step_pre_hook(lambda opt, args, kw: ran.append(opt.param_groups[0]["lr"]))
+        for epoch in range(1, 5):
+            optimizer.step()
+            scheduler.step(epoch)
+        return ran
+
+    assert run(True)[1:] == pytest.approx(run(False)[1:])

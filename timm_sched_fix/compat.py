@@ -452,7 +452,7 @@ QUIRKS: tuple[Quirk, ...] = (
     Quirk(
         "plateau_nan_metric",
         "every timm release",
-        "a NaN metric makes ReduceLROnPlateau lower the LR; the fix refuses non-finite metrics",
+        "a NaN or infinite metric makes ReduceLROnPlateau lower the LR; the fix applies it as stock does and warns once",
         lambda: hasattr(timm.scheduler, "PlateauLRScheduler"),
     ),
     Quirk(

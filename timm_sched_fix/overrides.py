@@ -68,6 +68,17 @@ def is_users(klass: type) -> bool:
     return (klass.__module__ or "").split(".")[0] not in ("timm", "timm_sched_fix")
 
 
+#: The methods through which timm draws LR noise.
+NOISE_METHODS = ("_add_noise", "_calculate_noise", "_is_apply_noise")
+
+
+def owns_noise(scheduler: Any) -> bool:
+    """Whether the user's code decides the LR noise (a subclass's or the instance's own noise method): timm's redraw
+    loop, which undrawable settings would spin in, may then never run, so those settings are the user's business."""
+    return defines_own(type(scheduler), NOISE_METHODS) or any(
+        instance_override(scheduler, name) is not None for name in NOISE_METHODS)
+
+
 def defines_own(cls: type, names: tuple[str, ...]) -> bool:
     """Whether a user's class in ``cls``'s MRO defines one of ``names`` (above the fix's routing or below it)."""
     return any(name in vars(klass) and is_users(klass) for klass in cls.__mro__ for name in names)

@@ -8,9 +8,18 @@ from typing import Any
 
 import wrapt
 
+from . import routing
 from .compat import Scheduler
 from .options import Convention, LagPolicy, Options
-from .timing import ScheduleTiming, attach, routed_step, routed_step_update, timing_of
+from .timing import (
+    ScheduleTiming,
+    attach,
+    routed_load_state_dict,
+    routed_state_dict,
+    routed_step,
+    routed_step_update,
+    timing_of,
+)
 
 
 class FixedScheduler(wrapt.ObjectProxy):
@@ -30,23 +39,38 @@ class FixedScheduler(wrapt.ObjectProxy):
     def step(self, epoch: float | None = None, metric: Any = None) -> None:
         """timm's epoch call: applies v(epoch) (epochs) for the optimizer steps that follow; without an index,
         the next one the count gives under the convention. ``metric`` is PlateauLRScheduler's."""
-        routed_step(self.__wrapped__, epoch, metric)
+        return routed_step(self.__wrapped__, epoch, metric)
 
     def step_update(self, num_updates: float | None = None, metric: Any = None) -> None:
         """timm's update call: applies v(num_updates) (optimizer steps) for the optimizer steps that follow;
         without an index, the next one the count gives under the convention."""
-        routed_step_update(self.__wrapped__, num_updates, metric)
+        return routed_step_update(self.__wrapped__, num_updates, metric)
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """timm's state dict plus the position, under the key ``"timm_sched_fix"``; stock timm loads it too.
         Arguments beyond timm's go to a subclass's own ``state_dict``."""
-        return self._self_timing.state_dict(*args, **kwargs)
+        return routed_state_dict(self.__wrapped__, *args, **kwargs)
 
     def load_state_dict(self, state_dict: Mapping[str, Any], *args: Any, **kwargs: Any) -> None:
         """Restore a state dict of this class, saved by a fixed or a stock scheduler, and apply its position
         now. ``TypeError`` (not a mapping) or ``ValueError`` (another class, missing keys, corrupted values)
         leave the scheduler and the LRs unchanged. Arguments beyond timm's go to a subclass's own method."""
-        self._self_timing.load_state_dict(state_dict, *args, **kwargs)
+        return routed_load_state_dict(self.__wrapped__, state_dict, *args, **kwargs)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # wrapt stores a name the proxy's class has (step, state_dict, ...) on the proxy, any other on the scheduler
+        super().__setattr__(name, value)
+        if name in routing.ROUTED:  # the user's own step/step_update/state-dict method takes the calls from now on
+            timing = timing_of(self.__wrapped__)
+            if timing is not None:
+                timing.step_aside(name, f"the wrap() proxy has its own {name}() (set on it)")
+        elif name in routing.WATCHED:  # an instance's own _get_lr, noise method, ... (mock.patch.object)
+            routing.attribute_changed(self.__wrapped__)
+
+    def __delattr__(self, name: str) -> None:
+        super().__delattr__(name)
+        if name in routing.WATCHED and name not in routing.ROUTED:
+            routing.attribute_changed(self.__wrapped__)
 
     @property
     def last_t(self) -> float | None:

@@ -135,7 +135,8 @@ def attach(
     if unknown is not None:
         overrides.warn_unknown(scheduler, *unknown, stacklevel=caller_stacklevel())
         return None
-    compat.check_noise(functools.partial(getattr, scheduler), type(scheduler).__name__)
+    if not overrides.owns_noise(scheduler):
+        compat.check_noise(functools.partial(getattr, scheduler), type(scheduler).__name__)
     requested = options
     options = counted_options(scheduler.optimizer, options, owner)
     timing = ScheduleTiming(scheduler, options, owner, auto_refused=requested.auto and not options.auto)
@@ -380,12 +381,18 @@ class ScheduleTiming:
         if scheduler is None:
             return
         if any(overrides.instance_override(scheduler, name) is not None for name in routing.ROUTED):
-            method, reason = overrides.unknown_override(scheduler, self.on_epochs) or ("step", "")
-            overrides.warn_unknown(scheduler, method, reason, stacklevel=caller_stacklevel())
-            self.detach()
+            self.step_aside(*(overrides.unknown_override(scheduler, self.on_epochs) or ("step", "")))
             return
         self._write = self._write_values = self._writer(scheduler)
         self._groups_seen = None
+
+    def step_aside(self, method: str, reason: str) -> None:
+        """The user's own ``method`` takes the calls from now on: stop fixing (counting, auto mode; the LRs stay as
+        they are) and say so once."""
+        scheduler = self.scheduler
+        if scheduler is not None:
+            overrides.warn_unknown(scheduler, method, reason, stacklevel=caller_stacklevel())
+        self.detach()
 
     # -- counting parameter updates -----------------------------------------------------------
 
@@ -520,8 +527,9 @@ class ScheduleTiming:
         if not self._own_state_methods:  # a subclass's own state dict methods decide what they take
             own = {key: value for key, value in self._stock_call("state_dict").items() if key != TIMING_KEY}
             compat.check_state_dict(self.scheduler, stock_state, own)
-        compat.check_noise(functools.partial(_state_or_attribute, stock_state, self.scheduler),
-                           type(self.scheduler).__name__)
+        if not overrides.owns_noise(self.scheduler):
+            compat.check_noise(functools.partial(_state_or_attribute, stock_state, self.scheduler),
+                               type(self.scheduler).__name__)
         held_own = self._holds_own()
         stale = None if ours is None else ownership.stale_reason(
             ours, stock_state, None if held_own else ownership.group_lrs(self.optimizer.param_groups, self.field))
@@ -877,11 +885,21 @@ class ScheduleTiming:
 # weakly, so the bound call keeps it alive (``CosineLRScheduler(...).state_dict()``).
 
 
-def routed_step_update(scheduler: Any, num_updates: float | None = None, metric: Any = None) -> None:
+def as_stock(scheduler: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+    """A routed call on a scheduler that is not fixed (any more: the fix stepped aside, or a bound method of it was
+    kept from before): its class's own method runs, as under stock timm."""
+    return stock_method(type(scheduler), name)(scheduler, *args, **kwargs)
+
+
+def routed_step_update(scheduler: Any, num_updates: float | None = None, metric: Any = None) -> Any:
     """A fixed scheduler's ``step_update``: the hot path, on every optimizer step (a new index needs no more
     decisions), else ``ScheduleTiming._on_call``."""
-    timing = scheduler._timm_sched_fix  # TIMING_KEY (an attribute read is faster than getattr())
-    if not timing.on_epochs:
+    try:
+        timing = scheduler._timm_sched_fix  # TIMING_KEY (an attribute read is faster than getattr())
+        on_epochs = timing.on_epochs
+    except AttributeError:  # not fixed: no timing, or a drop-in class's default None
+        return as_stock(scheduler, "step_update", num_updates, metric)
+    if not on_epochs:
         if num_updates is None:
             t = timing.next_count
         elif type(num_updates) is int and num_updates >= 0:
@@ -890,30 +908,43 @@ def routed_step_update(scheduler: Any, num_updates: float | None = None, metric:
         else:
             t = None
         groups = timing.optimizer.param_groups
-        if t is not None and t != timing.last_t and groups is timing._groups_seen and len(groups) == timing._group_count:
+        if (t is not None and t != timing.last_t and groups is timing._groups_seen
+                and len(groups) == timing._group_count):
             # as _on_call and _apply decide it: neither a lag nor an unknown position, the same groups
             timing._saw_matching_call = True
             timing._write(scheduler, t, metric)
             timing.last_t, timing.next_count, timing._applied_at = t, t + 1, timing._counter.count
-            return
+            return None
     timing._on_call("step_update", num_updates, metric, epoch_call=False)
+    return None
 
 
-def routed_step(scheduler: Any, epoch: float | None = None, metric: Any = None) -> None:
+def routed_step(scheduler: Any, epoch: float | None = None, metric: Any = None) -> Any:
     """A fixed scheduler's ``step``."""
-    getattr(scheduler, TIMING_KEY)._on_call("step", epoch, metric, epoch_call=True)
+    timing = getattr(scheduler, TIMING_KEY, None)
+    if timing is None:
+        return as_stock(scheduler, "step", epoch, metric)
+    timing._on_call("step", epoch, metric, epoch_call=True)
+    return None
 
 
 def routed_state_dict(scheduler: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """A fixed scheduler's ``state_dict``: see ``ScheduleTiming.state_dict`` (arguments beyond timm's go to a
     subclass's override)."""
-    return getattr(scheduler, TIMING_KEY).state_dict(*args, **kwargs)
+    timing = getattr(scheduler, TIMING_KEY, None)
+    if timing is None:
+        return as_stock(scheduler, "state_dict", *args, **kwargs)
+    return timing.state_dict(*args, **kwargs)
 
 
-def routed_load_state_dict(scheduler: Any, state: Mapping[str, Any], *args: Any, **kwargs: Any) -> None:
-    """A fixed scheduler's ``load_state_dict``: see ``ScheduleTiming.load_state_dict`` (arguments beyond timm's go
-    to a subclass's override)."""
-    getattr(scheduler, TIMING_KEY).load_state_dict(state, *args, **kwargs)
+def routed_load_state_dict(scheduler: Any, state: Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
+    """A fixed scheduler's ``load_state_dict``: see ``ScheduleTiming.load_state_dict`` (arguments beyond timm's
+    go to a subclass's override)."""
+    timing = getattr(scheduler, TIMING_KEY, None)
+    if timing is None:
+        return as_stock(scheduler, "load_state_dict", state, *args, **kwargs)
+    timing.load_state_dict(state, *args, **kwargs)
+    return None
 
 
 routing.ROUTES.update(step=routed_step, step_update=routed_step_update, state_dict=routed_state_dict,
