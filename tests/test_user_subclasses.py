@@ -439,6 +439,9 @@ def _users_noise(optimizer, how):
 def test_noise_settings_are_the_users_business_when_the_user_draws_the_noise(adapter, how):
     """Found by trying it as a user: undrawable noise settings were refused where the user's own noise method (or an
     instance's _is_apply_noise that turns noise off) means timm's redraw loop never runs, and stock runs."""
+    needed = "_is_apply_noise" if how == "instance_is_apply" else "_calculate_noise"
+    if not hasattr(Scheduler, needed):
+        pytest.skip(f"timm {timm.__version__} draws its noise without {needed}() (stock spins here too)")
 
     def run(fixed):
         optimizer = us.make_optimizer()

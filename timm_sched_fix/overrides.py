@@ -73,10 +73,13 @@ NOISE_METHODS = ("_add_noise", "_calculate_noise", "_is_apply_noise")
 
 
 def owns_noise(scheduler: Any) -> bool:
-    """Whether the user's code decides the LR noise (a subclass's or the instance's own noise method): timm's redraw
-    loop, which undrawable settings would spin in, may then never run, so those settings are the user's business."""
-    return defines_own(type(scheduler), NOISE_METHODS) or any(
-        instance_override(scheduler, name) is not None for name in NOISE_METHODS)
+    """Whether the user's code decides the LR noise (a subclass's or the instance's own noise method, of those the
+    installed timm draws its noise through: timm 0.4.12 has only ``_add_noise``): timm's redraw loop, which
+    undrawable settings would spin in, may then never run, so those settings are the user's business."""
+    cls = type(scheduler)
+    timms = tuple(name for name in NOISE_METHODS
+                  if any(name in vars(klass) and not is_users(klass) for klass in cls.__mro__))
+    return defines_own(cls, timms) or any(instance_override(scheduler, name) is not None for name in timms)
 
 
 def defines_own(cls: type, names: tuple[str, ...]) -> bool:
