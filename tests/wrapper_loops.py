@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import timm.scheduler
 import torch
 
 import timm_sched_fix
 
+import loops
 from support import StepRecorder, make_optimizer, stock_scheduler
 
 FACTORS = (1.0, 0.3, 0.65)  # the wrapper's factor of param group 0, 1, 2 (layer-wise decay: deeper, smaller)
@@ -104,19 +104,12 @@ class Wrapper:
         self.scheduler.load_state_dict(state)
 
 
-def _options(case: Case) -> dict[str, Any]:
-    return dict(convention=case.convention, auto=case.auto, on_lag=case.on_lag)
-
-
 def _build(case: Case, optimizer: torch.optim.Optimizer, fixed: bool) -> Any:
-    if not fixed:
-        return stock_scheduler(case.name, optimizer, case.kwargs)
-    if case.adapter == "dropin":
-        return getattr(timm_sched_fix, case.name)(optimizer, **case.kwargs, **_options(case))
-    if case.adapter == "wrap":
-        return timm_sched_fix.wrap(stock_scheduler(case.name, optimizer, case.kwargs), **_options(case))
-    with timm_sched_fix.patched(**_options(case)):
-        return getattr(timm.scheduler, case.name)(optimizer, **case.kwargs)
+    """loops.build (a Case has the fields it reads), under patch() for the patch adapter."""
+    if fixed and case.adapter == "patch":
+        with timm_sched_fix.patched(convention=case.convention, auto=case.auto, on_lag=case.on_lag):
+            return loops.build(case, optimizer, fixed)
+    return loops.build(case, optimizer, fixed)
 
 
 class _Run:
