@@ -29,7 +29,7 @@ import timm.scheduler
 import torch
 
 import timm_sched_fix
-from timm_sched_fix.audit_record import Recorder
+from timm_sched_fix.audit.record import Recorder
 
 VARIANTS = ("stock", "stock, audited", "fixed (patch)", "fixed (patch), audited")
 

@@ -36,7 +36,7 @@ import subprocess
 import sys
 
 #: The package's modules that the runs import; a warm-up run imports them to write their bytecode caches.
-WARM_UP = "import timm_sched_fix.auto, timm.scheduler, timm_sched_fix.compat, timm_sched_fix.timing"
+WARM_UP = "import timm_sched_fix.auto, timm.scheduler, timm_sched_fix._compat, timm_sched_fix._timing"
 ENVIRONMENT = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
 
 #: (a), and the cost of one call of wrapt's post-import finder for a module it has no hook for (printed, in µs).

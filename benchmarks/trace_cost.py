@@ -10,7 +10,7 @@ over the whole run. In one process, interleaved in shuffled rounds so machine no
   once per t for the same schedule (nothing else: no read-back, no storage).
 
 Then the whole command, once per schedule, as a subprocess (wall time, torch and timm imports included),
-and a bare ``import timm_sched_fix.trace_steps`` (torch and timm) for the share of imports.
+and a bare ``import timm_sched_fix.trace.compute`` (torch and timm) for the share of imports.
 
     python benchmarks/trace_cost.py            # full run (a few minutes on 2 cores)
     python benchmarks/trace_cost.py --smoke    # CI: a 10 x 30 trace, prints, measures nothing
@@ -31,8 +31,9 @@ from collections.abc import Callable
 import timm
 import torch
 
-from timm_sched_fix import trace as tr
-from timm_sched_fix import trace_settings, trace_steps
+from timm_sched_fix.trace import cli as tr
+from timm_sched_fix.trace import compute as trace_steps
+from timm_sched_fix.trace import settings as trace_settings
 
 SCHEDULES = {"cosine, warmup": [], "cosine, warmup, noise": ["--lr-noise", "0", "1"]}
 LOOP = "timm"
@@ -110,8 +111,8 @@ def main() -> None:
             print(f"| {schedule:<22} | {name:<40} | {median:>8.2f} | {min(seconds):>6.2f}-{max(seconds):<6.2f} "
                   f"| {median / stock:>12.2f} |")
     print()
-    imports = wall_seconds([sys.executable, "-c", "import timm_sched_fix.trace_steps"])
-    print(f"python -c 'import timm_sched_fix.trace_steps' (torch, timm): {imports:.2f} s wall")
+    imports = wall_seconds([sys.executable, "-c", "import timm_sched_fix.trace.compute"])
+    print(f"python -c 'import timm_sched_fix.trace.compute' (torch, timm): {imports:.2f} s wall")
     for schedule, noise_flags in SCHEDULES.items():
         arguments = trace_arguments(epochs, updates, noise_flags)
         seconds = wall_seconds([sys.executable, "-m", "timm_sched_fix", *arguments])

@@ -20,7 +20,7 @@ import timm.scheduler
 import torch
 
 import timm_sched_fix
-from timm_sched_fix import counting
+from timm_sched_fix import _counting as counting
 
 from support import check_worker_imports
 

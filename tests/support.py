@@ -22,7 +22,7 @@ import torch
 from timm.scheduler.scheduler import Scheduler
 
 import timm_sched_fix
-from timm_sched_fix import compat
+from timm_sched_fix import _compat as compat
 
 BASE_LR = 0.1
 LR_SCALES = (1.0, 0.5, 0.25)

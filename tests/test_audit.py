@@ -22,9 +22,11 @@ import timm.scheduler
 import torch
 
 import timm_sched_fix
-from timm_sched_fix import audit_compare, cli, compat
-from timm_sched_fix.audit_record import Recorder
-from timm_sched_fix.timing import timing_of
+from timm_sched_fix import _compat as compat
+from timm_sched_fix import cli
+from timm_sched_fix._timing import timing_of
+from timm_sched_fix.audit import compare as audit_compare
+from timm_sched_fix.audit.record import Recorder
 
 from support import group_lrs, site_package_dirs
 

@@ -22,8 +22,10 @@ import torch
 import yaml
 
 import timm_sched_fix
+from timm_sched_fix import _compat as compat
 from timm_sched_fix import cli as timm_sched_fix_cli
-from timm_sched_fix import compat, trace_settings, trace_steps
+from timm_sched_fix.trace import compute as trace_steps
+from timm_sched_fix.trace import settings as trace_settings
 
 HAS_V2 = hasattr(timm.scheduler, "create_scheduler_v2")
 

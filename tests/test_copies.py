@@ -16,7 +16,7 @@ import timm.scheduler
 import torch
 
 import timm_sched_fix
-from timm_sched_fix.timing import timing_of
+from timm_sched_fix._timing import timing_of
 
 from support import (
     ADAPTERS,

@@ -8,8 +8,8 @@ import timm.scheduler
 import torch
 
 import timm_sched_fix
-from timm_sched_fix import compat
-from timm_sched_fix.timing import timing_of
+from timm_sched_fix import _compat as compat
+from timm_sched_fix._timing import timing_of
 
 from support import StepRecorder, stock_scheduler
 

@@ -22,9 +22,9 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 
 import timm_sched_fix
-from timm_sched_fix import counting
-from timm_sched_fix.lag import ScheduleLagWarning
-from timm_sched_fix.timing import ScheduleCountWarning, timing_of
+from timm_sched_fix import _counting as counting
+from timm_sched_fix._timing import timing_of
+from timm_sched_fix.exceptions import ScheduleCountWarning, ScheduleLagWarning
 
 from support import ADAPTERS, LR_SCALES, fixed_scheduler, make_optimizer
 

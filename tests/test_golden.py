@@ -6,7 +6,8 @@ import json
 import pytest
 import timm.scheduler
 
-from timm_sched_fix.golden import GoldenTraceMismatch, GoldenTraces, record_lr_trace
+from timm_sched_fix.exceptions import GoldenTraceMismatch
+from timm_sched_fix.golden import GoldenTraces, record_lr_trace
 
 from support import stock_scheduler
 

@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import timm_sched_fix
-from timm_sched_fix import compat
-from timm_sched_fix.timing import stock_method
+from timm_sched_fix import _compat as compat
+from timm_sched_fix._timing import stock_method
 
 from support import installed_classes, make_optimizer, scheduler_configs, stock_scheduler
 

@@ -10,8 +10,8 @@ import timm.scheduler
 from test_patching import class_attributes
 
 import timm_sched_fix
-from timm_sched_fix import patching
-from timm_sched_fix.timing import timing_of
+from timm_sched_fix import _patching as patching
+from timm_sched_fix._timing import timing_of
 
 from support import make_optimizer
 

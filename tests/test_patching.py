@@ -195,7 +195,7 @@ def test_auto_module_patches_with_environment_options(env, expected):
         import sys
         import timm_sched_fix.auto
         assert "timm" not in sys.modules and "torch" not in sys.modules
-        import timm_sched_fix.patching as p
+        import timm_sched_fix._patching as p
         print(p._options.convention, p._options.auto, p._options.on_lag)
     """, **env)
     assert result.returncode == 0, result.stderr
@@ -214,7 +214,7 @@ def test_auto_module_rejects_bad_environment_values(name, value):
 def test_patched_scheduler_routes_through_its_own_class_after_unpatch():
     """After unpatch(), a patched scheduler's class is a subclass of timm's with its name (made once per class);
     timm's class itself is the original."""
-    from timm_sched_fix import routing
+    from timm_sched_fix import _routing as routing
 
     with timm_sched_fix.patched():
         scheduler = timm.scheduler.StepLRScheduler(make_optimizer(), decay_t=2)

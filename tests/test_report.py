@@ -8,7 +8,8 @@ import timm.scheduler
 import torch
 
 import timm_sched_fix
-from timm_sched_fix import cli, report
+from timm_sched_fix import cli
+from timm_sched_fix.runner import report
 
 from support import StepRecorder
 

@@ -13,7 +13,8 @@ import torch
 import wrapt
 
 import timm_sched_fix
-from timm_sched_fix import cli, compat
+from timm_sched_fix import _compat as compat
+from timm_sched_fix import cli
 
 from support import expected_trace, group_lrs
 
@@ -70,7 +71,7 @@ SCRIPT = """
 import json, sys
 import timm.scheduler, torch
 import timm_sched_fix
-from timm_sched_fix.timing import timing_of
+from timm_sched_fix._timing import timing_of
 optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
 timing = timing_of(timm.scheduler.CosineLRScheduler(optimizer, t_initial=4))
 seen = dict(name=__name__, argv=sys.argv, patched=timm_sched_fix.is_patched(), options=repr(timing and timing.options))

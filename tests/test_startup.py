@@ -15,8 +15,9 @@ import timm.scheduler
 import torch
 
 import timm_sched_fix
-from timm_sched_fix import Options, startup
-from timm_sched_fix.timing import timing_of
+from timm_sched_fix import Options
+from timm_sched_fix._timing import timing_of
+from timm_sched_fix.runner import startup
 
 import installed
 
@@ -28,7 +29,7 @@ PROBE = """
 import json, sys
 before = sorted(name for name in sys.modules if name.startswith("timm_sched_fix"))
 import timm_sched_fix
-from timm_sched_fix import startup
+from timm_sched_fix.runner import startup
 print(json.dumps(dict(before=before, patched=timm_sched_fix.is_patched(), file=timm_sched_fix.__file__,
                       hook_installed=startup.hook_installed())))
 print("the script's own work")
@@ -51,7 +52,7 @@ def test_pth_line_is_gated_on_the_actions_and_off_values_of_startup():
     assert line.startswith("import os;")  # site executes a .pth line only when it starts with "import"
     tuples = [ast.literal_eval(node) for node in ast.walk(ast.parse(line)) if isinstance(node, ast.Tuple)]
     assert sorted(tuples) == sorted([startup.OFF, tuple(startup.ACTIONS)])
-    assert line.endswith('__import__("timm_sched_fix.startup").startup.run()')
+    assert line.endswith('__import__("timm_sched_fix.runner.startup").startup.run()')
 
 
 @INSTALLS
@@ -84,7 +85,7 @@ def test_wheel_install_runs_the_hook_only_when_switched_on(installed_python):
         assert seen == dict(before=[], patched=False, file=seen["file"], hook_installed=True) and errors == [], off
     seen, errors = probe(installed_python, installed.environment(TIMM_SCHED_FIX="1"))
     assert seen["patched"] and errors == []
-    assert "timm_sched_fix.startup" in seen["before"] and "timm_sched_fix.patching" in seen["before"]
+    assert "timm_sched_fix.runner.startup" in seen["before"] and "timm_sched_fix._patching" in seen["before"]
     assert Path(seen["file"]).is_relative_to(site_packages)
 
 
@@ -156,7 +157,7 @@ def test_switch_runner_and_auto_import_in_one_process_fix_once_and_report_once(i
     environment's options (the runner's agree), one optimizer hook, one report."""
     script = tmp_path / "train.py"
     script.write_text("import timm_sched_fix.auto\nimport torch\nfrom timm.scheduler import TanhLRScheduler\n"
-                      "from timm_sched_fix.timing import timing_of\n"
+                      "from timm_sched_fix._timing import timing_of\n"
                       "optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)\n"
                       "scheduler = TanhLRScheduler(optimizer, t_initial=10)\noptimizer.step()\n"
                       "print(timing_of(scheduler).options, len(optimizer._optimizer_step_pre_hooks))\n")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import timm_sched_fix
-from timm_sched_fix import compat
+from timm_sched_fix import _compat as compat
 
 from support import (
     ADAPTERS,

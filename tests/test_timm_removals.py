@@ -24,8 +24,10 @@ PROBE = r"""
 import contextlib, io, json, warnings
 import torch, timm, timm.scheduler
 import timm_sched_fix
-from timm_sched_fix import cli, compat, dropin
-from timm_sched_fix.first_step import check_rows
+from timm_sched_fix import cli
+from timm_sched_fix import _compat as compat
+from timm_sched_fix import _dropin as dropin
+from timm_sched_fix.check.first_step import check_rows
 
 found = {"timm": timm.__file__, "has_plateau": hasattr(timm.scheduler, "PlateauLRScheduler"),
          "classes": sorted(compat.scheduler_classes()), "dropins": sorted(dropin.SCHEDULER_CLASSES)}

@@ -10,7 +10,10 @@ import sys
 import pytest
 
 import timm_sched_fix
-from timm_sched_fix import cli, noise, trace_settings, trace_steps
+from timm_sched_fix import _noise as noise
+from timm_sched_fix import cli
+from timm_sched_fix.trace import compute as trace_steps
+from timm_sched_fix.trace import settings as trace_settings
 
 from support import group_lrs, make_optimizer
 
@@ -71,7 +74,7 @@ def pytest_unconfigure(config):
     timm_sched_fix.unpatch()
 """
 SUITE_TEST = """
-from timm_sched_fix.patching import patch_options
+from timm_sched_fix._patching import patch_options
 
 def test_the_suites_options_hold():
     assert patch_options().on_lag == "fix"

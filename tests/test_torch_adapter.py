@@ -8,7 +8,7 @@ import timm.scheduler
 import torch
 
 import timm_sched_fix
-from timm_sched_fix.timing import timing_of
+from timm_sched_fix._timing import timing_of
 
 from support import (
     PLATEAU_REFERENCE_METRIC,

@@ -18,8 +18,9 @@ import timm.scheduler
 import torch
 
 import timm_sched_fix
-from timm_sched_fix import cli, compat
-from timm_sched_fix.timing import timing_of
+from timm_sched_fix import _compat as compat
+from timm_sched_fix import cli
+from timm_sched_fix._timing import timing_of
 
 from support import StepRecorder, assert_trace, group_lrs, make_optimizer, no_warnings_from_fix, stock_scheduler
 

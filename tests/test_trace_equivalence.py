@@ -12,8 +12,9 @@ import pytest
 import timm.scheduler
 
 import timm_sched_fix
-from timm_sched_fix import compat, trace_steps
-from timm_sched_fix import trace_settings as tr
+from timm_sched_fix import _compat as compat
+from timm_sched_fix.trace import compute as trace_steps
+from timm_sched_fix.trace import settings as tr
 
 from support import TORCH_VERBOSE_DEPRECATION, StepRecorder, assert_trace, make_optimizer
 

@@ -13,8 +13,8 @@ import argparse
 import pytest
 import timm.scheduler
 
-from timm_sched_fix import trace_settings as tr
-from timm_sched_fix import trace_steps
+from timm_sched_fix.trace import compute as trace_steps
+from timm_sched_fix.trace import settings as tr
 
 from support import installed_classes, make_optimizer, scheduler_configs, stock_scheduler
 

@@ -27,8 +27,9 @@ from hypothesis import strategies as st
 from timm.scheduler.scheduler import Scheduler
 
 import timm_sched_fix
-from timm_sched_fix import ScheduleOverrideWarning, compat
-from timm_sched_fix.lag import ScheduleLagError
+from timm_sched_fix import ScheduleOverrideWarning
+from timm_sched_fix import _compat as compat
+from timm_sched_fix.exceptions import ScheduleLagError
 
 COUNTS: Counter = Counter()
 
@@ -362,7 +363,7 @@ def test_the_inlined_noise_draw_is_bounded():
     optimizer = us.make_optimizer()
     scheduler = timm_sched_fix.CosineLRScheduler(optimizer, t_initial=10, t_in_epochs=False, noise_range_t=(0, 10))
     scheduler.noise_pct = 0.0
-    with mock.patch("timm_sched_fix.compat.MAX_NOISE_DRAWS", 50), pytest.raises(ValueError, match="never be drawn"):
+    with mock.patch("timm_sched_fix._compat.MAX_NOISE_DRAWS", 50), pytest.raises(ValueError, match="never be drawn"):
         scheduler.step_update(3)
 
 

@@ -23,7 +23,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import timm_sched_fix
-from timm_sched_fix.ownership import STAMP_LRS
+from timm_sched_fix._ownership import STAMP_LRS
 
 from support import ADAPTERS, installed_classes, make_optimizer, stock_kwargs, stock_scheduler
 from wrapper_loops import PATHS, Case, run, values, wrong_steps
@@ -270,7 +270,7 @@ def test_audit_of_the_layer_decay_resume_under_the_fix(capsys, tmp_path):
 
 
 def test_audit_analysis_never_raises_and_the_fixs_own_error_is_not_the_scripts(capsys, monkeypatch):
-    from timm_sched_fix import audit_report
+    from timm_sched_fix.audit import analysis as audit_report
 
     def broken(self, t):
         raise ZeroDivisionError("inside the analysis")

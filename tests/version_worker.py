@@ -18,7 +18,7 @@ import timm.scheduler
 import torch
 
 import timm_sched_fix
-from timm_sched_fix import compat
+from timm_sched_fix import _compat as compat
 
 from support import stock_kwargs
 

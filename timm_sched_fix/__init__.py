@@ -12,24 +12,28 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .options import Options
+from timm_sched_fix.exceptions import (
+    GoldenTraceMismatch,
+    ScheduleCallWarning,
+    ScheduleCountWarning,
+    ScheduleLagError,
+    ScheduleLagWarning,
+    ScheduleOverrideWarning,
+)
+from timm_sched_fix.options import Options
 
 __version__ = "0.1.0"
 
+#: Public name -> the private module defining it, imported on first use.
 _LAZY = {
-    "patch": "patching",
-    "unpatch": "patching",
-    "patched": "patching",
-    "is_patched": "patching",
-    "wrap": "proxy",
-    "unwrap": "proxy",
-    "FixedScheduler": "proxy",
-    "ScheduleLagWarning": "lag",
-    "ScheduleCallWarning": "lag",
-    "ScheduleLagError": "lag",
-    "ScheduleCountWarning": "timing",
-    "ScheduleOverrideWarning": "overrides",
-    "TorchScheduler": "torch_adapter",
+    "patch": "_patching",
+    "unpatch": "_patching",
+    "patched": "_patching",
+    "is_patched": "_patching",
+    "wrap": "_proxy",
+    "unwrap": "_proxy",
+    "FixedScheduler": "_proxy",
+    "TorchScheduler": "_torch_adapter",
 }
 
 
@@ -40,7 +44,7 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value  # found directly from now on
         return value
     if name.endswith("LRScheduler") or name in ("create_scheduler", "create_scheduler_v2"):
-        dropin = importlib.import_module(".dropin", __name__)
+        dropin = importlib.import_module("._dropin", __name__)
         if name in dropin.SCHEDULER_CLASSES or name in dropin.FACTORIES:
             return getattr(dropin, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -50,4 +54,22 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["FixedScheduler", "Options", "TorchScheduler", "is_patched", "patch", "patched", "unpatch", "unwrap", "wrap"]
+#: The public API. The drop-in classes and factories (``CosineLRScheduler``, ``create_scheduler_v2``, ...) are public
+#: too but mirror the installed timm (``timm_sched_fix._dropin``), so they are found by name rather than listed here.
+__all__ = [
+    "FixedScheduler",
+    "GoldenTraceMismatch",
+    "Options",
+    "ScheduleCallWarning",
+    "ScheduleCountWarning",
+    "ScheduleLagError",
+    "ScheduleLagWarning",
+    "ScheduleOverrideWarning",
+    "TorchScheduler",
+    "is_patched",
+    "patch",
+    "patched",
+    "unpatch",
+    "unwrap",
+    "wrap",
+]

@@ -1,5 +1,5 @@
 """``python -m timm_sched_fix``: the same as the ``timm-sched-fix`` console script."""
 
-from .cli import main
+from timm_sched_fix.cli import main
 
 raise SystemExit(main())

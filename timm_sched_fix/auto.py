@@ -7,13 +7,13 @@ ValueError at import, before anything is patched.
 
 import os
 
-from .options import ENV_REPORT, flag_from_env, options_from_env
-from .patching import patch
+from timm_sched_fix._patching import patch
+from timm_sched_fix.options import ENV_REPORT, flag_from_env, options_from_env
 
 _options = options_from_env(os.environ)
 _report = flag_from_env(os.environ, ENV_REPORT)
 patch(convention=_options.convention, auto=_options.auto, on_lag=_options.on_lag)
 if _report:
-    from .report import enable
+    from timm_sched_fix.runner.report import enable
 
     enable()

@@ -13,12 +13,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__
-from .options import ENV_AUTO, ENV_CONVENTION, ENV_ON_LAG
-from .runner import split_target
+from timm_sched_fix import __version__
+from timm_sched_fix.options import ENV_AUTO, ENV_CONVENTION, ENV_ON_LAG
+from timm_sched_fix.runner.cli import split_target
 
 #: Subcommand name -> module (relative to this package) defining ``add_parser(subparsers)`` and ``run(args)``.
-SUBCOMMANDS: dict[str, str] = {"run": "runner", "check": "check", "trace": "trace", "audit": "audit"}
+SUBCOMMANDS: dict[str, str] = {"run": "runner.cli", "check": "check.cli", "trace": "trace.cli", "audit": "audit.cli"}
 #: Subcommands that run a script: everything after the script is the script's (``runner.split_target``).
 TARGET_COMMANDS = ("run", "audit")
 
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     args.watched = command_line  # the command line's audit watches the audited process (audit._watched)
     if args.command != "run":  # run runs the script, stock below the torch range (patch() warns)
-        from .compat import unsupported_torch
+        from timm_sched_fix._compat import unsupported_torch
 
         message = unsupported_torch()
         if message is not None:

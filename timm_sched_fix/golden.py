@@ -15,15 +15,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from timm_sched_fix.exceptions import GoldenTraceMismatch
+
 #: How a config is given: ``create_scheduler_v2`` keyword arguments, or a function building the
 #: scheduler (or timm's ``(scheduler, num_epochs)`` tuple) for the optimizer it receives.
 SchedulerConfig = Mapping[str, Any] | Callable[[Any], Any]
 
 UPDATE_HINT = "rerun with --lr-trace-update (pytest) or GoldenTraces(..., update=True) to accept the new trace"
-
-
-class GoldenTraceMismatch(AssertionError):
-    """The recorded LR trace differs from the golden file (the message names the first differing step)."""
 
 
 def record_lr_trace(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import compat
+from timm_sched_fix import _compat as compat
 
 
 def lr_scheduler_step(module: Any, scheduler: Any, metric: Any = None) -> None:

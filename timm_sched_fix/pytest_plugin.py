@@ -78,7 +78,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if convention not in CONVENTIONS:
         raise pytest.UsageError(
             f"{OPTION} takes 'end' or 'begin' ({OPTION} begin or {OPTION}=begin), got {convention!r}")
-    from timm_sched_fix.patching import patch, patch_options
+    from timm_sched_fix._patching import patch, patch_options
 
     config.stash[_DEVIATED] = []
     suite = patch_options()
@@ -95,7 +95,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if config.stash.get(_PATCHED_HERE, False):
-        from timm_sched_fix.patching import unpatch
+        from timm_sched_fix._patching import unpatch
 
         unpatch()
 
@@ -125,7 +125,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     convention = _convention(config)
     if convention not in CONVENTIONS:
         return None
-    from timm_sched_fix.patching import patch_options
+    from timm_sched_fix._patching import patch_options
 
     return [f"timm-sched-fix: patch() in effect with {patch_options()}"
             + ("" if config.stash.get(_PATCHED_HERE, True) else " (the suite's own)")]
@@ -144,6 +144,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 def lr_trace_golden(request: pytest.FixtureRequest) -> Any:
     """Compare a scheduler config's per-step LR trace with a golden JSON file next to the test
     (``<test dir>/golden/<name>.json``); ``--lr-trace-update`` (re)writes the files."""
-    from .golden import GoldenTraces
+    from timm_sched_fix.golden import GoldenTraces
 
     return GoldenTraces(request.path.parent / "golden", update=request.config.getoption("lr_trace_update"))

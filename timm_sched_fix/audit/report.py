@@ -1,0 +1,324 @@
+"""What ``timm-sched-fix audit`` writes: the report (per-scheduler summary and a table in ``trace``'s style), the
+JSON document (``--out``, and what the ``--against-timm`` children and the ranks hand over), CSV, the plot and the
+golden file (``golden``'s JSON format)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from timm_sched_fix import golden
+from timm_sched_fix._usage import UsageError, format_table, rows_with_gaps
+from timm_sched_fix.audit.analysis import SchedulerAudit
+from timm_sched_fix.options import Options
+
+if TYPE_CHECKING:
+    from timm_sched_fix.audit.record import Recorder
+
+#: Tables longer than this keep their first and last rows and the rows around each run of wrong steps.
+MAX_ROWS = 40
+EDGE_ROWS = 3
+MAX_WRONG_RUNS = 6
+#: Relative tolerance when two recorded traces are compared (golden files, releases, ranks).
+TRACE_TOLERANCE = 1e-12
+
+
+def epoch_length(boundaries: Sequence[int] | None, steps: int) -> int | None:
+    """The number of optimizer steps per epoch when every epoch has the same (boundaries at N, 2N, ...)."""
+    if not boundaries or list(boundaries) != list(range(boundaries[0], steps, boundaries[0])):
+        return None
+    return boundaries[0]
+
+
+def lr_text(value: float | None) -> str:
+    return "?" if value is None else f"{value:.8g}"
+
+
+def _t_text(t: float | None) -> str:
+    return "?" if t is None else (str(int(t)) if float(t).is_integer() else f"{t:g}")
+
+
+# -- the JSON document -------------------------------------------------------------------------------
+
+def scheduler_document(audit: SchedulerAudit) -> dict[str, Any]:
+    """One scheduler's verdict and every step of it."""
+    record = audit.record
+    steps = range(audit.steps)
+    first = audit.first_wrong
+    return {
+        "number": record.number, "class": record.class_name, "timm_class": record.timm_class, "unit": record.unit,
+        "where": record.where, "optimizer": type(record.optimizer).__name__, "param_groups": len(record.init_lrs),
+        "start": audit.start, "start_how": audit.start_how, "epochs_how": audit.epochs_how,
+        "boundaries": audit.boundaries, "undecided": audit.undecided, "steps": audit.steps,
+        "wrong_steps": audit.wrong_count, "causes": audit.causes(), "released_at": record.released_at,
+        "first_wrong": None if first is None else {
+            "step": first, "epoch": audit.epoch_of(first), "t": audit.t[first], "ran_lr": record.lrs[first],
+            "schedule_lr": audit.expected[first], "cause": audit.cause[first], "explanation": audit.explanation},
+        "trace": {
+            "step": list(steps),
+            "epoch": [audit.epoch_of(k) for k in steps],
+            "t": audit.t or [None] * audit.steps,
+            "ran_lr": record.lrs,
+            "schedule_lr": audit.expected or [None] * audit.steps,
+            "wrong": audit.wrong or [None] * audit.steps,
+            "cause": audit.cause or [None] * audit.steps,
+        },
+    }
+
+
+def write_out(document: dict[str, Any], path: str) -> None:
+    """``--out``: the JSON document, or CSV with one row per scheduler, step and param group."""
+    try:
+        with open(path, "w", newline="") as stream:
+            if Path(path).suffix.lower() == ".json":
+                json.dump(document, stream, indent=1)
+                stream.write("\n")
+                return
+            writer = csv.writer(stream)
+            writer.writerow(["scheduler", "class", "step", "epoch", "t", "group", "ran_lr", "schedule_lr", "wrong",
+                             "cause"])
+            for scheduler in document["schedulers"]:
+                trace = scheduler["trace"]
+                for k in trace["step"]:
+                    expected = trace["schedule_lr"][k]
+                    for group, ran in enumerate(trace["ran_lr"][k]):
+                        writer.writerow([scheduler["number"], scheduler["class"], k, _blank(trace["epoch"][k]),
+                                         _blank(trace["t"][k]), group, ran,
+                                         _blank(expected[group] if expected and group < len(expected) else None),
+                                         _blank(trace["wrong"][k]), trace["cause"][k] or ""])
+    except OSError as error:
+        raise UsageError(f"--out {path}: cannot write it ({error.strerror})") from None
+
+
+def _blank(value: Any) -> Any:
+    return "" if value is None else value
+
+
+# -- the report ----------------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    """What was audited: the script and its arguments, the fix's options (None: stock), the audit's settings, how
+    the script ended (exit code, and a sentence when it did not end normally), its rank (rank, world size)."""
+
+    command: list[str]
+    module: bool
+    options: Options | None
+    updates_per_epoch: int | None
+    max_steps: int | None
+    exit_code: int | None
+    ended: str | None
+    rank: tuple[int, int] | None
+    child: bool = False  # a process the script started (audited through the environment)
+
+
+def _fix_text(options: Options | None) -> str:
+    if options is None:
+        return "stock timm (no fix; --fix audits the script under the fix)"
+    return (f"with the fix: patch(convention={options.convention!r}, auto={options.auto!r}, "
+            f"on_lag={options.on_lag!r})")
+
+
+def report_lines(run: Run, recorder: Recorder, audits: Sequence[SchedulerAudit], summary: str) -> list[str]:
+    """The whole report of one process: what ran, each scheduler's summary and table, the verdict."""
+    import timm
+    import torch
+
+    command = " ".join(["-m"] * run.module + run.command)
+    where = f" (rank {run.rank[0]} of {run.rank[1]})" if run.rank else f" (process {os.getpid()})" if run.child else ""
+    lines = ["", f"timm-sched-fix audit{where}: {command}",
+             f"timm {timm.__version__}, torch {torch.__version__}; {_fix_text(run.options)}"]
+    if recorder.stopped:
+        lines.append(f"stopped the script after {recorder.updates:,} optimizer steps (--max-steps {run.max_steps})")
+    if run.ended:
+        lines.append(f"{run.ended}: the audit covers the optimizer steps before")
+    lines += [f"note: {note}" for note in recorder.notes]
+    for audit in audits:
+        lines += [""] + scheduler_lines(audit, len(audits))
+    lines += ["", f"audit: {summary}"]
+    return lines
+
+
+def audit_document(run: Run, recorder: Recorder, audits: Sequence[SchedulerAudit], code: int,
+                   summary: str) -> dict[str, Any]:
+    """The JSON document of one process's audit (``--out``, ``--against-timm``'s children, ranks)."""
+    import timm
+    import torch
+
+    options = run.options
+    return {
+        "tool": "timm-sched-fix audit", "timm": timm.__version__, "torch": torch.__version__,
+        "command": run.command, "module": run.module,
+        "fix": None if options is None else {"convention": options.convention, "auto": options.auto,
+                                             "on_lag": options.on_lag},
+        "updates_per_epoch": run.updates_per_epoch, "max_steps": run.max_steps,
+        "stopped_at_max_steps": recorder.stopped, "optimizer_steps": recorder.updates,
+        "script": {"exit_code": run.exit_code, "ended": run.ended},
+        "rank": run.rank[0] if run.rank else None, "world_size": run.rank[1] if run.rank else None,
+        "pid": os.getpid(), "notes": recorder.notes, "verdict": {"exit_code": code, "summary": summary},
+        "schedulers": [scheduler_document(audit) for audit in audits],
+    }
+
+
+def scheduler_lines(audit: SchedulerAudit, total: int) -> list[str]:
+    """The summary of one scheduler and its table."""
+    record = audit.record
+    groups = len(record.init_lrs)
+    where = f"built at {record.where} on {type(record.optimizer).__name__}"
+    plural = "s" if groups != 1 else ""
+    title = f"scheduler {record.number} of {total}: {record.class_name}, per {record.unit}, {where}"
+    lines = [f"{title} ({groups} param group{plural})",
+             f"  t:      {audit.start_how}",
+             f"  epochs: {_epochs_text(audit)}"]
+    if record.stopped:
+        lines.append(f"  {record.stopped}")
+    if audit.factors is not None:
+        factors = ", ".join(f"group {g} x{factor:.6g}" for g, factor in enumerate(audit.factors))
+        lines.append(f"  groups: the script multiplies each param group's LR by a factor of its own after the "
+                     f"scheduler's calls (an LR changed outside the scheduler, by the same factor at every step, such "
+                     f"as layer-wise LR decay): {factors}; judged against factor x v(t)")
+    if record.steps_after_release:
+        lines.append(f"  released (garbage collected) after {record.released_at:,} optimizer steps; the "
+                     f"{record.steps_after_release:,} later steps of its optimizer are not its")
+    if audit.undecided is not None:
+        lines.append(f"  {audit.steps:,} optimizer steps, cannot decide: {audit.undecided}")
+    elif not audit.steps:
+        lines.append("  no optimizer step ran with it")
+    elif not audit.wrong_count:
+        lines.append(f"  {audit.steps:,} optimizer steps, every one ran with v(t)")
+    else:
+        causes = ", ".join(f"{cause} {count:,}" for cause, count in audit.causes().items())
+        first = audit.first_wrong
+        assert first is not None
+        epoch = audit.epoch_of(first)
+        lines.append(f"  {audit.steps:,} optimizer steps, {audit.wrong_count:,} wrong ({causes})")
+        lines.append(f"  first wrong: step {first} (epoch {_t_text(epoch)}, t={_t_text(audit.t[first])}): ran "
+                     f"{lr_text(record.lrs[first][0])}, v({_t_text(audit.t[first])}) = "
+                     f"{lr_text((audit.expected[first] or [None])[0])}")
+        lines.append(f"  likely cause: {audit.cause[first]}: {audit.explanation}")
+    if audit.steps:
+        lines += [""] + ["  " + line for line in _table(audit)]
+    return lines
+
+
+def _epochs_text(audit: SchedulerAudit) -> str:
+    if audit.boundaries is None and not audit.record.on_epochs:
+        return f"not known ({audit.epochs_how.split(';')[0]}); an update schedule does not need them"
+    return audit.epochs_how + (" (counted from the start of this run)" if audit.start else "")
+
+
+def _table(audit: SchedulerAudit) -> list[str]:
+    record = audit.record
+    steps = audit.steps
+    if steps <= MAX_ROWS:
+        selected = list(range(steps))
+    else:
+        chosen = set(range(EDGE_ROWS)) | set(range(steps - EDGE_ROWS, steps))
+        runs = [k for k in range(steps) if audit.wrong and audit.wrong[k] and (k == 0 or not audit.wrong[k - 1])]
+        for k in runs[:MAX_WRONG_RUNS]:
+            chosen |= {k - 1, k, k + 1} & set(range(steps))
+        selected = sorted(chosen)
+    several = len(record.init_lrs) > 1
+
+    def cells_of(k: int) -> list[str]:
+        expected = audit.expected[k] if audit.expected else None
+        mark = audit.cause[k] if audit.cause else ""
+        if several and audit.wrong and audit.wrong[k] and expected is not None:
+            groups = [str(g) for g, (a, b) in enumerate(zip(record.lrs[k], expected)) if a != b]
+            mark += f" (group {', '.join(groups)})"
+        return [str(k), _t_text(audit.epoch_of(k)), _t_text(audit.t[k] if audit.t else None),
+                lr_text(record.lrs[k][0]), lr_text(expected[0] if expected else None), mark]
+
+    header = ["step", "epoch", "t", "ran LR" + (" (group 0)" if several else ""), "v(t)", "wrong"]
+    return format_table(header, rows_with_gaps(selected, cells_of))
+
+
+def verdict(audits: Sequence[SchedulerAudit]) -> tuple[int, str]:
+    """The exit code (0 every step ran with v(t), 1 otherwise) and the last line of the report."""
+    if not audits:
+        return 1, "the script built no timm scheduler: nothing was checked"
+    if not any(audit.steps for audit in audits):
+        return 1, "no optimizer step ran with a timm scheduler: nothing was checked"
+    undecided = [audit for audit in audits if audit.undecided is not None]
+    steps = sum(audit.steps for audit in audits)
+    wrong = sum(audit.wrong_count for audit in audits)
+    schedulers = f"{len(audits)} scheduler{'s' if len(audits) != 1 else ''}"
+    parts = []
+    if wrong:
+        parts.append(f"{wrong:,} of {steps:,} optimizer steps ran with an LR other than the schedule's ({schedulers})")
+    for audit in undecided:
+        parts.append(f"cannot decide for scheduler {audit.record.number} ({(audit.undecided or '').split(':')[0]}), "
+                     "so its steps are not called right")
+    if parts:
+        return 1, "; ".join(parts)
+    return 0, f"every one of the {steps:,} optimizer steps ran with the LR its schedule defines ({schedulers})"
+
+
+# -- plot ----------------------------------------------------------------------------------------------
+
+def plot(audits: Sequence[SchedulerAudit], path: str, ran_label: str, updates_per_epoch: int | None) -> None:
+    """``--plot``: one panel per scheduler, what ran against v(t), wrong steps shaded."""
+    from timm_sched_fix.trace.plot import Line, Panel, draw
+
+    panels = []
+    for audit in audits:
+        record = audit.record
+        ran = [lrs[0] for lrs in record.lrs]
+        expected = [values[0] if values else math.nan for values in audit.expected] if audit.expected else None
+        status = (f"cannot decide ({audit.undecided.split(':')[0]})" if audit.undecided
+                  else f"{audit.wrong_count} of {audit.steps} steps wrong")
+        boundaries = audit.boundaries or []
+        regular = updates_per_epoch or epoch_length(boundaries, audit.steps)
+        panels.append(Panel(
+            title=f"scheduler {record.number}: {record.class_name} per {record.unit}, built at "
+                  f"{Path(record.where).name}: {status}",
+            first=Line(ran, ran_label, "tab:red"),
+            second=None if expected is None else Line(expected, "the schedule: v(t) for the step's t", "tab:blue",
+                                                      width=1.2, dashed=True),
+            differs=audit.wrong or [False] * audit.steps,
+            shade_label="ran with another LR than v(t)",
+            boundaries=boundaries,
+            updates_per_epoch=regular,
+            dots=True,
+            note=None if audit.first_wrong is None else (
+                audit.first_wrong, f"first wrong: step {audit.first_wrong} ({audit.cause[audit.first_wrong]})"),
+        ))
+    draw(panels, path)
+
+
+# -- golden files (golden.py's format) ------------------------------------------------------------------
+
+def golden_document(document: dict[str, Any], updates_per_epoch: int | None) -> dict[str, Any]:
+    """``golden``'s JSON document for the first scheduler (so the pytest fixture can read it too), with every
+    scheduler's trace under ``audit``."""
+    schedulers = document["schedulers"]
+    first = schedulers[0] if schedulers else None
+    boundaries = first["boundaries"] if first else None
+    return golden.document(
+        first["trace"]["ran_lr"] if first else [],
+        epochs=None if boundaries is None else len(boundaries) + 1,
+        updates_per_epoch=updates_per_epoch,
+        audit={"command": document["command"], "schedulers": [
+            {"number": s["number"], "class": s["class"], "unit": s["unit"], "lrs": s["trace"]["ran_lr"]}
+            for s in schedulers]})
+
+
+def golden_differences(stored: dict[str, Any], document: dict[str, Any]) -> list[str]:
+    """Where the recorded trace differs from a golden file; empty when it matches."""
+    saved = stored.get("audit", {}).get("schedulers") or [{"number": 1, "class": "?", "lrs": stored.get("lrs", [])}]
+    now = document["schedulers"]
+    problems = []
+    if len(saved) != len(now):
+        problems.append(f"the golden file has {len(saved)} scheduler(s), this run built {len(now)}")
+    for old, new in zip(saved, now):
+        difference = golden.first_difference(old["lrs"], new["trace"]["ran_lr"], rel_tol=TRACE_TOLERANCE,
+                                             updates_per_epoch=epoch_length(new["boundaries"], new["steps"]))
+        if difference is not None:
+            problems.append(f"scheduler {new['number']} ({new['class']}): {difference}")
+    return problems
