@@ -122,7 +122,7 @@ def _instrument(module: Any) -> None:
     from timm.scheduler.scheduler import Scheduler  # not compat.Scheduler: compat may be importing timm right now
 
     from timm_sched_fix import _compat as compat
-    from timm_sched_fix import timing  # noqa: F401 - timing registers routing.ROUTES timm, so torch, is imported
+    from timm_sched_fix import _timing  # noqa: F401 - _timing registers _routing.ROUTES (timm, so torch, is imported)
 
     if _refuse_unsupported_torch(compat.unsupported_torch()):
         return
