@@ -52,7 +52,7 @@ def test_pth_line_is_gated_on_the_actions_and_off_values_of_startup():
     assert line.startswith("import os;")  # site executes a .pth line only when it starts with "import"
     tuples = [ast.literal_eval(node) for node in ast.walk(ast.parse(line)) if isinstance(node, ast.Tuple)]
     assert sorted(tuples) == sorted([startup.OFF, tuple(startup.ACTIONS)])
-    assert line.endswith('__import__("timm_sched_fix.runner.startup").startup.run()')
+    assert line.endswith('__import__("timm_sched_fix.runner.startup").runner.startup.run()')
 
 
 @INSTALLS

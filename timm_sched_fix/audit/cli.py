@@ -23,7 +23,8 @@ from typing import Any
 
 from timm_sched_fix._usage import UsageError, check_output, check_suffix
 from timm_sched_fix.options import ENV_AUDIT, Options, rank_of
-from timm_sched_fix.runner.cli import TargetNotFound, add_patch_arguments, add_target_arguments, execute, require_target
+from timm_sched_fix.runner.cli import add_patch_arguments, add_target_arguments, require_target
+from timm_sched_fix.runner.execute import TargetNotFound, execute
 
 EXIT_SCRIPT_FAILED = 3
 

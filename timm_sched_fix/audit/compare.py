@@ -28,7 +28,7 @@ from typing import Any
 from timm_sched_fix._usage import UsageError, format_table
 from timm_sched_fix.options import ENV_AUDIT, ENV_AUDIT_MAX_STEPS, ENV_AUDIT_UPDATES_PER_EPOCH, Options, env_of
 from timm_sched_fix.runner import startup
-from timm_sched_fix.runner.cli import environ
+from timm_sched_fix.runner.execute import environ
 
 #: A timm release as pip names it (1.0.24, 0.9.16, 1.0.0rc1, ...).
 VERSION = re.compile(r"^\d+(\.\d+){1,3}((a|b|rc|\.post|\.dev)\d+)?$")
