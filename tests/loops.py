@@ -1,8 +1,8 @@
 """Training loops described by a few choices, run on a stock timm scheduler or a fixed one.
 
 A :class:`Loop` says when the scheduler is called (before or after each epoch, each optimizer update or each
-batch, or never), with which index (the epoch, the update count, one more or one less, a fractional epoch, none)
-of which type (Python, numpy, 0-d tensor), with gradient accumulation, and whether the run is checkpointed and
+batch, or never), with which index (the epoch, the update count, one more or one less, a fractional epoch, none; from some
+epoch on, another of them) of which type (Python, numpy, 0-d tensor), with gradient accumulation, and whether the run is checkpointed and
 resumed after some batch (continuing with the next batch, or restarting the interrupted epoch from its first
 batch, as a crash-restart does). :func:`run` drives it and records, through :class:`support.StepRecorder`, the
 LR every optimizer step ran with, next to the index it should have run with: the epoch (epoch schedules) or the
@@ -54,6 +54,9 @@ class Loop:
     on_lag: str = "warn"
     auto: bool = False
     adapter: str = "dropin"
+    # (epoch, index): from that epoch on the calls pass that kind of index instead (a loop changed mid-run, or
+    # resumed with a warning's advice followed)
+    index_from: tuple[int, str] | None = None
 
     def updates(self, epoch: int) -> int:
         """Optimizer updates in an epoch."""
@@ -126,13 +129,14 @@ class _Run:
         metric = {"metric": 1.0} if loop.name == "PlateauLRScheduler" else {}
         next_index = (epoch + epoch_done) if loop.on_epochs else updates
         self.rerunning = False
-        if loop.index == "none":
+        kind = loop.index if loop.index_from is None or epoch < loop.index_from[0] else loop.index_from[1]
+        if kind == "none":
             self.calls.append((self.seen, None, next_index))
             method(**metric)
             return
         value = max(0, {"epoch": epoch, "epoch-1": epoch - 1, "epoch+1": epoch + 1, "update": updates,
                         "update-1": updates - 1, "update+1": updates + 1,
-                        "fraction": epoch + batch / loop.batches[epoch]}[loop.index])
+                        "fraction": epoch + batch / loop.batches[epoch]}[kind])
         self.calls.append((self.seen, value, next_index))
         method(_typed(loop, value), **metric)
 
@@ -267,6 +271,8 @@ def is_correct(loop: Loop) -> bool:
     """Calls as timm documents them (or as ``convention`` says, for calls without an index), or auto mode on a
     per-update schedule; a restarted epoch is correct where its calls pass an index that re-applies the position
     (before each period, or an epoch schedule called after each epoch)."""
+    if loop.index_from is not None:
+        return False  # judged by the never-worse property alone
     if loop.resume == "restart" and (loop.index == "none" or not (
             loop.placement == "before" or loop.on_epochs and loop.cadence == "epoch")):
         return False  # calls without an index count on through the re-run batches; so does auto mode
@@ -296,6 +302,8 @@ def lagging(outcome: Outcome, call: int) -> bool:
 
 def is_lag(loop: Loop) -> bool:
     """A true one-period lag: every call passes the index one period behind what timm expects."""
+    if loop.index_from is not None:
+        return False
     if loop.on_epochs:
         return loop.cadence == "epoch" and loop.index == ("epoch-1" if loop.placement == "before" else "epoch")
     return loop.cadence in ("update", "batch") and loop.index == "update-1"

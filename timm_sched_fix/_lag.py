@@ -14,7 +14,8 @@ epochs and the first call after ``load_state_dict`` (a restarted epoch) repeat a
   produce (one update of an update schedule; two or more optimizer steps for an epoch schedule): then index + 1
   is applied at once, so the true lag runs no step late.
 - **confirmation**: the next call, after optimizer steps, passes the next index. A lag: ``"warn"`` warns,
-  ``"raise"`` raises (nothing changed), ``"fix"`` applies index + 1 from now on. For an epoch schedule whose
+  ``"raise"`` raises (nothing changed), ``"fix"`` applies index + 1 while the calls lag (a call passing an index past the
+  one in force ends it: from there on indices are applied as given, as stock timm applies them). For an epoch schedule whose
   two periods were one optimizer step each, epoch indices one step late cannot be told from update counts
   passed to an epoch schedule; the indices are applied as given, with a warning naming both readings.
 - **refutation**: anything else (the same index again, a fractional or another index, the next index before
@@ -48,9 +49,9 @@ _RECORD_KEYS = frozenset({"pending", "chain", "strong", "decision", "placement"}
 class LagRule:
     """The lag decision of one fixed scheduler: sees every call with an index of the schedule's own unit.
 
-    ``shift`` (0 or 1) is added to every index; ``fast_shift`` is ``shift`` while no call needs a decision (the
-    timing's per-update hot path may then apply ``index + fast_shift`` for an index other than the one in force
-    without asking), None otherwise.
+    ``shift`` (0 or 1) is added to every index until a call passes the next index itself (the calls stopped
+    lagging); ``fast_shift`` is 0 while no call needs the rule (the timing's per-update hot path may then apply
+    ``index`` for an index other than the one in force without asking), None otherwise.
 
     Evidence is a chain of calls: an observation, then calls each passing the next index after one period of
     optimizer steps (exactly one for an update schedule, one or more for an epoch schedule). ``pending`` is the
@@ -100,6 +101,8 @@ class LagRule:
     def _index_to_apply(self, name: str, index: float, last_t: float | None, steps: int) -> float:
         if self.shift and self.decision == "lag" and index != int(index):
             t = self._fractional_after_lag(name, index)
+        elif self.shift and self.decision == "lag" and last_t is not None and index > last_t:
+            t = self._no_longer_lagging(name, index, last_t)
         elif self.decision is not None or self.policy == "ignore" or last_t is None:
             t = index + self.shift
         elif self.pending is not None:
@@ -188,12 +191,24 @@ class LagRule:
                    ScheduleLagWarning)
         return index
 
+    def _no_longer_lagging(self, name: str, index: float, last_t: float) -> float:
+        # A lagging loop passes the index in force (or, restarting an epoch, an earlier one); one past it means the
+        # calls changed (the warning's advice followed, mid-run or in a resumed run) or skipped ahead. Shifted, it
+        # would skip an index: as given it is what stock timm applies, as is every index from here on.
+        self.shift = 0
+        self._settle("not a lag")
+        self._warn("retracted", f"{name}({index!r}) passes an index past the one in force ({last_t!r}): the calls "
+                   "no longer lag by one period, so on_lag='fix' stops adding one and applies every index as given "
+                   "from now on", ScheduleLagWarning)
+        return index
+
     def _settle(self, decision: str) -> None:
         self.decision, self.pending, self.chain, self.strong = decision, None, 0, False
 
     def _refresh(self) -> None:
         watching = self.pending is not None or self.resumed or self.placement is None or self.at_start
-        self.fast_shift = None if watching and self.policy != "ignore" else self.shift
+        # a shift is applied on the rule's path only: each call is checked for indices that stopped lagging
+        self.fast_shift = None if self.shift or watching and self.policy != "ignore" else 0
 
     # -- messages: the pattern seen and the change that makes the loop right ----------------------
 
@@ -225,7 +240,7 @@ class LagRule:
                           f"the updates done including this one: here step_update({index + 1!r}) (or pass "
                           "auto=True and drop the calls). ")
             unit = "update"
-        return seen + advice + f"on_lag='fix' applies index + 1 for the rest of the run (one {unit} late seen twice)."
+        return seen + advice + f"on_lag='fix' applies index + 1 while the calls lag (one {unit} late seen twice)."
 
     def _ambiguous_message(self, previous: float, index: float) -> str:
         return (f"step({previous!r}) and then step({index!r}) came one optimizer step apart, each with the index "
