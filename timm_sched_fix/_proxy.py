@@ -27,9 +27,10 @@ class FixedScheduler(wrapt.ObjectProxy):
     forwards, and the routed methods go to its timing. Made by ``wrap()`` and the drop-in factories.
 
     Bad calls (docs/reference/bad-input.md) raise with the LRs unchanged: ``ValueError`` for a negative, NaN
-    or infinite index, ``TypeError`` for a bool, string or tensor index, ``RuntimeError`` for a call without an
-    index while the position is unknown (``initialize=False`` before ``load_state_dict``), and
-    ``ScheduleLagError`` for a lagging index under ``on_lag="raise"``; calls the schedule ignores warn
+    or infinite index, ``TypeError`` for a string or other non-real index (or a tensor or array of more than one
+    number), ``RuntimeError`` for a call without an index while the position is unknown (``initialize=False``
+    before ``load_state_dict``), and ``ScheduleLagError`` for a lagging index under ``on_lag="raise"``; a bool
+    index is read as 0 or 1, as stock timm reads it, and it and calls the schedule ignores warn
     ``ScheduleCallWarning`` once."""
 
     def __init__(self, scheduler: Scheduler, timing: ScheduleTiming) -> None:
