@@ -7,7 +7,7 @@ if it is newer), ``torch`` (the suite on each torch release of ``TORCH_MATRIX`` 
 its own under ``.nox/torch``: the one exception to the shared environment), ``peer`` (timm's ``tests/test_scheduler.py`` from the sdist, run with
 ``pytest --timm-sched-fix``, for every version that ships it), ``benchmarks`` (each of
 ``SMOKE_BENCHMARKS`` with ``--smoke`` on the installed timm: it must run and print; no timing is checked),
-``docs`` (the API reference with Sphinx, warnings as errors), ``engines`` (the DeepSpeed tests, marked ``engines``,
+``docs`` (the documentation site with Sphinx and MyST, warnings as errors, offline), ``engines`` (the DeepSpeed tests, marked ``engines``,
 against the installed timm, after installing the ``engines`` extra) and ``package`` (sdist and wheel built, checked
 with twine, the wheel installed into a clean venv and smoke-tested) run by default; ``tests`` (the suite
 against the installed timm alone, which the matrix already covers) on request. The suite runs on two pytest-xdist workers, one per core, without the ``engines`` tests. pytest's exit code 5 (nothing collected)
@@ -47,7 +47,8 @@ SDIST_FILES = ["LICENSE", "README.md", "CHANGELOG.md", "pyproject.toml", "setup.
                "timm_sched_fix/__init__.py", "tests/conftest.py", "tests/support.py", "tests/defect_cases.py",
                "tests/resume_worker.py", "tests/distributed_worker.py", "tests/version_worker.py",
                "examples/warmup_demo.py", "examples/timm_style_train.py", "benchmarks/overhead.py", "docs/conf.py",
-               "docs/api.rst", "docs/trace.png"]
+               "docs/index.md", "docs/api.rst", "docs/trace.png", "docs/howto/plain-loop.md",
+               "docs/reference/terms.md", "docs/explanation/timing.md"]
 #: The torch axis, oldest first: (torch, timm) per session, each in a venv of its own (``.nox/torch/<torch>``):
 #: the oldest supported torch (``compat.OLDEST_TORCH``) with the oldest timm it was run with in practice, a middle
 #: release with the last timm that passes torch's deprecated ``verbose``, and the newest torch with the newest timm.
@@ -206,8 +207,9 @@ def benchmarks(session: nox.Session, benchmark: str) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """The API reference (``docs/api.rst``, generated from the docstrings by Sphinx autodoc) into
-    ``docs/_build/html``, with warnings as errors: a docstring that does not render fails the session."""
+    """The documentation site (``docs/``: the Markdown pages through MyST, the API reference ``docs/api.rst`` from
+    the docstrings by autodoc) into ``docs/_build/html``, with warnings as errors: a page, a link or a docstring
+    that does not render fails the session. Nothing is fetched from the network."""
     build = ROOT / "docs" / "_build"
     session.run(sys.executable, "-m", "sphinx", "-W", "--keep-going", "-E", "-q", "-b", "html",
                 "-d", str(build / "doctrees"), str(ROOT / "docs"), str(build / "html"), env={"PYTHONPATH": str(ROOT)})

@@ -1,13 +1,14 @@
 """The README: its set-up commands are what CI runs, it renders on the package index, the extras it names are
-the package's, and the commands it shows never overwrite a file of the project."""
+the package's; the commands it and the documentation pages show are valid and never overwrite a file of the
+project."""
 
 import itertools
 import re
 import shlex
 import subprocess
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from docs_pages import DOCS, ROOT, pages
+
 README = (ROOT / "README.md").read_text()
 
 
@@ -30,6 +31,8 @@ def test_ci_runs_the_readme_commands_verbatim():
     assert len(commands) == 2, commands
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert ci_lines[-2:] == commands
+    # the documentation's development page shows the same two
+    assert blocks((DOCS / "development.md").read_text(), "bash")[0].splitlines() == commands
 
 
 def test_the_install_line_comes_first_and_names_every_extra():
@@ -59,11 +62,11 @@ def tracked_files():
 
 
 def shown_commands():
-    """Every command the README shows: the lines of ```bash blocks and the ``$ `` lines of ```text blocks,
-    with backslash continuations joined."""
+    """Every command the README and the documentation pages show: the lines of ```bash blocks and the ``$ `` lines
+    of ```text blocks, with backslash continuations joined."""
     commands = []
-    for language, prefix in (("bash", ""), ("text", "$ ")):
-        for block in blocks(README, language):
+    for (language, prefix), page in itertools.product((("bash", ""), ("text", "$ ")), pages()):
+        for block in blocks(page.read_text(), language):
             joined = block.replace("\\\n", " ")
             commands += [line[len(prefix):] for line in joined.splitlines() if line.startswith(prefix) and line]
     return commands
@@ -87,6 +90,6 @@ def test_readme_commands_are_valid_command_lines():
 
     parser, _ = build_parser()
     shown = [shlex.split(command) for command in shown_commands() if command.startswith("timm-sched-fix ")]
-    assert {"check", "trace", "run"} <= {words[1] for words in shown}
+    assert {"check", "trace", "run", "audit"} <= {words[1] for words in shown}
     for words in shown:
         parser.parse_args(words[1:])  # exits with status 2 on an unknown option or value

@@ -1,7 +1,6 @@
-"""The README's "Integrations" snippets run as written, and every optimizer step in them runs with the
-schedule's value, so the README cannot rot."""
+"""The integration how-to pages' snippets (docs/howto/) run as written, and every optimizer step in them runs with
+the schedule's value, so the documentation cannot rot; the README's runner command runs the example script."""
 
-import re
 import shlex
 import subprocess
 import sys
@@ -12,27 +11,27 @@ import pytest
 from accelerate.state import AcceleratorState, GradientState
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from docs_pages import ROOT, blocks, fenced, section
 from support import expected_trace, reference_values
 
-ROOT = Path(__file__).resolve().parent.parent
 EPOCH_SCHEDULE = dict(t_initial=6, warmup_t=2, warmup_lr_init=1e-3)
 
-#: Section -> (schedule kwargs, epochs, batches per epoch, per epoch?) that its snippets build.
+#: (page, title) -> (schedule kwargs, epochs, batches per epoch, per epoch?) that its snippets build.
 SECTIONS = {
-    "Plain PyTorch loop": (EPOCH_SCHEDULE, 6, 3, True),
-    "PyTorch Lightning": (EPOCH_SCHEDULE, 6, 3, True),
-    "Hugging Face Accelerate": (dict(t_initial=18, warmup_t=3, warmup_lr_init=1e-3, t_in_epochs=False), 3, 6, False),
+    ("docs/howto/plain-loop.md", "Plain PyTorch loop"): (EPOCH_SCHEDULE, 6, 3, True),
+    ("docs/howto/lightning.md", "PyTorch Lightning"): (EPOCH_SCHEDULE, 6, 3, True),
+    ("docs/howto/accelerate.md", "Hugging Face Accelerate"):
+        (dict(t_initial=18, warmup_t=3, warmup_lr_init=1e-3, t_in_epochs=False), 3, 6, False),
 }
 
 
-def integration_blocks(section, language):
-    """The ```language blocks under "### section" of the README's "## Integrations"."""
-    text = (ROOT / "README.md").read_text()
-    integrations = text.split("\n## Integrations\n", 1)[1].split("\n## ", 1)[0]
-    body = integrations.split(f"\n### {section}\n", 1)[1].split("\n### ", 1)[0]
-    blocks = re.findall(rf"^```{language}\n(.*?)^```$", body, flags=re.DOTALL | re.MULTILINE)
-    assert blocks, f"no {language} snippet under '### {section}'"
-    return blocks
+def page_blocks(page, title, language):
+    """The ```language blocks of a page, checked to be the page titled ``title``."""
+    path = ROOT / page
+    assert path.read_text().startswith(f"# {title}\n"), page
+    found = [block.code for block in blocks(path, language)]
+    assert found, f"no {language} snippet in {page}"
+    return found
 
 
 @pytest.fixture
@@ -51,14 +50,14 @@ def lr_of_every_step():
     GradientState._reset_state()
 
 
-@pytest.mark.parametrize("section", list(SECTIONS))
-def test_python_snippets_run_and_every_step_is_right(section, lr_of_every_step):
+@pytest.mark.parametrize(("page", "title"), list(SECTIONS), ids=[title for _, title in SECTIONS])
+def test_python_snippets_run_and_every_step_is_right(page, title, lr_of_every_step):
     namespace = {"__name__": "readme_snippet"}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(does not have many workers|LeafSpec).*")
-        for block in integration_blocks(section, "python"):
-            exec(compile(block, f"README.md ({section})", "exec"), namespace)  # noqa: S102 (our own README)
-    kwargs, epochs, batches, on_epochs = SECTIONS[section]
+        for block in page_blocks(page, title, "python"):
+            exec(compile(block, page, "exec"), namespace)  # noqa: S102 (our own docs)
+    kwargs, epochs, batches, on_epochs = SECTIONS[page, title]
     periods = epochs if on_epochs else epochs * batches
     values = reference_values("CosineLRScheduler", kwargs, 1, periods, on_epochs=on_epochs)
     want = [lrs[0] for lrs in expected_trace(values, epochs=epochs, batches=batches, on_epochs=on_epochs)]
@@ -70,7 +69,7 @@ def test_python_snippets_run_and_every_step_is_right(section, lr_of_every_step):
 @pytest.mark.release_independent("the README's console-script command; the same example script under "
                                 "`timm-sched-fix run` is checked step by step on every release by test_runner.py")
 def test_runner_command_runs_the_example_script():
-    (block,) = integration_blocks("Existing training script", "bash")
+    (block,) = fenced(section(ROOT / "README.md", "No line at all: the runner"), "bash")
     for line in block.splitlines():
         program, *args = shlex.split(line)
         assert program == "timm-sched-fix", line

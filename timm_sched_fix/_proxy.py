@@ -26,10 +26,11 @@ class FixedScheduler(wrapt.ObjectProxy):
     """A timm scheduler with the fix: ``isinstance`` against its timm class holds, every attribute
     forwards, and the routed methods go to its timing. Made by ``wrap()`` and the drop-in factories.
 
-    Bad calls (see the README's "Bad input") raise with the LRs unchanged: ``ValueError`` for a negative, NaN
-    or infinite index, ``TypeError`` for a bool, string or tensor index, ``RuntimeError`` for a call without an
-    index while the position is unknown (``initialize=False`` before ``load_state_dict``), and
-    ``ScheduleLagError`` for a lagging index under ``on_lag="raise"``; calls the schedule ignores warn
+    Bad calls (docs/reference/bad-input.md) raise with the LRs unchanged: ``ValueError`` for a negative, NaN
+    or infinite index, ``TypeError`` for a string or other non-real index (or a tensor or array of more than one
+    number), ``RuntimeError`` for a call without an index while the position is unknown (``initialize=False``
+    before ``load_state_dict``), and ``ScheduleLagError`` for a lagging index under ``on_lag="raise"``; a bool
+    index is read as 0 or 1, as stock timm reads it, and it and calls the schedule ignores warn
     ``ScheduleCallWarning`` once."""
 
     def __init__(self, scheduler: Scheduler, timing: ScheduleTiming) -> None:
@@ -106,7 +107,7 @@ def wrap(
     with the same options the result is the object returned before (while it lives). Raises ``TypeError`` for
     anything but a timm scheduler, ``ValueError`` for ``auto=True`` on an optimizer whose parameter updates
     cannot be counted or LR noise that can never be drawn (nothing changes then). A scheduler with an own method the
-    fix cannot know the meaning of (see the README's "Your own scheduler methods") is returned as it is, stock, with
+    fix cannot know the meaning of (docs/reference/own-methods.md) is returned as it is, stock, with
     one ``ScheduleOverrideWarning`` saying why.
     """
     stock = scheduler.__wrapped__ if isinstance(scheduler, FixedScheduler) else scheduler

@@ -32,7 +32,7 @@ _FALSE = ("0", "false", "no", "off", "")
 
 
 class Options:
-    """How a fixed scheduler reads its calls: see the README's "Terms" section. Immutable, compared by value.
+    """How a fixed scheduler reads its calls: see docs/reference/terms.md. Immutable, compared by value.
 
     Raises ``ValueError`` for an unknown ``convention`` or ``on_lag``, ``TypeError`` for an ``auto`` that is not a
     bool.

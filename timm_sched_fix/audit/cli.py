@@ -1,6 +1,6 @@
 """``timm-sched-fix audit [options] script.py [args...]`` (or ``-m module``): run a training script as ``run``
 does (its own argv, as ``__main__``) and check the LR every optimizer step ran with against the schedule of each
-timm scheduler it built: v(t) for the index t that step should run with (README "Terms").
+timm scheduler it built: v(t) for the index t that step should run with (docs/reference/terms.md).
 
 Stock timm by default; ``--fix`` (with ``patch()``'s options) audits the script under the fix. For each scheduler:
 its class and unit, how t and the epoch boundaries were found, the wrong steps with the likely cause, and a table
