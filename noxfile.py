@@ -43,9 +43,11 @@ SMOKE_BENCHMARKS = ["overhead.py", "import_cost.py", "compiled.py", "trace_cost.
 WHEEL_FILES = ["timm_sched_fix/__init__.py", "timm_sched_fix/auto.py", "timm_sched_fix/pytest_plugin.py",
                "timm_sched_fix/py.typed", "timm_sched_fix.pth", "timm_sched_fix-{version}.dist-info/licenses/LICENSE",
                "timm_sched_fix-{version}.dist-info/entry_points.txt"]
-SDIST_FILES = ["LICENSE", "README.md", "CHANGELOG.md", "pyproject.toml", "setup.py", "timm_sched_fix.pth", "MANIFEST.in", "noxfile.py", ".ci/run",
-               "timm_sched_fix/__init__.py", "tests/conftest.py", "tests/support.py", "tests/defect_cases.py",
-               "tests/resume_worker.py", "tests/distributed_worker.py", "tests/version_worker.py",
+SDIST_FILES = ["LICENSE", "README.md", "CHANGELOG.md", "pyproject.toml", "setup.py", "timm_sched_fix.pth", "MANIFEST.in",
+               "noxfile.py", ".ci/run", "timm_sched_fix/__init__.py", "tests/conftest.py",
+               "tests/helpers/support.py", "tests/helpers/defect_cases.py", "tests/helpers/resume_worker.py",
+               "tests/helpers/distributed_worker.py", "tests/helpers/version_worker.py",
+               "tests/helpers/audit_scripts/deit_style.py",
                "examples/warmup_demo.py", "examples/timm_style_train.py", "benchmarks/overhead.py", "docs/conf.py",
                "docs/api.rst", "docs/trace.png"]
 #: The torch axis, oldest first: (torch, timm) per session, each in a venv of its own (``.nox/torch/<torch>``):
