@@ -43,9 +43,11 @@ SMOKE_BENCHMARKS = ["overhead.py", "import_cost.py", "compiled.py", "trace_cost.
 WHEEL_FILES = ["timm_sched_fix/__init__.py", "timm_sched_fix/auto.py", "timm_sched_fix/pytest_plugin.py",
                "timm_sched_fix/py.typed", "timm_sched_fix.pth", "timm_sched_fix-{version}.dist-info/licenses/LICENSE",
                "timm_sched_fix-{version}.dist-info/entry_points.txt"]
-SDIST_FILES = ["LICENSE", "README.md", "CHANGELOG.md", "pyproject.toml", "setup.py", "timm_sched_fix.pth", "MANIFEST.in", "noxfile.py", ".ci/run",
-               "timm_sched_fix/__init__.py", "tests/conftest.py", "tests/support.py", "tests/defect_cases.py",
-               "tests/resume_worker.py", "tests/distributed_worker.py", "tests/version_worker.py",
+SDIST_FILES = ["LICENSE", "README.md", "CHANGELOG.md", "pyproject.toml", "setup.py", "MANIFEST.in", "noxfile.py",
+               ".ci/run", "timm_sched_fix/__init__.py", "timm_sched_fix/runner/startup.py", "tests/conftest.py",
+               "tests/helpers/support.py", "tests/helpers/defect_cases.py", "tests/helpers/resume_worker.py",
+               "tests/helpers/distributed_worker.py", "tests/helpers/version_worker.py",
+               "tests/helpers/audit_scripts/deit_style.py",
                "examples/warmup_demo.py", "examples/timm_style_train.py", "benchmarks/overhead.py", "docs/conf.py",
                "docs/index.md", "docs/api.rst", "docs/trace.png", "docs/howto/plain-loop.md",
                "docs/reference/terms.md", "docs/explanation/timing.md"]
@@ -215,8 +217,9 @@ def docs(session: nox.Session) -> None:
                 "-d", str(build / "doctrees"), str(ROOT / "docs"), str(build / "html"), env={"PYTHONPATH": str(ROOT)})
 
 
-#: Run by the wheel's interpreter in the clean venv: the package imported is the wheel's, and
-#: ``import timm_sched_fix.auto`` patches timm so that a scheduler's first step gets v(0).
+#: Run by the wheel's interpreter in the clean venv: the package imported is the wheel's,
+#: ``import timm_sched_fix.auto`` patches timm so that a scheduler's first step gets v(0), and the start-up hook
+#: setup.py wrote into the wheel is the package's ``PTH_TEXT``.
 _INSTALLED_SMOKE = """
 import pathlib, sys, sysconfig
 import timm_sched_fix
@@ -230,6 +233,8 @@ from timm.scheduler import TanhLRScheduler
 optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
 assert TanhLRScheduler(optimizer, t_initial=10).last_t == 0
 print("installed:", where.parent, "timm_sched_fix.auto patched timm")
+from timm_sched_fix.runner import startup
+assert (site / startup.PTH_NAME).read_text() == startup.PTH_TEXT, "the wheel's start-up hook is not PTH_TEXT"
 """
 
 #: The pytest plugin of the installed wheel: ``--timm-sched-fix begin`` patches, the fixture exists.

@@ -12,7 +12,8 @@
     what ``import timm_sched_fix.auto`` does, which benchmarks/import_cost.py measures.
 
 The venv sees this checkout and the running environment's packages through a path entry, as an editable install
-would; modules load from their bytecode caches (a first, unmeasured run writes them).
+would, and gets the hook's text from the checkout (``PTH_TEXT`` of timm_sched_fix/runner/startup.py, which setup.py
+writes into the wheel); modules load from their bytecode caches (a first, unmeasured run writes them).
 
     python benchmarks/startup_cost.py [--runs N]
     python benchmarks/startup_cost.py --smoke    # CI: one run of each, prints, asserts nothing about time
@@ -62,7 +63,10 @@ def make_venv(directory: Path) -> tuple[Path, Path]:
     site_packages = Path(subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"],
                                         check=True, capture_output=True, text=True).stdout.strip())
     (site_packages / "a_checkout.pth").write_text(f"{ROOT}\n{Path(wrapt.__file__).parent.parent}\n")
-    (site_packages / PTH).write_text((ROOT / PTH).read_text())
+    # read by the venv's python, so that this process imports nothing of the package before (a)
+    read = "from timm_sched_fix.runner import startup; print(startup.PTH_TEXT, end='')"
+    text = subprocess.run([str(python), "-c", read], check=True, capture_output=True, text=True).stdout
+    (site_packages / PTH).write_text(text)
     return python, site_packages
 
 

@@ -71,7 +71,7 @@ def no_patch_leaks_between_tests():
 
 @pytest.fixture(scope="session")
 def installed_python(tmp_path_factory):
-    """The python of a fresh venv with this project installed from its wheel (tests/installed.py): its Python
+    """The python of a fresh venv with this project installed from its wheel (tests/helpers/installed.py): its Python
     processes run the start-up hook."""
     import installed
 

@@ -28,11 +28,11 @@ from timm_sched_fix._timing import timing_of
 from timm_sched_fix.audit import compare as audit_compare
 from timm_sched_fix.audit.record import Recorder
 
-from support import group_lrs, site_package_dirs
+from support import HELPERS, group_lrs, site_package_dirs
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "timm_style_train.py"
-SCRIPTS = Path(__file__).resolve().parent / "audit_scripts"
+SCRIPTS = HELPERS / "audit_scripts"
 EPOCHS, UPDATES = 4, 3
 
 

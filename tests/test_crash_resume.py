@@ -12,10 +12,8 @@ import sys
 from pathlib import Path
 
 import resume_worker
+from support import ADAPTERS, HELPERS, installed_classes, worker_environment
 
-from support import ADAPTERS, installed_classes, worker_environment
-
-TESTS = Path(__file__).parent
 #: (sched_first, initialize): timm train.py's order (optimizer loaded, then the scheduler built), the same
 #: with initialize=False, and the scheduler built before optimizer.load_state_dict.
 RESUME_ORDERS = {"after": (False, True), "after-noinit": (False, False), "before": (True, True)}
@@ -45,7 +43,7 @@ def cases(seed: int) -> list[dict]:
 
 
 def run_worker(mode: str, cases_path: Path, out: Path) -> None:
-    result = subprocess.run([sys.executable, str(TESTS / "resume_worker.py"), mode, str(cases_path), str(out)],
+    result = subprocess.run([sys.executable, str(HELPERS / "resume_worker.py"), mode, str(cases_path), str(out)],
                             capture_output=True, text=True, env=worker_environment(), timeout=600, check=False)
     assert result.returncode == 0, f"{mode} worker failed:\n{result.stderr[-4000:]}"
 

@@ -21,10 +21,9 @@ import timm
 
 import timm_sched_fix
 
-from support import site_package_dirs
+from support import HELPERS, site_package_dirs
 
-TESTS = Path(__file__).parent
-CACHE = TESTS.parent / ".nox" / "timm-releases"
+CACHE = Path(__file__).resolve().parent.parent / ".nox" / "timm-releases"
 RELEASES = ("0.4.12", "0.9.16", "1.0.3", "1.0.31")
 
 
@@ -57,9 +56,9 @@ def run(version: str, *args: str) -> None:
     """version_worker.py under timm ``version``, with the timm_sched_fix this process imported (a checkout's
     own, not an installed copy that PYTHONPATH would otherwise leave first)."""
     package_dir = Path(timm_sched_fix.__file__).resolve().parent.parent
-    paths = [release_dir(version), TESTS, *([] if package_dir in site_package_dirs() else [package_dir])]
+    paths = [release_dir(version), HELPERS, *([] if package_dir in site_package_dirs() else [package_dir])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, paths))}
-    result = subprocess.run([sys.executable, str(TESTS / "version_worker.py"), *args], capture_output=True,
+    result = subprocess.run([sys.executable, str(HELPERS / "version_worker.py"), *args], capture_output=True,
                             text=True, env=env, timeout=600, check=False)
     assert result.returncode == 0, f"timm {version} {args[0]}:\n{result.stderr[-4000:]}"
 

@@ -4,14 +4,12 @@ included, for every scheduler class x {epoch, update} x adapter."""
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch.distributed
 
-from support import free_port, worker_environment
+from support import HELPERS, free_port, worker_environment
 
-TESTS = Path(__file__).parent
 WORLD_SIZE = 2
 
 
@@ -23,7 +21,7 @@ WORLD_SIZE = 2
 def test_ranks_run_bit_identical_lr_traces(tmp_path):
     port = str(free_port())
     env = worker_environment()
-    ranks = [subprocess.Popen([sys.executable, str(TESTS / "distributed_worker.py"), str(rank), str(WORLD_SIZE), port,
+    ranks = [subprocess.Popen([sys.executable, str(HELPERS / "distributed_worker.py"), str(rank), str(WORLD_SIZE), port,
                                str(tmp_path / f"rank{rank}.json")], env=env, stderr=subprocess.PIPE, text=True)
              for rank in range(WORLD_SIZE)]
     try:

@@ -4,8 +4,9 @@ once, for ZeRO stages 0-3 in fp32 and bf16, with the scheduler on the optimizer 
 zero-gradient set-up ``step()`` there, which must not move an auto-mode schedule), or passed as
 ``lr_scheduler=`` through ``TorchScheduler``; under patch(), wrap() and the drop-ins, explicit and auto mode.
 
-All cases run in one subprocess (tests/engine_worker.py). Marked ``engines``: the ``engines`` nox session runs
-them with DeepSpeed installed (the ``engines`` extra), against the newest timm; the version matrix leaves them out.
+All cases run in one subprocess (tests/helpers/engine_worker.py). Marked ``engines``: the ``engines`` nox session
+runs them with DeepSpeed installed (the ``engines`` extra), against the newest timm; the version matrix leaves them
+out.
 """
 
 from __future__ import annotations
@@ -15,16 +16,14 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import engine_worker
-from support import worker_environment
+from support import HELPERS, worker_environment
 
 pytestmark = pytest.mark.engines
 
-TESTS = Path(__file__).parent
 CASES = [engine_worker.case_id(stage, bf16, *case) for stage, bf16 in engine_worker.CONFIGS
          for case in engine_worker.CASES]
 
@@ -41,7 +40,7 @@ def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("engines") / "results.json"
     env = {**worker_environment(), "DS_ACCELERATOR": "cpu", "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
-    run = subprocess.run([sys.executable, str(TESTS / "engine_worker.py"), str(out)], env=env, capture_output=True,
+    run = subprocess.run([sys.executable, str(HELPERS / "engine_worker.py"), str(out)], env=env, capture_output=True,
                          text=True, timeout=1200, check=False)
     assert run.returncode == 0, run.stderr[-5000:]
     return json.loads(out.read_text())

@@ -2,7 +2,7 @@
 raised or fixed as ``on_lag`` says, and ``on_lag="fix"`` runs them with 0 wrong steps; loops that repeat an index
 without lagging (per-step calls of an epoch schedule, begin-style calls, fractional epochs, a restarted epoch
 after a resume) run exactly as stock timm, with a warning whose advice makes them right where stock is wrong.
-Every count is the LR each optimizer step ran with against v(t) (``tests/loops.py``)."""
+Every count is the LR each optimizer step ran with against v(t) (``tests/helpers/loops.py``)."""
 
 from __future__ import annotations
 

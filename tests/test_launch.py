@@ -1,15 +1,14 @@
 """Every process of a multi-process run is fixed: torchrun with the runner outside and inside it, ranks started
 by ``torch.multiprocessing.spawn`` or ``subprocess`` from a script under the runner, and ``TIMM_SCHED_FIX=1``
 in front of torchrun with a script that never imports the fix. Real processes, 2 gloo ranks on 127.0.0.1, the
-package installed from its wheel into a fresh venv (tests/installed.py); each rank records the LR every optimizer
-step ran with (tests/launch_worker.py), compared with v(t) and with stock timm's."""
+package installed from its wheel into a fresh venv (tests/helpers/installed.py); each rank records the LR every
+optimizer step ran with (tests/helpers/launch_worker.py), compared with v(t) and with stock timm's."""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,9 +17,9 @@ from timm.scheduler import TanhLRScheduler
 
 from installed import environment
 from launch_worker import BATCHES, EPOCHS, WORLD_SIZE
-from support import free_port
+from support import HELPERS, free_port
 
-WORKER = str(Path(__file__).resolve().parent / "launch_worker.py")
+WORKER = str(HELPERS / "launch_worker.py")
 RUN = ["-m", "timm_sched_fix", "run"]
 
 pytestmark = [

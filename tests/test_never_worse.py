@@ -4,7 +4,7 @@ conventions, raises only ``ScheduleLagError`` for a true lag under ``on_lag="rai
 README calls correct, and every lag it calls fixable under ``on_lag="fix"``, with 0 wrong steps.
 
 Wrong steps are counted from the LR each optimizer step ran with (``StepRecorder``) against v(t) of a stock
-scheduler, t being the step's epoch or update count in the loop's own numbering (``tests/loops.py``).
+scheduler, t being the step's epoch or update count in the loop's own numbering (``tests/helpers/loops.py``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The start-up hook (timm_sched_fix.pth, timm_sched_fix/startup.py): installed by every kind of install, off and
+"""The start-up hook (timm_sched_fix.pth, timm_sched_fix/runner/startup.py): installed by every kind of install, off and
 importing nothing unless switched on, patching with the environment's options when on, refusing bad values with
 the variable's name while the process's own work goes on."""
 
@@ -17,6 +17,7 @@ import torch
 import timm_sched_fix
 from timm_sched_fix import Options
 from timm_sched_fix._timing import timing_of
+from timm_sched_fix.options import ENV_AUDIT
 from timm_sched_fix.runner import startup
 
 import installed
@@ -48,11 +49,16 @@ def probe(python: Path, env: dict[str, str]) -> tuple[dict, list[str]]:
 
 
 def test_pth_line_is_gated_on_the_actions_and_off_values_of_startup():
-    (line,) = (installed.ROOT / startup.PTH_NAME).read_text().splitlines()
+    (line,) = startup.PTH_TEXT.splitlines()
+    assert startup.PTH_TEXT == line + "\n"
     assert line.startswith("import os;")  # site executes a .pth line only when it starts with "import"
     tuples = [ast.literal_eval(node) for node in ast.walk(ast.parse(line)) if isinstance(node, ast.Tuple)]
     assert sorted(tuples) == sorted([startup.OFF, tuple(startup.ACTIONS)])
-    assert line.endswith('__import__("timm_sched_fix.runner.startup").runner.startup.run()')
+    (called,) = [node.func for node in ast.walk(ast.parse(line)) if isinstance(node, ast.Call)
+                 and isinstance(node.func, ast.Attribute) and node.func.attr == "run"]
+    assert eval(compile(ast.Expression(called), "<pth>", "eval")) is startup.run  # the callee only: nothing runs
+    # the audit tells an install whose hook predates ENV_AUDIT by the quoted name (audit hook_audits_children)
+    assert f'"{ENV_AUDIT}"' in line
 
 
 @INSTALLS
@@ -66,7 +72,7 @@ def test_editable_and_user_installs_run_the_hook(kind, tmp_path):
     else:
         python, user_base = installed.base_python(), tmp_path / "userbase"
     site_packages = installed.install(wheel, python, user_base=user_base)
-    assert (site_packages / startup.PTH_NAME).read_text() == (installed.ROOT / startup.PTH_NAME).read_text()
+    assert (site_packages / startup.PTH_NAME).read_text() == startup.PTH_TEXT
     env = installed.environment(**({"PYTHONUSERBASE": str(user_base)} if user_base else {}))
     seen, _ = probe(python, env)
     assert seen["before"] == [] and not seen["patched"] and seen["hook_installed"]

@@ -21,7 +21,6 @@ from unittest import mock
 import pytest
 import timm
 import timm.scheduler
-import user_subclasses as us
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 from timm.scheduler.scheduler import Scheduler
@@ -30,6 +29,8 @@ import timm_sched_fix
 from timm_sched_fix import ScheduleOverrideWarning
 from timm_sched_fix import _compat as compat
 from timm_sched_fix.exceptions import ScheduleLagError
+
+import user_subclasses as us
 
 COUNTS: Counter = Counter()
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 import timm_sched_fix
 from timm_sched_fix._ownership import STAMP_LRS
 
-from support import ADAPTERS, installed_classes, make_optimizer, stock_kwargs, stock_scheduler
+from support import ADAPTERS, HELPERS, installed_classes, make_optimizer, stock_kwargs, stock_scheduler
 from wrapper_loops import PATHS, Case, run, values, wrong_steps
 
 
@@ -226,7 +226,7 @@ def test_wrap_keeps_lrs_it_did_not_write():
 
 # -- audit on scripts that scale their param groups ------------------------------------------------------
 
-LAYER_DECAY = Path(__file__).resolve().parent / "audit_scripts" / "layer_decay.py"
+LAYER_DECAY = HELPERS / "audit_scripts" / "layer_decay.py"
 
 
 def audit(capsys, *args):

@@ -2,19 +2,24 @@
 process that starts call ``patch()`` before its own code runs, with the options of ``TIMM_SCHED_FIX_CONVENTION``,
 ``TIMM_SCHED_FIX_AUTO`` and ``TIMM_SCHED_FIX_ON_LAG`` (``TIMM_SCHED_FIX_REPORT=1``: and report at exit);
 ``TIMM_SCHED_FIX_AUDIT=<folder>``, set by ``timm-sched-fix audit`` for the processes its script starts, makes
-each record its schedulers and write its audit there at exit (audit_children.py).
+each record its schedulers and write its audit there at exit (audit/children.py).
 
-``timm_sched_fix.pth``, installed into site-packages next to the package (setup.py puts it in the wheel and in
-the editable wheel), holds one line that ``site`` runs in every Python process of the environment. It reads the
-environment and, with every variable of :data:`ACTIONS` unset or off (``0``, ``false``, ``no``, ``off``, empty),
-stops there: nothing of this package is imported. Otherwise it imports this module and calls :func:`run`.
+``timm_sched_fix.pth``, installed into site-packages next to the package (setup.py writes :data:`PTH_TEXT` into
+the wheel and into the editable wheel), holds one line that ``site`` runs in every Python process of the
+environment. It reads the environment and, with every variable of :data:`ACTIONS` unset or off (``0``, ``false``,
+``no``, ``off``, empty), stops there: nothing of this package is imported. Otherwise it imports this module and
+calls :func:`run`.
 
 The actions run once ``site`` has finished setting up ``sys.path``, at its ``import sitecustomize``: a ``.pth``
 line runs while ``site`` is still adding directories, so a dependency in a directory it adds later (wrapt in the
 system site-packages, this package ``pip install --user``-ed) is not importable yet. Their errors never stop
 the process: a bad value is refused, naming the variable, once on stderr, and the process runs stock timm.
 
-Another environment-driven action is one more entry in :data:`ACTIONS` and its name in ``timm_sched_fix.pth``.
+Another environment-driven action is one more entry in :data:`ACTIONS` (:data:`PTH_TEXT` follows; installs made
+before it was added do not run it: the audit's ``hook_audits_children`` tells such an install apart).
+
+setup.py imports this module from the source tree to write the file: it must import nothing beyond the standard
+library and timm_sched_fix.options (the package's ``__init__`` imports only its exceptions and options).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from timm_sched_fix.options import ENV_AUDIT, ENV_REPORT, ENV_SWITCH, flag_from_
 
 #: The file setup.py installs into site-packages.
 PTH_NAME = "timm_sched_fix.pth"
-#: A variable set to one of these (any case, spaces stripped) or unset is off; the .pth line has the same list.
+#: A variable set to one of these (any case, spaces stripped) or unset is off; :data:`PTH_TEXT` has the same list.
 OFF = ("", "0", "false", "no", "off")
 #: Where the actions run: when ``site`` imports these (its last step), or, for a .pth that a later
 #: ``site.addsitedir()`` processes, at the first import of timm.
@@ -60,6 +65,17 @@ def _audit_from_environment() -> None:
 
 #: Variable -> what the process does when it is on (not in :data:`OFF`), in this order.
 ACTIONS: dict[str, Callable[[], None]] = {ENV_SWITCH: _patch_from_environment, ENV_AUDIT: _audit_from_environment}
+
+
+def _python_tuple(values: tuple[str, ...]) -> str:
+    return "(" + ", ".join(f'"{value}"' for value in values) + ")"
+
+
+#: The text of ``timm_sched_fix.pth``: one line, which ``site`` runs because it starts with ``import``. It tests the
+#: variables of :data:`ACTIONS` against :data:`OFF` as :func:`switched_on` does, and only when one is on imports
+#: this module and calls :func:`run`. The names are double-quoted: ``hook_audits_children`` looks for them so.
+PTH_TEXT = (f'import os; any(os.environ.get(name, "").strip().lower() not in {_python_tuple(OFF)} for name in '
+            f'{_python_tuple(tuple(ACTIONS))}) and __import__("timm_sched_fix.runner.startup").runner.startup.run()\n')
 
 
 def switched_on(name: str) -> bool:

@@ -24,6 +24,8 @@ from timm.scheduler.scheduler import Scheduler
 import timm_sched_fix
 from timm_sched_fix import _compat as compat
 
+#: This folder: the tests' helper modules, and the workers and scripts the tests start by path.
+HELPERS = Path(__file__).resolve().parent
 BASE_LR = 0.1
 LR_SCALES = (1.0, 0.5, 0.25)
 ADAPTERS = ("patch", "wrap", "dropin")
@@ -209,13 +211,13 @@ def site_package_dirs() -> set[Path]:
 
 
 def worker_environment() -> dict[str, str]:
-    """The environment for a worker subprocess: PYTHONPATH leads with tests/ and the directories this process
+    """The environment for a worker subprocess: PYTHONPATH leads with tests/helpers/ and the directories this process
     imported timm and timm_sched_fix from (unless they are site-packages, which the worker has anyway), so the
     worker runs the same releases however they got onto this process's sys.path (a ``--target`` timm, a
     worktree's package found through the current directory)."""
     found = [Path(module.__file__).resolve().parent.parent for module in (timm_sched_fix, timm)]
     inherited = [Path(path).resolve() for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
-    paths = [Path(__file__).resolve().parent, *(path for path in found if path not in site_package_dirs()), *inherited]
+    paths = [HELPERS, *(path for path in found if path not in site_package_dirs()), *inherited]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, dict.fromkeys(paths))),
             _WORKER_IMPORTS: _imported_files()}
 

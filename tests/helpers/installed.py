@@ -19,7 +19,7 @@ import timm
 import torch
 import wrapt
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: Sorts after timm_sched_fix.pth, so ``site`` adds these directories after running the hook's line.
 DEPENDENCIES_PTH = "zz_test_dependencies.pth"
 _NOT_SOURCE = (".git", ".venv", ".nox", "build", "dist", "*.egg-info", "__pycache__", ".hypothesis", ".pytest_cache",
