@@ -196,7 +196,8 @@ class _AddedAttribute(wrapt.BaseObjectProxy):
 
 def _constructor(cls: type) -> Any:
     def construct_fixed(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> None:
-        from timm_sched_fix._timing import CONSTRUCTING_KEY, construct, timing_of
+        from timm_sched_fix._attach import CONSTRUCTING_KEY, construct
+        from timm_sched_fix._timing import timing_of
 
         options = _options
         if options is None or (not hasattr(instance, CONSTRUCTING_KEY) and _defines_init(type(instance)) is not cls):

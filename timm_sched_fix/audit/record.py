@@ -26,8 +26,8 @@ import wrapt
 
 from timm_sched_fix import _compat as compat
 from timm_sched_fix import _counting as counting
+from timm_sched_fix._position import STATE_KEY
 from timm_sched_fix._proxy import FixedScheduler
-from timm_sched_fix._timing import STATE_KEY
 from timm_sched_fix.audit.data import Call, SchedulerRecord, number, settle, shadow_of, where
 
 _new_call = functools.partial(tuple.__new__, Call)  # Call(...) without NamedTuple's Python-level __new__: per step
