@@ -5,7 +5,8 @@ Every adapter (``patch()``, ``wrap()``, the drop-in classes) routes a fixed sche
 scheduler (the ``routed_*`` functions at the end, registered in :data:`timm_sched_fix._routing.ROUTES`). A
 timing is made by :mod:`timm_sched_fix._attach`; how v(t) lands in the param groups is
 :mod:`timm_sched_fix._writer`'s, the state-dict position record :mod:`timm_sched_fix._position`'s (both base classes
-of :class:`ScheduleTiming`, so the hot path reads their fields as the timing's own).
+of :class:`ScheduleTiming`, so the hot path reads their fields as the timing's own), what each calling convention
+means :mod:`timm_sched_fix._conventions`'.
 
 This module runs on every optimizer step, so the per-call path avoids repeated lookups: what can be
 resolved once per scheduler is resolved in ``ScheduleTiming.__init__``. Parameter updates are counted by
@@ -32,6 +33,7 @@ from timm_sched_fix import _counting as counting
 from timm_sched_fix import _notices as notices
 from timm_sched_fix import _overrides as overrides
 from timm_sched_fix import _routing as routing
+from timm_sched_fix._conventions import next_index_after_move
 from timm_sched_fix._index import read_index
 from timm_sched_fix._lag import LagRule, caller_stacklevel
 from timm_sched_fix._overrides import stock_method
@@ -221,7 +223,7 @@ class ScheduleTiming(LRWriter, PositionRecord):
         self._auto_updates = options.auto and not self.on_epochs
         self.lag.reconfigure(options.on_lag, options.convention)
         if untouched:
-            self.next_count = self.last_t + 1 if options.convention == "end" else self.last_t
+            self.next_count = next_index_after_move(options.convention, self.last_t)
         self._subscribe()
 
     @property
@@ -257,7 +259,7 @@ class ScheduleTiming(LRWriter, PositionRecord):
     def move_to(self, t: float) -> None:
         """Pre-advance: apply v(t) as the position to train at next, without counting it as a call."""
         self._apply(t, None)
-        self.next_count = t + 1 if self.options.convention == "end" else t
+        self.next_count = next_index_after_move(self.options.convention, t)
         self._moved_to = t
         self._remember_left()
 
