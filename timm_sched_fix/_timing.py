@@ -391,7 +391,7 @@ class ScheduleTiming(LRWriter, PositionRecord):
 
 
 # -- the routed methods: what a fixed scheduler's step, step_update, state_dict and load_state_dict are -----
-# Functions of the scheduler, which routing.RoutedMethod and proxy.FixedScheduler bind to it: its timing holds it
+# Functions of the scheduler, which _routing.RoutedMethod and _proxy.FixedScheduler bind to it: its timing holds it
 # weakly, so the bound call keeps it alive (``CosineLRScheduler(...).state_dict()``).
 
 

@@ -54,7 +54,7 @@ class _ObservedMethod(wrapt.BaseObjectProxy):
     method itself. Put on timm's classes, the fix's routing classes and drop-in base, and ``wrap()``'s proxy, so
     every adapter's calls are seen."""
 
-    __timm_sched_fix_patched_method__ = True  # timing.stock_method and compat look past it
+    __timm_sched_fix_patched_method__ = True  # _overrides.stock_method and _compat look past it
     name: str
 
     def __get__(self, instance: Any, owner: Any = None) -> Any:
