@@ -38,7 +38,7 @@ SUITE = [*PYTEST, "-n", "2", "-m", "not engines"]  # pytest-xdist: the 2-core ma
 MATRIX = ["0.4.12", "0.5.4", "0.6.13", "0.9.2", "0.9.16", "1.0.3", "1.0.15", "1.0.24", "1.0.31"]
 #: Scripts in benchmarks/ that CI runs with ``--smoke``.
 SMOKE_BENCHMARKS = ["overhead.py", "import_cost.py", "compiled.py", "trace_cost.py", "startup_cost.py",
-                    "audit_cost.py"]
+                    "audit_cost.py", "compare_checkouts.py"]
 #: Files the built distributions must hold (``{version}``: the package's); other files may be there too.
 WHEEL_FILES = ["timm_sched_fix/__init__.py", "timm_sched_fix/auto.py", "timm_sched_fix/pytest_plugin.py",
                "timm_sched_fix/py.typed", "timm_sched_fix.pth", "timm_sched_fix-{version}.dist-info/licenses/LICENSE",

@@ -8,11 +8,13 @@ that hook runs on every optimizer step in every mode.
 
     python benchmarks/overhead.py            # full run (about a minute)
     python benchmarks/overhead.py --smoke    # CI: runs every contender briefly, prints, asserts nothing
+    python benchmarks/compare_checkouts.py --against ../before   # this checkout and another, side by side
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 import random
@@ -143,25 +145,39 @@ def measure(groups: int, noise: bool, rounds: int, calls: int) -> dict[str, tupl
             for name, values in samples.items()}
 
 
+def measure_all(rounds: int, base_calls: int) -> list[tuple[int, bool, str, tuple[float, float, float]]]:
+    """Every setting of the table: ``(groups, noise, contender, (µs, × stock, × LambdaLR))`` rows."""
+    rows = []
+    for groups in (1, 256):
+        for noise in (False, True):
+            calls = max(1, base_calls // groups * 4) if groups > 1 else base_calls
+            for name, figures in measure(groups, noise, rounds, calls).items():
+                rows.append((groups, noise, name, figures))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="a few calls each: checks it runs, measures nothing")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds per setting (default 31)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the rows as JSON (for benchmarks/compare_checkouts.py) instead of the table")
     args = parser.parse_args()
     rounds, base_calls = (2, 20) if args.smoke else (31, 2000)
+    rounds = args.rounds or rounds
     # LambdaLR stepped without optimizer steps: torch's reminder about the call order, irrelevant here
     warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"), UserWarning)
+    if args.json:
+        print(json.dumps({"package": timm_sched_fix.__file__, "rows": measure_all(rounds, base_calls)}))
+        return
     print(f"timm {timm.__version__}, torch {torch.__version__}, Python {platform.python_version()}, "
           f"{platform.machine()}, {torch.get_num_threads()} torch threads"
           + (" (SMOKE: numbers mean nothing)" if args.smoke else ""))
     header = f"| {'per optimizer step':<28} | {'groups':>6} | {'noise':>5} | {'µs':>8} | {'× stock':>7} | {'× LambdaLR':>10} |"
     print(header)
     print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
-    for groups in (1, 256):
-        for noise in (False, True):
-            calls = max(1, base_calls // groups * 4) if groups > 1 else base_calls
-            for name, (micros, to_stock, to_peer) in measure(groups, noise, rounds, calls).items():
-                print(f"| {name:<28} | {groups:>6} | {noise!s:>5} | {micros:>8.2f} | {to_stock:>7.2f} "
-                      f"| {to_peer:>10.2f} |")
+    for groups, noise, name, (micros, to_stock, to_peer) in measure_all(rounds, base_calls):
+        print(f"| {name:<28} | {groups:>6} | {noise!s:>5} | {micros:>8.2f} | {to_stock:>7.2f} | {to_peer:>10.2f} |")
 
 
 if __name__ == "__main__":

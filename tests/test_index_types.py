@@ -73,7 +73,7 @@ def test_the_index_applies_v_of_its_number_and_the_checkpoint_loads_with_weights
             optimizer.step()
             scheduler.step(index + 1) if on_epochs else scheduler.step_update(index + 1)
             lrs, state, last_t = group_lrs(optimizer), scheduler.state_dict(), scheduler.last_t
-    assert plain(state[timm_sched_fix._timing.STATE_KEY])
+    assert plain(state[timm_sched_fix._position.STATE_KEY])
     assert type(last_t) is type(number + 1) and last_t == number + 1
 
     reference = make_optimizer(2)

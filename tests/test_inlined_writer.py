@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import timm_sched_fix
 from timm_sched_fix import _compat as compat
-from timm_sched_fix._timing import stock_method
+from timm_sched_fix._overrides import stock_method
 
 from support import installed_classes, make_optimizer, scheduler_configs, stock_scheduler
 

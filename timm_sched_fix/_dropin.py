@@ -15,9 +15,11 @@ from typing import Any
 import timm.scheduler
 
 from timm_sched_fix import _compat as compat
+from timm_sched_fix._attach import attach, construct
 from timm_sched_fix._proxy import wrap
 from timm_sched_fix._routing import FixedAttributes, RoutedMethod, watching_setattr
-from timm_sched_fix._timing import ScheduleTiming, attach, construct, counted_options, group_values
+from timm_sched_fix._timing import ScheduleTiming, counted_options
+from timm_sched_fix._writer import group_values
 from timm_sched_fix.options import Options
 
 _OPTION_PARAMETERS = [

@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from timm_sched_fix import _notices as notices
+from timm_sched_fix._conventions import lag_advice
 from timm_sched_fix.exceptions import ScheduleCallWarning, ScheduleLagError, ScheduleLagWarning
 
 #: Settled decisions: after one of them, every index is applied as given plus ``shift``.
@@ -217,30 +218,14 @@ class LagRule:
             seen = (f"{name}({previous!r}) and then {name}({index!r}) {steps} optimizer step(s) later each pass the "
                     "index of the epoch that just ran, so every epoch runs with the previous epoch's value: the "
                     "schedule runs one epoch late. ")
-            if self.convention == "begin":
-                advice = (f"convention='begin' expects the number of epochs completed, step(epoch) before each "
-                          f"epoch: here step({index + 1!r}). ")
-            else:
-                advice = (f"timm expects the index of the next epoch, step(epoch + 1) after each epoch: here "
-                          f"step({index + 1!r}); in Lightning's lr_scheduler_step, "
-                          "scheduler.step(epoch=self.current_epoch + 1) (or the TimmLRSchedulerStep mixin of "
-                          "timm_sched_fix.lightning, or return timm_sched_fix.TorchScheduler(scheduler) with "
-                          "\"interval\": \"epoch\" and no override). ")
             unit = "epoch"
         else:
             seen = (f"{name}({previous!r}) and then {name}({index!r}) one optimizer step later each pass the index "
                     "of the update that just ran, so every optimizer step runs with the previous update's value: "
                     "the schedule runs one update late. ")
-            if self.convention == "begin":
-                advice = (f"convention='begin' expects the number of updates completed, step_update(num_updates) "
-                          f"before each optimizer step: here step_update({index + 1!r}) (or pass auto=True and "
-                          "drop the calls). ")
-            else:
-                advice = (f"timm expects step_update(num_updates) after each optimizer step, num_updates counting "
-                          f"the updates done including this one: here step_update({index + 1!r}) (or pass "
-                          "auto=True and drop the calls). ")
             unit = "update"
-        return seen + advice + f"on_lag='fix' applies index + 1 while the calls lag (one {unit} late seen twice)."
+        return (seen + lag_advice(self.convention, self.on_epochs, index)
+                + f"on_lag='fix' applies index + 1 while the calls lag (one {unit} late seen twice).")
 
     def _ambiguous_message(self, previous: float, index: float) -> str:
         return (f"step({previous!r}) and then step({index!r}) came one optimizer step apart, each with the index "

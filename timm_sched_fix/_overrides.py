@@ -60,6 +60,12 @@ def class_method(cls: type, name: str) -> tuple[type, Any]:
     raise AttributeError(f"{cls.__qualname__} has no {name}()")
 
 
+def stock_method(cls: type, name: str) -> Callable[..., Any]:
+    """The scheduler class's own ``name`` method, past the adapters' routing methods and wrappers (a subclass's
+    override included: see :func:`class_method`)."""
+    return class_method(cls, name)[1]
+
+
 def is_users(klass: type) -> bool:
     """A class defined outside timm and this package (a routing class stands for the class it routes)."""
     klass = getattr(klass, "__timm_sched_fix_routes__", None) or klass

@@ -191,12 +191,13 @@ class _AddedAttribute(wrapt.BaseObjectProxy):
         return self._self_value.__get__(instance, owner)
 
 
-# -- the wrappers: thin, everything is decided in timing.py ----------------------------------------
+# -- the wrappers: thin, everything is decided in _timing.py (made fixed by _attach.py) ----------------
 
 
 def _constructor(cls: type) -> Any:
     def construct_fixed(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> None:
-        from timm_sched_fix._timing import CONSTRUCTING_KEY, construct, timing_of
+        from timm_sched_fix._attach import CONSTRUCTING_KEY, construct
+        from timm_sched_fix._timing import timing_of
 
         options = _options
         if options is None or (not hasattr(instance, CONSTRUCTING_KEY) and _defines_init(type(instance)) is not cls):
@@ -230,7 +231,7 @@ class _RoutedMethod(wrapt.BaseObjectProxy):
     than a whole stock ``step_update`` at one param group. One subclass per method name: its settings are read
     from the class, as attributes of a wrapt proxy itself cost ~0.1 µs each to read."""
 
-    __timm_sched_fix_patched_method__ = True  # timing.stock_method looks past it to the original
+    __timm_sched_fix_patched_method__ = True  # _overrides.stock_method looks past it to the original
     name: str  # the routed method
     route: Any  # routing.ROUTES[name], set when timm's classes are instrumented
 

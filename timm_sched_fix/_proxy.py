@@ -9,10 +9,10 @@ from typing import Any
 import wrapt
 
 from timm_sched_fix import _routing as routing
+from timm_sched_fix._attach import attach
 from timm_sched_fix._compat import Scheduler
 from timm_sched_fix._timing import (
     ScheduleTiming,
-    attach,
     routed_load_state_dict,
     routed_state_dict,
     routed_step,

@@ -19,7 +19,7 @@ from typing import Any
 #: never through ``vars()``: on CPython 3.11 a materialized instance ``__dict__`` makes every attribute lookup of
 #: timm's own step code slower (about 20% per call, measured in benchmarks/overhead.py).
 TIMING_KEY = "_timm_sched_fix"
-#: The methods a fixed scheduler routes to its timing (timing.ScheduleTiming has one of each name).
+#: The methods a fixed scheduler routes to its timing (_timing.py has a routed_* function for each name).
 ROUTED = ("step", "step_update", "state_dict", "load_state_dict")
 
 
@@ -41,7 +41,7 @@ class RoutedMethod:
     name; otherwise (during construction, and for the timing's own calls into the stock method) it is the method
     of the next class, timm's."""
 
-    __timm_sched_fix_route__ = True  # timing.stock_method looks past it
+    __timm_sched_fix_route__ = True  # _overrides.stock_method looks past it
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.owner, self.name, self.route = owner, name, ROUTES[name]

@@ -1,10 +1,12 @@
-"""The timing core: which schedule index t is applied, when, and from which call.
+"""The timing decision: which schedule index t is applied, when, and from which call; and the per-update hot path.
 
 Every adapter (``patch()``, ``wrap()``, the drop-in classes) routes a fixed scheduler's ``step``,
 ``step_update``, ``state_dict`` and ``load_state_dict`` to the :class:`ScheduleTiming` stored on the
-scheduler. The schedule math is never touched: v(t) is written by the scheduler's own ``step(t)``/
-``step_update(t)`` (:func:`timm_sched_fix._compat.stock_writer`) or, for a class that keeps timm's base
-``step_update``, by its bit-identical inlined equivalent (:func:`timm_sched_fix._compat.inlined_step_update`).
+scheduler (the ``routed_*`` functions at the end, registered in :data:`timm_sched_fix._routing.ROUTES`). A
+timing is made by :mod:`timm_sched_fix._attach`; how v(t) lands in the param groups is
+:mod:`timm_sched_fix._writer`'s, the state-dict position record :mod:`timm_sched_fix._position`'s (both base classes
+of :class:`ScheduleTiming`, so the hot path reads their fields as the timing's own), what each calling convention
+means :mod:`timm_sched_fix._conventions`'.
 
 This module runs on every optimizer step, so the per-call path avoids repeated lookups: what can be
 resolved once per scheduler is resolved in ``ScheduleTiming.__init__``. Parameter updates are counted by
@@ -14,160 +16,39 @@ optimizer steps is decided by :class:`timm_sched_fix._lag.LagRule`, asked from o
 call with an index of the schedule's unit; the per-update hot path applies a new index without asking while the
 rule says it needs to see no call.
 
-Past 400 lines as one piece: the decision (``_on_call``, ``_apply``), the state it reads and the state-dict
-round trip that restores it share one set of fields, and splitting them would spread that state over modules.
+Past 400 lines as one piece: ``routed_step_update`` repeats, inline, what ``_on_call`` and ``_apply`` decide for the
+common call (measured: each call or attribute lookup there costs per optimizer step), so the two are read and
+changed together.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import math
-import numbers
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
-
-import torch
 
 from timm_sched_fix import _compat as compat
 from timm_sched_fix import _counting as counting
 from timm_sched_fix import _notices as notices
 from timm_sched_fix import _overrides as overrides
-from timm_sched_fix import _ownership as ownership
 from timm_sched_fix import _routing as routing
-from timm_sched_fix._lag import LagRule, caller_stacklevel, check_record
+from timm_sched_fix._conventions import next_index_after_move
+from timm_sched_fix._index import read_index
+from timm_sched_fix._lag import LagRule, caller_stacklevel
+from timm_sched_fix._overrides import stock_method
+from timm_sched_fix._position import PositionRecord
 from timm_sched_fix._routing import TIMING_KEY
+from timm_sched_fix._writer import LRWriter
 from timm_sched_fix.exceptions import ScheduleCallWarning, ScheduleCountWarning
 from timm_sched_fix.options import Options
 
 assert TIMING_KEY == "_timm_sched_fix"  # routed_step_update reads it as an attribute
-#: A scheduler attribute present while its outermost constructor runs.
-CONSTRUCTING_KEY = "_timm_sched_fix_constructing"
-#: The entry a fixed scheduler adds to its ``state_dict()``.
-STATE_KEY = "timm_sched_fix"
-
-
-
-def stock_method(cls: type, name: str) -> Callable[..., Any]:
-    """The scheduler class's own ``name`` method, past the adapters' routing methods and wrappers (a subclass's
-    override included: see :func:`timm_sched_fix._overrides.class_method`)."""
-    return overrides.class_method(cls, name)[1]
 
 
 def timing_of(scheduler: Any) -> ScheduleTiming | None:
     """The timing of a fixed scheduler, or None for a stock one."""
     return getattr(scheduler, TIMING_KEY, None)
-
-
-def construct(
-    scheduler: Any,
-    init: Callable[..., Any],
-    args: tuple,
-    kwargs: dict,
-    options: Options,
-    owner: str,
-    observer: Callable[[Any, Options], None] | None = None,
-) -> None:
-    """Run a scheduler constructor, then fix the scheduler and pre-advance it.
-
-    Nested constructors (``super().__init__``) run as they are; only the outermost one fixes. ``observer(scheduler,
-    options)`` runs between the two, when the param groups hold what stock timm's constructor left in them. Raises,
-    before the constructor runs, what :func:`check_optimizer` and :func:`counted_options` raise, and ``RuntimeError``
-    below the supported torch range (:func:`timm_sched_fix._compat.unsupported_torch`).
-    """
-    if hasattr(scheduler, CONSTRUCTING_KEY):
-        init(*args, **kwargs)
-        return
-    compat.require_supported_torch()
-    optimizer, initialize = compat.construction_args(init, args, kwargs)
-    check_optimizer(optimizer)
-    counted_options(optimizer, options, owner)  # refuses auto=True before the constructor runs (attach() decides)
-    groups_before = group_values(optimizer)
-    setattr(scheduler, CONSTRUCTING_KEY, True)
-    try:
-        compat.for_installed_torch(init)(*args, **kwargs)
-    finally:
-        delattr(scheduler, CONSTRUCTING_KEY)
-    if observer is not None:
-        observer(scheduler, options)
-    try:
-        attach(scheduler, options, owner, groups_before=groups_before, initialize=initialize)
-    except Exception:
-        _restore_groups(optimizer, groups_before)  # the constructor raises: the optimizer as it was before it
-        raise
-
-
-def _restore_groups(optimizer: Any, groups_before: list[dict] | None) -> None:
-    if groups_before is not None:
-        for group, before in zip(optimizer.param_groups, groups_before):
-            params = group["params"]
-            group.clear()
-            group.update(before, params=params)
-
-
-def attach(
-    scheduler: Any,
-    options: Options,
-    owner: str,
-    *,
-    groups_before: list[dict] | None = None,
-    initialize: bool = True,
-) -> ScheduleTiming | None:
-    """Fix a constructed scheduler (idempotent) and pre-advance it.
-
-    ``groups_before`` are the param-group values from before construction: tensor LRs among them keep
-    their identity, and with ``initialize=False`` (resume, position unknown) the LRs are put back as
-    they were instead of pre-advancing. The pre-advance writes only over what the constructor left
-    (:func:`_left_by_scheduler`); other LRs are kept and the position is unknown until a call with an index or a
-    load. Raises what :func:`counted_options` raises, and ``ValueError`` for LR noise that can never be drawn
-    (:func:`timm_sched_fix._compat.check_noise`) and ``RuntimeError`` below the supported torch range, before
-    anything changes.
-
-    None, with nothing changed and one :class:`~timm_sched_fix._overrides.ScheduleOverrideWarning`, for a scheduler
-    with an own method whose meaning the fix cannot know (:func:`timm_sched_fix._overrides.unknown_override`): it
-    runs as stock timm runs it.
-    """
-    timing = timing_of(scheduler)
-    if timing is not None:
-        return timing
-    compat.require_supported_torch()
-    if overrides.runs_above_the_fix(type(scheduler)):
-        routing.route(scheduler)  # the fix calls the user's step/step_update, not the other way round
-    unknown = overrides.unknown_override(scheduler, compat.is_epoch_schedule(scheduler))
-    if unknown is not None:
-        overrides.warn_unknown(scheduler, *unknown, stacklevel=caller_stacklevel())
-        return None
-    if not overrides.owns_noise(scheduler):
-        compat.check_noise(functools.partial(getattr, scheduler), type(scheduler).__name__)
-    requested = options
-    options = counted_options(scheduler.optimizer, options, owner)
-    timing = ScheduleTiming(scheduler, options, owner, auto_refused=requested.auto and not options.auto)
-    setattr(scheduler, TIMING_KEY, timing)
-    field = timing.field
-    groups = scheduler.optimizer.param_groups
-    own = _left_by_scheduler(scheduler, groups, groups_before, field)
-    if groups_before is not None:
-        for group, before in zip(groups, groups_before):
-            if not initialize or isinstance(before.get(field), torch.Tensor):
-                group[field] = before[field]  # resume: the LRs as they were; tensors: the same objects
-    _separate_tensor_lrs(scheduler, field)
-    if initialize and own:
-        timing.move_to(0)
-    return timing
-
-
-def _left_by_scheduler(scheduler: Any, groups: list[dict], groups_before: list[dict] | None, field: str) -> bool:
-    """Whether the param groups hold what the scheduler's constructor left there, so that the pre-advance may write
-    over them: with ``groups_before`` (the constructor ran under the fix), when the constructor wrote an LR or the
-    LRs are the optimizer's own (each the group's base value); else (``wrap()``) when they are what timm's
-    constructor leaves (:func:`timm_sched_fix._ownership.left_by_constructor`). Not so for LRs an optimizer load
-    restored, or that the user's code set, before."""
-    lrs = ownership.group_lrs(groups, field)
-    if groups_before is None:
-        return ownership.left_by_constructor(scheduler, lrs)
-    before = [float(group[field]) for group in groups_before]
-    return lrs != before or before == [float(value) for value in scheduler.base_values[:len(before)]]
 
 
 def check_optimizer(optimizer: Any) -> None:
@@ -200,94 +81,6 @@ def counted_options(optimizer: Any, options: Options, owner: str) -> Options:
     )
 
 
-def _separate_tensor_lrs(scheduler: Any, field: str) -> None:
-    """Give each param group an LR tensor of its own, distinct from ``initial_lr`` and the base values,
-    so that writing one group's LR in place cannot change another group's LR or the schedule itself
-    (torch optimizers share one ``lr`` tensor between groups by default; timm keeps it as ``initial_lr``)."""
-    groups = scheduler.optimizer.param_groups
-    live: set[int] = set()
-    for group in groups:
-        value = group.get(field)
-        if isinstance(value, torch.Tensor):
-            if id(value) in live:
-                group[field] = value = value.clone()
-            live.add(id(value))
-    initial_field = f"initial_{field}"
-    for i, group in enumerate(groups):
-        initial = group.get(initial_field)
-        if isinstance(initial, torch.Tensor) and id(initial) in live:
-            group[initial_field] = initial.clone()
-            if i < len(scheduler.base_values) and scheduler.base_values[i] is initial:
-                scheduler.base_values[i] = group[initial_field]
-
-
-def group_values(optimizer: Any) -> list[dict] | None:
-    groups = getattr(optimizer, "param_groups", None)
-    if groups is None:
-        return None
-    return [{key: value for key, value in group.items() if key != "params"} for group in groups]
-
-
-def _write_into_tensor(group: dict, field: str, tensor: torch.Tensor) -> None:
-    """Keep a tensor LR the same object: copy the value stock timm wrote into it."""
-    value = group[field]
-    if value is not tensor:
-        with torch.no_grad():
-            tensor.fill_(value)
-        group[field] = tensor
-
-
-def read_index(index: Any, name: str, on_bool: Callable[[], None] | None = None) -> int | float:
-    """A schedule index as a plain Python number: every real number stock timm takes (Python and numpy integers and
-    floats, 0-d numpy arrays, one-element tensors, ``Fraction``). Integers and integral floats become ``int`` (timm's
-    noise cannot seed a float index), and a bool is 0 or 1 as in stock timm (``on_bool`` is called for one).
-    ``TypeError`` for anything else, ``ValueError`` for a negative, NaN or infinite index (stock timm would compute a
-    negative or NaN LR from it)."""
-    if type(index) is int:
-        value: int | float = index
-    elif isinstance(index, bool):
-        if on_bool is not None:
-            on_bool()
-        value = int(index)
-    elif isinstance(index, numbers.Integral):
-        value = int(index)
-    elif isinstance(index, numbers.Real):
-        value = float(index)
-        if value.is_integer():  # timm seeds its LR noise with the index, which must then be an int
-            value = int(value)
-    elif _is_one_number(index):
-        return read_index(index.item(), name, on_bool)
-    else:
-        raise TypeError(f"{name}() index must be a non-negative number, got {index!r} ({type(index).__name__})")
-    try:
-        finite = math.isfinite(value)
-    except OverflowError:  # an int beyond float range: no schedule computes a value there
-        finite = False
-    if not finite or value < 0:
-        raise ValueError(f"{name}() index must be a finite, non-negative number, got {_shown(index)}")
-    return value
-
-
-def _shown(value: Any) -> str:
-    """``repr(value)`` for a message, an int too long to print in full by its size."""
-    if isinstance(value, int) and value.bit_length() > 64:
-        return f"an integer of {len(str(abs(value))) if value.bit_length() < 10_000 else 'over 3,000'} digits"
-    return repr(value)
-
-
-def _is_one_number(index: Any) -> bool:
-    """A one-element tensor or a 0-d numpy array of real numbers (bools included: stock timm takes them as 0/1)."""
-    if isinstance(index, torch.Tensor):
-        return index.numel() == 1 and not index.is_complex()
-    return getattr(index, "ndim", None) == 0 and callable(getattr(index, "item", None)) and \
-        getattr(getattr(index, "dtype", None), "kind", "") in ("b", "i", "u", "f")
-
-
-def _state_or_attribute(state: Mapping[str, Any], scheduler: Any, name: str, default: Any = None) -> Any:
-    """A state dict's value, else the scheduler's attribute: what the scheduler holds once the state dict is loaded."""
-    return state[name] if name in state else getattr(scheduler, name, default)
-
-
 class _Uncounted:
     """Stands in for the update counter of an optimizer whose updates cannot be counted: no update ever runs."""
 
@@ -301,12 +94,14 @@ def _nothing() -> None:
     return None
 
 
-class ScheduleTiming:
+class ScheduleTiming(LRWriter, PositionRecord):
     """Position and call bookkeeping of one fixed scheduler.
 
     ``last_t`` is the index most recently applied (None while unknown), ``next_count`` the index the
     next call without an index applies, ``steps_since_apply`` the parameter updates run with ``last_t``; ``lag``
-    decides whether an index trails the optimizer steps (:class:`timm_sched_fix._lag.LagRule`).
+    decides whether an index trails the optimizer steps (:class:`timm_sched_fix._lag.LagRule`). How v(t) is
+    written is :class:`~timm_sched_fix._writer.LRWriter`'s, the state-dict round trip
+    :class:`~timm_sched_fix._position.PositionRecord`'s.
     """
 
     def __init__(self, scheduler: Any, options: Options, owner: str, *, auto_refused: bool = False) -> None:
@@ -315,7 +110,6 @@ class ScheduleTiming:
         self.optimizer = scheduler.optimizer
         self.options = options
         self.owner = owner
-        self.field: str = scheduler.param_group_field
         self.on_epochs = compat.is_epoch_schedule(scheduler)
         self.last_t: float | None = None
         self.next_count: float | None = None
@@ -324,21 +118,10 @@ class ScheduleTiming:
         self._proxy_ref: Any = None  # a weak reference to the FixedScheduler of wrap(), made on request
         self._auto_updates = options.auto and not self.on_epochs
         self._checks_metric = compat.is_plateau(scheduler)
-        self._own_state_methods = overrides.defines_own(type(scheduler), ("state_dict", "load_state_dict"))
-        self._write_values = self._writer(scheduler)
-        self._tensor_lrs: list[tuple[dict, torch.Tensor]] = []
-        self._write = self._write_values  # plus tensor refills once tensor LRs are found (_find_tensor_lrs)
-        self._groups_seen: list[dict] | None = None  # the param_groups list last checked, and its length
-        self._group_count = -1
+        self._init_position(scheduler)
+        self._init_writer(scheduler)
         self._saw_matching_call = False
         self._moved_to: float | None = None  # the position of the last pre-advance
-        # what the scheduler itself last left in the param groups: (last_t, _applied_at, LRs), recorded where the fix
-        # writes at a moment stock timm does not (pre-advance, load), so that a later such write can see whether the
-        # LRs are still its own (ownership.py); the per-call paths do not record
-        self._left: tuple[float | None, int, list[float]] | None = None
-        # a load's stamp of the optimizer's LRs, when the load wrote the position (the optimizer's state may come
-        # next): (last_t, _applied_at, LRs), good while nothing was written since
-        self._loaded_stamp: tuple[float | None, int, list[float]] | None = None
         self._warned: set[str] = set()
         self._counter: Any = counting.counter_for(self.optimizer) or UNCOUNTED
         self._applied_at = self._counter.count  # the counter's count at the last apply
@@ -352,30 +135,6 @@ class ScheduleTiming:
         """The fixed scheduler (held weakly: it holds its timing)."""
         return self._scheduler_ref()
 
-    def _writer(self, scheduler: Any) -> Callable[[Any, float, Any], None]:
-        """What writes v(t), called as ``write(scheduler, t, metric)``: timm's own method, or for an unmodified
-        ``step_update`` its inlined equivalent. Neither holds the scheduler or the timing."""
-        stock = stock_method(type(scheduler), "step" if self.on_epochs else "step_update")
-        if not self.on_epochs and not any(overrides.instance_override(scheduler, name) is not None
-                                          for name in routing.OVERRIDABLE):
-            # the inlined step_update checks for an instance's own methods per call, unless the class tells the
-            # timing when one is set (rewrite())
-            inlined = compat.inlined_step_update(scheduler, stock,
-                                                 check_instance=not routing.watches_attributes(type(scheduler)))
-            if inlined is not None:
-                return inlined
-        write = compat.stock_writer(scheduler, overrides.writer_for(stock))
-
-        def write_through_stock(scheduler: Any, t: float, metric: Any) -> None:
-            timing = getattr(scheduler, TIMING_KEY)
-            timing.in_stock_call = True  # the stock method may call routed methods (super().step_update(...))
-            try:
-                write(scheduler, t, metric)
-            finally:
-                timing.in_stock_call = False
-
-        return write_through_stock
-
     def rewrite(self) -> None:
         """An instance's own method was set or deleted: decide the writer again (the groups are looked at anew). An
         instance's own ``step``/``step_update``/state-dict method takes the user's calls from now on: the fix steps
@@ -386,8 +145,7 @@ class ScheduleTiming:
         if any(overrides.instance_override(scheduler, name) is not None for name in routing.ROUTED):
             self.step_aside(*(overrides.unknown_override(scheduler, self.on_epochs) or ("step", "")))
             return
-        self._write = self._write_values = self._writer(scheduler)
-        self._groups_seen = None
+        self._choose_writer(scheduler)
 
     def step_aside(self, method: str, reason: str) -> None:
         """The user's own ``method`` takes the calls from now on: stop fixing (counting, auto mode; the LRs stay as
@@ -434,10 +192,6 @@ class ScheduleTiming:
     def steps_since_apply(self, steps: int) -> None:
         self._applied_at = self._counter.count - steps
 
-    def lr_tensors(self) -> list[torch.Tensor]:
-        """The LR tensors this scheduler fills in place, one per param group whose LR is a tensor."""
-        return [tensor for _, tensor in self._tensor_lrs]
-
     def before_optimizer_step(self) -> None:
         """Runs right before every parameter update in auto mode: applies v(k); a param group added since the
         last apply gets v(t) before its first update."""
@@ -469,7 +223,7 @@ class ScheduleTiming:
         self._auto_updates = options.auto and not self.on_epochs
         self.lag.reconfigure(options.on_lag, options.convention)
         if untouched:
-            self.next_count = self.last_t + 1 if options.convention == "end" else self.last_t
+            self.next_count = next_index_after_move(options.convention, self.last_t)
         self._subscribe()
 
     @property
@@ -493,142 +247,6 @@ class ScheduleTiming:
     def proxy(self, proxy: Any) -> None:
         self._proxy_ref = weakref.ref(proxy)
 
-    # -- routed methods (see routed_step_update() and the functions next to it) ------------------------
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """The stock state dict plus the position, so a resume pre-advances to the right index."""
-        state = dict(self._stock_call("state_dict", *args, **kwargs))
-        state.pop(TIMING_KEY, None)
-        state[STATE_KEY] = {
-            "scheduler": type(self.scheduler).__name__,
-            "last_t": self.last_t,
-            "next_count": self.next_count,
-            "lag_shift": self.lag.shift,
-            "lag": self.lag.record(),
-            "convention": self.options.convention,
-            "steps_since_apply": self.steps_since_apply,
-            "plateau": compat.plateau_state(self.scheduler),
-            **ownership.stamp(self.optimizer.param_groups, self.field, getattr(self.scheduler, "metric", None)),
-        }
-        return state
-
-    def load_state_dict(self, state_dict: Mapping[str, Any], *args: Any, **kwargs: Any) -> None:
-        """Load a fixed or a stock state dict, then pre-advance to the restored position.
-
-        A stock state dict carries no position: the LRs are left as they are until a call gives one. So is a stale
-        record (:func:`timm_sched_fix._ownership.stale_reason`), with a warning. The position is written only while the
-        param groups hold what this scheduler itself last left there; LRs restored by ``optimizer.load_state_dict``
-        or set by the user's code are kept. Everything is checked before anything changes.
-        """
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
-        ours = state_dict.get(STATE_KEY)
-        stock_state = {key: value for key, value in state_dict.items() if key != STATE_KEY}
-        position = self._check_own_state(ours) if ours is not None else None
-        if ours is not None:
-            ownership.check_stamp(ours, len(self.optimizer.param_groups), f"state_dict[{STATE_KEY!r}]")
-        if not self._own_state_methods:  # a subclass's own state dict methods decide what they take
-            own = {key: value for key, value in self._stock_call("state_dict").items() if key != TIMING_KEY}
-            compat.check_state_dict(self.scheduler, stock_state, own)
-        if not overrides.owns_noise(self.scheduler):
-            compat.check_noise(functools.partial(_state_or_attribute, stock_state, self.scheduler),
-                               type(self.scheduler).__name__)
-        held_own = self._holds_own()
-        stale = None if ours is None else ownership.stale_reason(
-            ours, stock_state, None if held_own else ownership.group_lrs(self.optimizer.param_groups, self.field))
-        snapshot = self._snapshot()
-        try:
-            self._load_checked(stock_state, None if stale else ours, position, held_own, args, kwargs)
-        except Exception as error:
-            self._restore(snapshot)
-            raise ValueError(
-                f"state dict could not be loaded into a {type(self.scheduler).__name__} ({error!r}); the scheduler "
-                "and the optimizer's param groups are unchanged"
-            ) from error
-        if stale:
-            self._warn_stale(stale)
-
-    def _load_checked(self, stock_state: dict, ours: Mapping[str, Any] | None, position: float | None,
-                      write: bool, args: tuple = (), kwargs: Mapping[str, Any] | None = None) -> None:
-        self._stock_call("load_state_dict", stock_state, *args, **(kwargs or {}))
-        self._loaded_stamp = None
-        if ours is None:
-            self.last_t = self.next_count = None
-            self.lag.lost_position()
-            return
-        compat.restore_plateau_state(self.scheduler, ours.get("plateau"), position)
-        steps = ours.get("steps_since_apply", 0)
-        if position is None:
-            self.last_t = self.next_count = None
-        else:
-            kept = None if write else ownership.group_lrs(self.optimizer.param_groups, self.field)
-            self._apply(position, None)  # also where a corrupted value shows (the caller restores everything)
-            if kept is not None:  # the LRs the optimizer's state (or the user's code) put there stay, as in stock timm
-                self._put_back(kept)
-            self.next_count = None if ours["next_count"] is None else read_index(ours["next_count"], "load_state_dict")
-            # optimizer steps that already ran with last_t: auto mode advances before the next one
-            self.steps_since_apply = steps
-            if write:
-                self._remember_left()
-                stamped = ours.get(ownership.STAMP_LRS)
-                self._loaded_stamp = None if stamped is None else (self.last_t, self._applied_at, stamped)
-        self.lag.load(ours["lag_shift"], ours.get("lag"), steps)
-
-    # -- LRs the scheduler did not write (ownership.py) -----------------------------------------
-
-    def _remember_left(self) -> None:
-        """Record what this scheduler just left in the param groups (after a write stock timm does not make)."""
-        self._left = (self.last_t, self._applied_at, ownership.group_lrs(self.optimizer.param_groups, self.field))
-
-    def _holds_own(self) -> bool:
-        """Whether the param groups hold exactly what this scheduler itself last left there: what
-        :meth:`_remember_left` recorded, if nothing was written since (a pre-advance, or a load's write), else what
-        its own write of ``last_t`` leaves."""
-        left, lrs = self._left, ownership.group_lrs(self.optimizer.param_groups, self.field)
-        if left is not None and left[0] == self.last_t and left[1] == self._applied_at:
-            return lrs == left[2]
-        if self.last_t is None:
-            return False
-        # written by a call since (the per-call paths do not record): what the scheduler's own write of last_t leaves
-        stock = stock_method(type(self.scheduler), "step" if self.on_epochs else "step_update")
-        return lrs == ownership.written_at(self.scheduler, self, compat.stock_writer(self.scheduler, stock), self.last_t)
-
-    def _put_back(self, lrs: list[float]) -> None:
-        """Put the param groups' LRs back to ``lrs`` after a write (tensor LRs filled in place)."""
-        field = self.field
-        for group, value in zip(self.optimizer.param_groups, lrs):
-            current = group[field]
-            if isinstance(current, torch.Tensor):
-                with torch.no_grad():
-                    current.fill_(value)
-            else:
-                group[field] = value
-
-    def _adopt_groups(self, groups: list[dict]) -> bool:
-        """The optimizer's param groups were replaced (``optimizer.load_state_dict`` after the scheduler's): keep the
-        LRs they hold. Their LRs tell whether the position a load wrote just before was current; if not, the state
-        dict goes as stock timm's (the position is unknown until a call with an index) and this returns False."""
-        loaded, self._loaded_stamp = self._loaded_stamp, None
-        stamp = loaded[2] if loaded is not None and loaded[:2] == (self.last_t, self._applied_at) else None
-        if len(groups) != len(self.scheduler.base_values):
-            return True  # groups were added too: they join the schedule at the next write (_apply_to_new_groups)
-        lrs = ownership.group_lrs(groups, self.field)
-        if stamp is not None and lrs != stamp:
-            self.last_t = self.next_count = None
-            self.lag.lost_position()
-            self._warn_stale(f"the optimizer state loaded after it holds other LRs ({lrs}) than the record's "
-                             f"({stamp})")
-            return False
-        self._find_tensor_lrs(groups)
-        return True
-
-    def _warn_stale(self, why: str) -> None:
-        self._warn_once("stale", (
-            f"the position record of this {type(self.scheduler).__name__}'s state dict is not current: {why}. It was "
-            "carried through a run without timm_sched_fix (which saves it again unchanged), or the optimizer's and the "
-            "scheduler's state come from different moments. The state dict is loaded as stock timm's: the LRs stay as "
-            "they are until the next call with an index (step(t) / step_update(t))"), ScheduleCallWarning)
-
     def _warn_unknown_position(self) -> None:
         self._warn_once("unknown position", (
             f"auto mode cannot advance this {type(self.scheduler).__name__}: its position is unknown (built with "
@@ -636,16 +254,12 @@ class ScheduleTiming:
             "stay as they are; call step_update(t) once with the index to train at, or load a fixed scheduler's "
             "state dict"), ScheduleCallWarning)
 
-    def get_last_lr(self) -> list[float]:
-        """The value each param group's LR field holds now, one per group."""
-        return [float(group[self.field]) for group in self.optimizer.param_groups]
-
     # -- the decision -------------------------------------------------------------------------
 
     def move_to(self, t: float) -> None:
         """Pre-advance: apply v(t) as the position to train at next, without counting it as a call."""
         self._apply(t, None)
-        self.next_count = t + 1 if self.options.convention == "end" else t
+        self.next_count = next_index_after_move(self.options.convention, t)
         self._moved_to = t
         self._remember_left()
 
@@ -740,113 +354,7 @@ class ScheduleTiming:
         self.next_count = t + 1
         self._applied_at = self._counter.count
 
-    def _apply_to_new_groups(self, groups: list[dict], t: float, metric: Any) -> None:
-        """The first write, or one after the optimizer's groups changed (``load_state_dict``, ``add_param_group``):
-        groups added since join the schedule (:func:`timm_sched_fix._compat.add_param_groups`)."""
-        scheduler = self.scheduler
-        known = len(scheduler.base_values)
-        if len(groups) < known:
-            raise ValueError(
-                f"the optimizer has {len(groups)} param groups but the scheduler was built for {known}: param groups "
-                "cannot be removed from a schedule; no LR was changed"
-            )
-        if len(groups) > known:
-            for i, group in enumerate(groups[known:], start=known):
-                if self.field not in group:
-                    raise ValueError(f"optimizer.param_groups[{i}] (added after the scheduler was built) has no "
-                                     f"{self.field!r}; no LR was changed")
-            compat.add_param_groups(scheduler, groups[known:])
-        self._find_tensor_lrs(groups)
-        self._write(scheduler, t, metric)
-        self._find_tensor_lrs(groups)  # adopt tensors the stock write itself produced (tensor base values)
-
-    def _find_tensor_lrs(self, groups: list[dict]) -> None:
-        """Remember the groups whose LR is a tensor (checked again only when the groups change)."""
-        _separate_tensor_lrs(self.scheduler, self.field)
-        field = self.field
-        tensor_lrs = [(group, group[field]) for group in groups if isinstance(group[field], torch.Tensor)]
-        self._tensor_lrs = tensor_lrs
-        self._groups_seen, self._group_count = groups, len(groups)
-        write_values = self._write_values
-        if not tensor_lrs:
-            self._write = write_values
-            return
-
-        def write_keeping_tensors(scheduler: Any, t: float, metric: Any) -> None:
-            """Write v(t), then put each tensor LR back as the same object holding the new value."""
-            write_values(scheduler, t, metric)
-            for group, tensor in tensor_lrs:
-                _write_into_tensor(group, field, tensor)
-
-        self._write = write_keeping_tensors
-
     # -- helpers ------------------------------------------------------------------------------
-
-    def _stock_call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """The scheduler's own method ``name`` (a subclass's override included, once: a drop-in subclass's override
-        above the routing is the caller, not called again), called as stock with the caller's arguments."""
-        scheduler = self.scheduler
-        self.in_stock_call = True
-        try:
-            return stock_method(type(scheduler), name)(scheduler, *args, **kwargs)
-        finally:
-            self.in_stock_call = False
-
-    def _check_own_state(self, ours: Any) -> float | None:
-        if not isinstance(ours, Mapping) or not {"scheduler", "last_t", "next_count", "lag_shift"} <= set(ours):
-            raise ValueError(f"state_dict[{STATE_KEY!r}] is not a timm_sched_fix position record: {ours!r}")
-        expected = type(self.scheduler).__name__
-        if not isinstance(ours["scheduler"], str) or ours["scheduler"] != expected:
-            raise ValueError(f"state dict was saved by a {ours['scheduler']}, cannot load into a {expected}")
-        for key in ("last_t", "next_count"):
-            value = ours[key]
-            if value is None:
-                continue
-            try:
-                if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                    raise TypeError
-                read_index(value, f"load_state_dict: {key}")
-            except (TypeError, ValueError):
-                raise ValueError(f"state_dict[{STATE_KEY!r}][{key!r}] must be None or a finite, non-negative "
-                                 f"number, got {_shown(value)}") from None
-        steps = ours.get("steps_since_apply", 0)
-        if type(steps) is not int or steps < 0:
-            raise ValueError(
-                f"state_dict[{STATE_KEY!r}]['steps_since_apply'] must be a non-negative int, got {steps!r}"
-            )
-        compat.check_plateau_state(self.scheduler, ours.get("plateau"))
-        if type(ours["lag_shift"]) is not int or ours["lag_shift"] not in (0, 1):
-            raise ValueError(f"state_dict[{STATE_KEY!r}]['lag_shift'] must be 0 or 1, got {ours['lag_shift']!r}")
-        if "lag" in ours:
-            check_record(ours["lag"], ours["lag_shift"], f"state_dict[{STATE_KEY!r}]['lag']")
-        return None if ours["last_t"] is None else read_index(ours["last_t"], "load_state_dict: last_t")
-
-    def _snapshot(self) -> tuple:
-        """Everything a load may change: scheduler, timing, param groups (tensor values too), Plateau's state."""
-        groups = [(group, dict(group), {key: value.clone() for key, value in group.items()
-                                        if key != "params" and isinstance(value, torch.Tensor)})
-                  for group in self.optimizer.param_groups]
-        plateau = getattr(self.scheduler, "lr_scheduler", None)
-        timing_state = dict(vars(self), lag_state=self.lag.state())
-        return dict(vars(self.scheduler)), timing_state, groups, plateau, dict(vars(plateau)) if plateau else None
-
-    def _restore(self, snapshot: tuple) -> None:
-        scheduler_state, timing_state, groups, plateau, plateau_state = snapshot
-        vars(self.scheduler).clear()
-        vars(self.scheduler).update(scheduler_state)
-        timing_state = dict(timing_state)
-        lag_state = timing_state.pop("lag_state")
-        vars(self).update(timing_state)
-        self.lag.restore(lag_state)
-        for group, values, tensors in groups:
-            group.clear()
-            group.update(values)
-            with torch.no_grad():
-                for key, value in tensors.items():
-                    group[key].copy_(value)
-        if plateau is not None:
-            vars(plateau).clear()
-            vars(plateau).update(plateau_state)
 
     def _warn_once(self, kind: str, message: str, category: type[Warning]) -> None:
         """Warn once per scheduler and kind, pointing at the user's code (the line of the script that made the call),
@@ -859,12 +367,11 @@ class ScheduleTiming:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for key in ("_scheduler_ref", "_proxy_ref", "_counter", "_detach_counter", "_write", "_write_values"):
-            del state[key]  # weak references, this optimizer's counter, functions bound to this scheduler
+        for key in ("_scheduler_ref", "_proxy_ref", "_counter", "_detach_counter"):
+            del state[key]  # weak references, this optimizer's counter, a function bound to this scheduler
         state["scheduler"] = self.scheduler
         state["steps_since_apply"] = self.steps_since_apply
-        state["_groups_seen"] = None  # the copy's groups are other objects: look again
-        state["_tensor_lrs"] = []
+        self._writer_state(state)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -876,7 +383,7 @@ class ScheduleTiming:
         self._proxy_ref = None
         if self.owner == "patch":
             routing.route(scheduler)  # a patched scheduler's copy routes as the original does
-        self._write = self._write_values = self._writer(scheduler)
+        self._choose_writer(scheduler)
         self._counter = counting.counter_for(self.optimizer) or UNCOUNTED
         self.steps_since_apply = steps_since_apply
         self._detach_counter = _nothing
@@ -884,7 +391,7 @@ class ScheduleTiming:
 
 
 # -- the routed methods: what a fixed scheduler's step, step_update, state_dict and load_state_dict are -----
-# Functions of the scheduler, which routing.RoutedMethod and proxy.FixedScheduler bind to it: its timing holds it
+# Functions of the scheduler, which _routing.RoutedMethod and _proxy.FixedScheduler bind to it: its timing holds it
 # weakly, so the bound call keeps it alive (``CosineLRScheduler(...).state_dict()``).
 
 

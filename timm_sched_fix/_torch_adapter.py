@@ -18,6 +18,7 @@ import torch
 
 from timm_sched_fix import _compat as compat
 from timm_sched_fix import _counting as counting
+from timm_sched_fix._conventions import calls_after_the_period
 from timm_sched_fix._proxy import FixedScheduler, wrap
 from timm_sched_fix._timing import ScheduleTiming, timing_of
 from timm_sched_fix.exceptions import ScheduleCallWarning
@@ -144,7 +145,7 @@ class TorchScheduler(torch.optim.lr_scheduler.LRScheduler):
     def _warn_if_before_optimizer_step(self) -> None:
         """PyTorch's warning for the first ``step()`` coming before any ``optimizer.step()``."""
         timing = self._timing
-        if (self._step_count == 1 and timing.options.convention == "end" and timing.counts_updates
+        if (self._step_count == 1 and calls_after_the_period(timing.options.convention) and timing.counts_updates
                 and not timing.steps_since_apply):
             warnings.warn(
                 "TorchScheduler.step() was called before optimizer.step(): under convention='end' this skips the "

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from timm_sched_fix import _compat as compat
-from timm_sched_fix._timing import stock_method
+from timm_sched_fix._overrides import stock_method
 from timm_sched_fix.audit.data import SchedulerRecord
 from timm_sched_fix.options import Options
 

@@ -26,8 +26,8 @@ import wrapt
 
 from timm_sched_fix import _compat as compat
 from timm_sched_fix import _counting as counting
+from timm_sched_fix._position import STATE_KEY
 from timm_sched_fix._proxy import FixedScheduler
-from timm_sched_fix._timing import STATE_KEY
 from timm_sched_fix.audit.data import Call, SchedulerRecord, number, settle, shadow_of, where
 
 _new_call = functools.partial(tuple.__new__, Call)  # Call(...) without NamedTuple's Python-level __new__: per step
@@ -54,7 +54,7 @@ class _ObservedMethod(wrapt.BaseObjectProxy):
     method itself. Put on timm's classes, the fix's routing classes and drop-in base, and ``wrap()``'s proxy, so
     every adapter's calls are seen."""
 
-    __timm_sched_fix_patched_method__ = True  # timing.stock_method and compat look past it
+    __timm_sched_fix_patched_method__ = True  # _overrides.stock_method and _compat look past it
     name: str
 
     def __get__(self, instance: Any, owner: Any = None) -> Any:

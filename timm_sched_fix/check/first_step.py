@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from timm_sched_fix import _compat as compat
-from timm_sched_fix._timing import stock_method
+from timm_sched_fix._overrides import stock_method
 
 BASE_LR = 0.1
 LR_SCALES = (1.0, 0.5, 0.25)

@@ -25,7 +25,7 @@ import torch
 
 import timm_sched_fix
 from timm_sched_fix import _compat as compat
-from timm_sched_fix._timing import stock_method
+from timm_sched_fix._overrides import stock_method
 from timm_sched_fix._usage import UsageError, format_table, rows_with_gaps
 from timm_sched_fix.trace.settings import KNOWN_SCHEDULES, LOOPS, TRAIN_DEFAULTS
 
