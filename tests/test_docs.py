@@ -121,7 +121,7 @@ def test_the_one_line_patches_timm(unpatched_after):
 # -- the API page documents exactly the public API -------------------------------------------------------------------
 
 #: The public modules the API page documents besides the package's own names.
-PUBLIC_MODULES = {"auto", "lightning", "golden", "pytest_plugin"}
+PUBLIC_MODULES = {"auto", "lightning", "golden", "pytest_plugin", "check"}  # check: its active_quirks()
 API = (DOCS / "api.rst").read_text()
 
 
