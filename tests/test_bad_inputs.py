@@ -1,4 +1,4 @@
-"""The README's "Bad input" table, row by row: each bad input gets its error or warning, and no LR changes
+"""The "Bad input" table (docs/reference/bad-input.md), row by row: each bad input gets its error or warning, and no LR changes
 (nor the scheduler's state). Every row runs through every adapter where the input applies to it."""
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def test_bool_index_is_read_as_stock_timm_reads_it_and_warned(adapter):
         context.__exit__(None, None, None)
 
 
-@pytest.mark.parametrize("adapter", ["patch", "dropin"])  # wrap() comes after the constructor (README, Limits)
+@pytest.mark.parametrize("adapter", ["patch", "dropin"])  # wrap() comes after the constructor (docs/reference/limits.md)
 def test_call_without_index_while_position_unknown(adapter):
     optimizer = make_optimizer(2)
     optimizer.param_groups[0]["initial_lr"] = optimizer.param_groups[1]["initial_lr"] = 0.1

@@ -1,4 +1,4 @@
-"""Every real-number index stock timm takes works under the fix (README "Bad input"), and the fixed state dict
+"""Every real-number index stock timm takes works under the fix (docs/reference/bad-input.md), and the fixed state dict
 holds plain Python numbers only, so every fixed checkpoint loads with ``torch.load(weights_only=True)``."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The lag rule (README "Terms": lag), loop by loop on real timm classes: the true one-period lags are warned,
+"""The lag rule (docs/reference/terms.md: lag), loop by loop on real timm classes: the true one-period lags are warned,
 raised or fixed as ``on_lag`` says, and ``on_lag="fix"`` runs them with 0 wrong steps; loops that repeat an index
 without lagging (per-step calls of an epoch schedule, begin-style calls, fractional epochs, a restarted epoch
 after a resume) run exactly as stock timm, with a warning whose advice makes them right where stock is wrong.

@@ -1,7 +1,7 @@
-"""Never worse than stock (README "Terms": lag): over generated training loops, a fixed scheduler runs no more
+"""Never worse than stock (docs/reference/terms.md: lag): over generated training loops, a fixed scheduler runs no more
 optimizer steps with a wrong LR than stock timm on the same loop, under every ``on_lag`` policy and both
 conventions, raises only ``ScheduleLagError`` for a true lag under ``on_lag="raise"``, and runs every loop the
-README calls correct, and every lag it calls fixable under ``on_lag="fix"``, with 0 wrong steps.
+docs call correct, and every lag they call fixable under ``on_lag="fix"``, with 0 wrong steps.
 
 Wrong steps are counted from the LR each optimizer step ran with (``StepRecorder``) against v(t) of a stock
 scheduler, t being the step's epoch or update count in the loop's own numbering (``tests/helpers/loops.py``).
@@ -51,7 +51,7 @@ def training_loops(draw: st.DrawFn) -> Loop:
     # next call: for calls with wrong indices either can be right by chance, so auto mode is compared on calls per
     # update that pass the update count, lag one behind it, or pass none (and on no calls at all). Its count
     # follows the run's optimizer steps: an epoch restarted after a resume runs them again, which only a call with
-    # an index can say (README "Terms", auto mode), so auto loops resume by continuing.
+    # an index can say (docs/reference/terms.md, auto mode), so auto loops resume by continuing.
     cadence = draw(st.sampled_from(("update", "batch", "none") if auto else CADENCES))
     index = draw(st.sampled_from(("update", "update-1", "none") if auto else INDICES))
     resume = draw(st.sampled_from(RESUMES[:2] if auto else RESUMES))
@@ -93,7 +93,7 @@ def check_never_worse(loop: Loop) -> tuple[int, int | None]:
     if stock_wrong is not None:
         assert fixed_wrong <= stock_wrong, f"the fix is worse than stock timm: {seen}"
     if is_correct(loop) or is_fixable(loop, stock if stock.error is None else fixed):
-        assert fixed_wrong == 0, f"a loop the README calls correct or fixable: {seen}"
+        assert fixed_wrong == 0, f"a loop the docs call correct or fixable: {seen}"
     return fixed_wrong, stock_wrong
 
 
@@ -168,7 +168,7 @@ SHRUNK = {
         on_lag="fix", adapter="patch"),
 }
 
-#: The issue's table (README "Terms": lag), as generated loops: stock's and the fix's counts under every policy are
+#: The issue's table (docs/reference/terms.md: lag), as generated loops: stock's and the fix's counts under every policy are
 #: asserted in test_lag.py (Lightning's real Trainer in test_lightning.py); here they must pass the property.
 TABLE = {
     "step(epoch + i / N) after every batch (fractional epochs)": _cosine_loop(True, (4, 4), cadence="batch",

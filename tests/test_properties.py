@@ -2,7 +2,7 @@
 tensor LRs) and random interleavings of optimizer steps, scheduler calls (explicit and counting, both
 conventions, auto mode), state-dict round trips, resumes into a fresh optimizer, copies and re-wrapping.
 
-Invariant (README "Terms"): optimizer step k of an update schedule runs with v(k), every optimizer step of
+Invariant (docs/reference/terms.md): optimizer step k of an update schedule runs with v(k), every optimizer step of
 epoch e of an epoch schedule with v(e); v comes from a stock scheduler driven with ``step(t)`` in order.
 Shrunk failures are kept below as ``@example``s. Profiles: see conftest.py (``--hypothesis-profile=soak``).
 """

@@ -1,5 +1,5 @@
 """The fix defers to the user's own code: wrappers that scale each param group's LR after the scheduler's calls, and
-checkpoints carried through runs without the fix (README "LRs the fix did not write").
+checkpoints carried through runs without the fix (docs/reference/terms.md, "LRs the fix did not write").
 
 Differentially, over generated wrappers (per-group post-scaling, calling both units, calling twice; the next index or
 a one-period lag, before or after each period) and checkpoint paths (fixed -> fixed, fixed -> stock -> fixed,

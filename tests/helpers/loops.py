@@ -9,7 +9,7 @@ LR every optimizer step ran with, next to the index it should have run with: the
 update count (update schedules) of that step, in the loop's own numbering. :func:`wrong_steps` compares the two
 with v(t) from a stock scheduler driven in order.
 
-:func:`is_correct` and :func:`is_fixable` are the README's "Terms": loops whose calls follow timm's contract
+:func:`is_correct` and :func:`is_fixable` are the "Terms" of docs/reference/terms.md: loops whose calls follow timm's contract
 (or the chosen convention), and the true one-period lags ``on_lag="fix"`` corrects from the first step.
 """
 
@@ -265,7 +265,7 @@ def wrong_steps(outcome: Outcome, schedule: list[float]) -> int:
                if k not in outcome.rerun and lr != pytest.approx(schedule[t], rel=1e-12, abs=0))
 
 
-# -- what the README calls correct and fixable -------------------------------------------------------
+# -- what the docs call correct and fixable ---------------------------------------------------------
 
 def is_correct(loop: Loop) -> bool:
     """Calls as timm documents them (or as ``convention`` says, for calls without an index), or auto mode on a
