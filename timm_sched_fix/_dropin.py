@@ -18,12 +18,12 @@ from timm_sched_fix import _compat as compat
 from timm_sched_fix._proxy import wrap
 from timm_sched_fix._routing import FixedAttributes, RoutedMethod, watching_setattr
 from timm_sched_fix._timing import ScheduleTiming, attach, construct, counted_options, group_values
-from timm_sched_fix.options import Options
+from timm_sched_fix.options import DEFAULT_AUTO, DEFAULT_CONVENTION, DEFAULT_ON_LAG, Options
 
 _OPTION_PARAMETERS = [
-    inspect.Parameter("convention", inspect.Parameter.KEYWORD_ONLY, default="end"),
-    inspect.Parameter("auto", inspect.Parameter.KEYWORD_ONLY, default=False),
-    inspect.Parameter("on_lag", inspect.Parameter.KEYWORD_ONLY, default="warn"),
+    inspect.Parameter("convention", inspect.Parameter.KEYWORD_ONLY, default=DEFAULT_CONVENTION),
+    inspect.Parameter("auto", inspect.Parameter.KEYWORD_ONLY, default=DEFAULT_AUTO),
+    inspect.Parameter("on_lag", inspect.Parameter.KEYWORD_ONLY, default=DEFAULT_ON_LAG),
 ]
 
 
@@ -33,7 +33,8 @@ class DropInScheduler(FixedAttributes):
     __timm_sched_fix_dropin__ = True  # patch() leaves these classes alone
     _timm_sched_fix: ScheduleTiming | None = None  # the timing (timing.TIMING_KEY), set by construct()
 
-    def __init__(self, *args: Any, convention: str = "end", auto: bool = False, on_lag: str = "warn", **kwargs: Any):
+    def __init__(self, *args: Any, convention: str = DEFAULT_CONVENTION, auto: bool = DEFAULT_AUTO,
+                 on_lag: str = DEFAULT_ON_LAG, **kwargs: Any):
         options = Options(convention=convention, auto=auto, on_lag=on_lag)  # type: ignore[arg-type]
         construct(self, super().__init__, args, kwargs, options, owner="dropin")
 
@@ -63,7 +64,8 @@ def _drop_in_class(name: str, timm_class: type) -> type:
 
 def _fixed_factory(stock: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(stock)
-    def factory(*args: Any, convention: str = "end", auto: bool = False, on_lag: str = "warn", **kwargs: Any) -> Any:
+    def factory(*args: Any, convention: str = DEFAULT_CONVENTION, auto: bool = DEFAULT_AUTO, on_lag: str = DEFAULT_ON_LAG,
+                **kwargs: Any) -> Any:
         options = Options(convention=convention, auto=auto, on_lag=on_lag)  # type: ignore[arg-type]
         compat.require_supported_torch()
         optimizer, _ = compat.construction_args(stock, args, kwargs)

@@ -26,7 +26,7 @@ from typing import Any
 import wrapt
 
 from timm_sched_fix import _routing as routing
-from timm_sched_fix.options import Convention, LagPolicy, Options
+from timm_sched_fix.options import DEFAULT_AUTO, DEFAULT_CONVENTION, DEFAULT_ON_LAG, Convention, LagPolicy, Options
 
 _TARGET_MODULE = "timm.scheduler"
 
@@ -38,7 +38,8 @@ _hook_registered = False
 _observer: Callable[[Any, Options], None] | None = None  # see observe_constructions
 
 
-def patch(*, convention: Convention = "end", auto: bool = False, on_lag: LagPolicy = "warn") -> None:
+def patch(*, convention: Convention = DEFAULT_CONVENTION, auto: bool = DEFAULT_AUTO,
+          on_lag: LagPolicy = DEFAULT_ON_LAG) -> None:
     """Fix every timm scheduler constructed from now on (idempotent).
 
     Calling it again with other options changes the options for schedulers constructed afterwards. With
@@ -85,7 +86,8 @@ def patch_options() -> Options | None:
 
 
 @contextlib.contextmanager
-def patched(*, convention: Convention = "end", auto: bool = False, on_lag: LagPolicy = "warn") -> Iterator[None]:
+def patched(*, convention: Convention = DEFAULT_CONVENTION, auto: bool = DEFAULT_AUTO,
+            on_lag: LagPolicy = DEFAULT_ON_LAG) -> Iterator[None]:
     """``patch()`` for the duration of a ``with`` block; the previous patch state is restored after. Schedulers
     built inside stay fixed after the block."""
     with _lock:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from timm_sched_fix._usage import UsageError, check_output, check_suffix
-from timm_sched_fix.options import ENV_AUDIT, Options, rank_of
+from timm_sched_fix.options import DEFAULT_AUTO, DEFAULT_CONVENTION, DEFAULT_ON_LAG, ENV_AUDIT, Options, rank_of
 from timm_sched_fix.runner.cli import TargetNotFound, add_patch_arguments, add_target_arguments, execute, require_target
 
 EXIT_SCRIPT_FAILED = 3
@@ -60,7 +60,8 @@ def add_parser(subparsers: Any) -> None:
         description=DESCRIPTION, epilog=EPILOG, allow_abbrev=False)
     parser.add_argument("--fix", action="store_true", help="run the script with the fix, as `run` does "
                         "(default: stock timm)")
-    fix_options = parser.add_argument_group("options of the fix (with --fix; by default end, off, warn)")
+    fix_options = parser.add_argument_group(f"options of the fix (with --fix; by default {DEFAULT_CONVENTION}, "
+                                            f"{'on' if DEFAULT_AUTO else 'off'}, {DEFAULT_ON_LAG})")
     add_patch_arguments(fix_options)
     parser.set_defaults(convention=None, auto=None, on_lag=None)
     parser.add_argument("--updates-per-epoch", type=int, metavar="N",
@@ -179,7 +180,8 @@ def _options(args: argparse.Namespace) -> Options | None:
             raise UsageError(f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of the fix: "
                              "add --fix")
         return None
-    return Options(convention=args.convention or "end", auto=bool(args.auto), on_lag=args.on_lag or "warn")
+    return Options(**{name: getattr(args, name) for name in ("convention", "auto", "on_lag")
+                      if getattr(args, name) is not None})
 
 
 def _check(args: argparse.Namespace) -> Options | None:

@@ -29,6 +29,8 @@ from typing import Any
 from timm_sched_fix._patching import patched
 from timm_sched_fix.options import (
     CONVENTIONS,
+    DEFAULT_CONVENTION,
+    DEFAULT_ON_LAG,
     ENV_REPORT,
     ENV_SWITCH,
     LAG_POLICIES,
@@ -65,13 +67,13 @@ class TargetNotFound(Exception):
 
 def add_patch_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """``--convention``, ``--auto`` and ``--on-lag``: the options of ``patch()``."""
-    parser.add_argument("--convention", choices=CONVENTIONS, default="end",
+    parser.add_argument("--convention", choices=CONVENTIONS, default=DEFAULT_CONVENTION,
                         help="when the script calls the scheduler: end = after the epoch or update, with the "
                         "next index (timm's train.py); begin = before it, with the current one")
     parser.add_argument("--auto", action="store_true",
                         help="apply each optimizer step's LR right before the step, so update schedules need no "
                         "step_update() calls (epoch schedules still need step())")
-    parser.add_argument("--on-lag", choices=LAG_POLICIES, default="warn",
+    parser.add_argument("--on-lag", choices=LAG_POLICIES, default=DEFAULT_ON_LAG,
                         help="what an index one behind the convention does (Lightning's documented override "
                         "passes one): warn once, fix it (shift by one), raise ScheduleLagError, or ignore it")
 
