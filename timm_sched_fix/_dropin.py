@@ -15,6 +15,7 @@ from typing import Any
 import timm.scheduler
 
 from timm_sched_fix import _compat as compat
+from timm_sched_fix._adapter import Adapter
 from timm_sched_fix._proxy import wrap
 from timm_sched_fix._routing import FixedAttributes, RoutedMethod, watching_setattr
 from timm_sched_fix._timing import ScheduleTiming, attach, construct, counted_options, group_values
@@ -36,7 +37,7 @@ class DropInScheduler(FixedAttributes):
     def __init__(self, *args: Any, convention: str = DEFAULT_CONVENTION, auto: bool = DEFAULT_AUTO,
                  on_lag: str = DEFAULT_ON_LAG, **kwargs: Any):
         options = Options(convention=convention, auto=auto, on_lag=on_lag)  # type: ignore[arg-type]
-        construct(self, super().__init__, args, kwargs, options, owner="dropin")
+        construct(self, super().__init__, args, kwargs, options, owner=Adapter.DROPIN)
 
     step = RoutedMethod()
     step_update = RoutedMethod()
@@ -69,13 +70,13 @@ def _fixed_factory(stock: Callable[..., Any]) -> Callable[..., Any]:
         options = Options(convention=convention, auto=auto, on_lag=on_lag)  # type: ignore[arg-type]
         compat.require_supported_torch()
         optimizer, _ = compat.construction_args(stock, args, kwargs)
-        counted_options(optimizer, options, owner="wrap")  # refuse auto=True before anything is built
+        counted_options(optimizer, options, owner=Adapter.FACTORY)  # refuse auto=True before anything is built
         groups_before = group_values(optimizer)
         result = compat.for_installed_torch(stock)(*args, **kwargs)
         scheduler = result[0] if isinstance(result, tuple) else result
         if scheduler is None:  # sched='none'
             return result
-        attach(scheduler, options, owner="wrap", groups_before=groups_before)
+        attach(scheduler, options, owner=Adapter.FACTORY, groups_before=groups_before)
         fixed = wrap(scheduler, convention=options.convention, auto=options.auto, on_lag=options.on_lag)
         return (fixed, *result[1:]) if isinstance(result, tuple) else fixed
 

@@ -26,6 +26,7 @@ from typing import Any
 import wrapt
 
 from timm_sched_fix import _routing as routing
+from timm_sched_fix._adapter import Adapter
 from timm_sched_fix.options import DEFAULT_AUTO, DEFAULT_CONVENTION, DEFAULT_ON_LAG, Convention, LagPolicy, Options
 
 _TARGET_MODULE = "timm.scheduler"
@@ -206,9 +207,9 @@ def _constructor(cls: type) -> Any:
             # began before patch(): the scheduler is not half-fixed before its own __init__ has finished
             wrapped(*args, **kwargs)
             return
-        construct(instance, wrapped, args, kwargs, options, owner="patch", observer=_observer)
+        construct(instance, wrapped, args, kwargs, options, owner=Adapter.PATCH, observer=_observer)
         timing = timing_of(instance)
-        if timing is not None and timing.owner == "patch":
+        if timing is not None and timing.owner is Adapter.PATCH:
             with _lock:
                 if _options is None:  # unpatch() ran while this constructor did: it routes by itself, as the rest
                     routing.route(instance)
