@@ -24,6 +24,7 @@ from typing import Any
 
 from timm_sched_fix import _compat as compat
 from timm_sched_fix._timing import stock_method
+from timm_sched_fix._tolerance import close
 from timm_sched_fix.audit.data import SchedulerRecord
 from timm_sched_fix.options import Options
 
@@ -104,13 +105,13 @@ def _analyse(record: SchedulerRecord, updates_per_epoch: int | None, options: Op
     values = _ScheduleValues(record, start, boundaries or [])
     audit.t = [start + (audit.epoch_of(k) if record.on_epochs else k) for k in range(audit.steps)]  # type: ignore
     audit.expected = [values.at(t) for t in audit.t]
-    audit.wrong = [not _close(ran, want, record.tolerance) for ran, want in zip(record.lrs, audit.expected)]
+    audit.wrong = [not close(ran, want, record.tolerance) for ran, want in zip(record.lrs, audit.expected)]
     if any(audit.wrong):
         factors = _group_factors(record, values, audit)
         if factors is not None:
             audit.factors = factors
             audit.expected = [_scaled(want, factors) for want in audit.expected]
-            audit.wrong = [not _close(ran, want, record.tolerance) for ran, want in zip(record.lrs, audit.expected)]
+            audit.wrong = [not close(ran, want, record.tolerance) for ran, want in zip(record.lrs, audit.expected)]
     for k, (ran, wrong, t) in enumerate(zip(record.lrs, audit.wrong, audit.t)):
         audit.cause.append(_cause(record, values, k, t, ran, audit) if wrong else "")
     first = audit.first_wrong
@@ -155,10 +156,6 @@ def _group_factors(record: SchedulerRecord, values: _ScheduleValues, audit: Sche
         count, factor = best
         factors.append(factor if count >= max(2, steps // 2) else 1.0)
     return factors if any(factor != 1.0 for factor in factors) else None
-
-
-def _close(ran: list[float], want: list[float], tolerance: float) -> bool:
-    return len(ran) == len(want) and all(abs(a - b) <= tolerance * max(abs(a), abs(b)) for a, b in zip(ran, want))
 
 
 def _index_text(index: float) -> str:
@@ -287,15 +284,15 @@ class _ScheduleValues:
 def _cause(record: SchedulerRecord, values: _ScheduleValues, k: int, t: float, ran: list[float],
            audit: SchedulerAudit) -> str:
     tolerance = record.tolerance
-    if audit.factors is not None and _close(ran, values.at(t), tolerance):
+    if audit.factors is not None and close(ran, values.at(t), tolerance):
         return UNSCALED
-    if t == audit.t[0] and _close(ran, record.init_lrs, tolerance):
+    if t == audit.t[0] and close(ran, record.init_lrs, tolerance):
         return PRE_ADVANCE
     for candidate, name in ((t - 1, LAG), (t + 1, EARLY)):
         value = _scaled(values.at(candidate), audit.factors)
-        if value is not None and _close(ran, value, tolerance):
+        if value is not None and close(ran, value, tolerance):
             return name
-    return NEVER_MOVED if _close(ran, record.init_lrs, tolerance) else OTHER
+    return NEVER_MOVED if close(ran, record.init_lrs, tolerance) else OTHER
 
 
 def _explain(audit: SchedulerAudit, k: int, options: Options | None = None) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from timm_sched_fix._tolerance import close
 from timm_sched_fix._usage import UsageError, format_table
 from timm_sched_fix.options import ENV_AUDIT, ENV_AUDIT_MAX_STEPS, ENV_AUDIT_UPDATES_PER_EPOCH, Options, env_of
 from timm_sched_fix.runner import startup
@@ -39,8 +40,6 @@ RANK_WAIT_SECONDS = 120.0
 #: Where this audit's temporary folders go: the watcher's folder under the command line (audit._watched), which it
 #: removes whatever happens to the audited process; else the system's.
 SCRATCH: str | None = None
-#: Relative tolerance when two traces are compared.
-TOLERANCE = 1e-12
 #: Differing steps shown per scheduler.
 SHOWN_STEPS = 8
 
@@ -123,10 +122,6 @@ def _site_dirs() -> set[str]:
 
 # -- comparing two documents -----------------------------------------------------------------------------
 
-def _close(a: Sequence[float], b: Sequence[float]) -> bool:
-    return len(a) == len(b) and all(abs(x - y) <= TOLERANCE * max(abs(x), abs(y)) for x, y in zip(a, b))
-
-
 def _lr(values: Sequence[float] | None) -> str:
     return "?" if not values else f"{values[0]:.8g}"
 
@@ -143,7 +138,7 @@ def differences(mine: Mapping[str, Any], other: Mapping[str, Any], my_label: str
             lines.append(f"{name}: {other_label} built a {b['class']}")
             continue
         ran_a, ran_b = a["trace"]["ran_lr"], b["trace"]["ran_lr"]
-        differing = [k for k, (x, y) in enumerate(zip(ran_a, ran_b)) if not _close(x, y)]
+        differing = [k for k, (x, y) in enumerate(zip(ran_a, ran_b)) if not close(x, y)]
         if len(ran_a) != len(ran_b):
             lines.append(f"{name}: {len(ran_a)} optimizer steps under {my_label}, {len(ran_b)} under {other_label}")
         if not differing:

@@ -28,6 +28,7 @@ from timm_sched_fix import _compat as compat
 from timm_sched_fix import _counting as counting
 from timm_sched_fix._proxy import FixedScheduler
 from timm_sched_fix._timing import STATE_KEY
+from timm_sched_fix._tolerance import REL_TOL
 from timm_sched_fix.audit.data import Call, SchedulerRecord, number, settle, shadow_of, where
 
 _new_call = functools.partial(tuple.__new__, Call)  # Call(...) without NamedTuple's Python-level __new__: per step
@@ -188,7 +189,7 @@ class Recorder:
         field = scheduler.param_group_field
         shadow, shadow_error = shadow_of(scheduler)
         dtypes = [group[field].dtype for group in optimizer.param_groups if isinstance(group[field], torch.Tensor)]
-        tolerance = max([1e-12, *(4 * torch.finfo(dtype).eps for dtype in dtypes if dtype.is_floating_point)])
+        tolerance = max([REL_TOL, *(4 * torch.finfo(dtype).eps for dtype in dtypes if dtype.is_floating_point)])
         with self._lock:
             record = SchedulerRecord(
                 number=len(self.records) + 1, class_name=type(scheduler).__name__,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from timm_sched_fix import golden
+from timm_sched_fix._tolerance import REL_TOL
 from timm_sched_fix._usage import UsageError, format_table, rows_with_gaps
 from timm_sched_fix.audit.analysis import SchedulerAudit
 from timm_sched_fix.options import Options
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
 MAX_ROWS = 40
 EDGE_ROWS = 3
 MAX_WRONG_RUNS = 6
-#: Relative tolerance when two recorded traces are compared (golden files, releases, ranks).
-TRACE_TOLERANCE = 1e-12
 
 
 def epoch_length(boundaries: Sequence[int] | None, steps: int) -> int | None:
@@ -317,7 +316,7 @@ def golden_differences(stored: dict[str, Any], document: dict[str, Any]) -> list
     if len(saved) != len(now):
         problems.append(f"the golden file has {len(saved)} scheduler(s), this run built {len(now)}")
     for old, new in zip(saved, now):
-        difference = golden.first_difference(old["lrs"], new["trace"]["ran_lr"], rel_tol=TRACE_TOLERANCE,
+        difference = golden.first_difference(old["lrs"], new["trace"]["ran_lr"], rel_tol=REL_TOL,
                                              updates_per_epoch=epoch_length(new["boundaries"], new["steps"]))
         if difference is not None:
             problems.append(f"scheduler {new['number']} ({new['class']}): {difference}")
