@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from timm_sched_fix import _compat as compat
+from timm_sched_fix import _usage
 from timm_sched_fix._timing import stock_method
 from timm_sched_fix._tolerance import close
 
@@ -188,7 +189,4 @@ def format_table(rows: list[Row]) -> list[str]:
     header = ["scheduler", "config", "t", "stock", "fixed", "v(t)", "verdict"]
     cells = [[r.scheduler, r.config, str(r.t), _cell(r.stock), _cell(r.fixed), _cell(r.schedule), r.verdict]
              for r in rows]
-    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *cells]]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return lines
+    return _usage.format_table(header, cells, left=True, rule=True)
