@@ -46,6 +46,7 @@ from typing import Any
 import torch
 
 from timm_sched_fix import _compat as compat
+from timm_sched_fix._walk import find_frame, in_packages
 
 #: Attributes under which wrappers keep the optimizer they drive: Accelerate's ``AcceleratedOptimizer`` and
 #: DeepSpeed's wrappers ``optimizer``; timm's ``Lookahead`` ``_base_optimizer`` (0.9+) or ``base_optimizer``
@@ -361,11 +362,5 @@ def _later_part(groups: list, home: list, first: int, key: Any) -> bool:
 def _deepspeed_setup_step() -> bool:
     """Quirk ``deepspeed_setup_step``: whether this step runs while DeepSpeed builds its engine or optimizer
     (``deepspeed.initialize``, a constructor, ``initialize_optimizer_states``), not during training."""
-    frame = sys._getframe(2)
-    while frame is not None:
-        module = frame.f_globals.get("__name__", "")
-        if (module == "deepspeed" or module.startswith("deepspeed.")) and frame.f_code.co_name in (
-                "initialize", "__init__", "initialize_optimizer_states"):
-            return True
-        frame = frame.f_back
-    return False
+    return find_frame(lambda frame: in_packages(frame, ("deepspeed",)) and frame.f_code.co_name in (
+        "initialize", "__init__", "initialize_optimizer_states"), depth=2) is not None

@@ -27,6 +27,7 @@ import wrapt
 
 from timm_sched_fix import _routing as routing
 from timm_sched_fix._adapter import Adapter
+from timm_sched_fix._walk import with_subclasses
 from timm_sched_fix.options import DEFAULT_AUTO, DEFAULT_CONVENTION, DEFAULT_ON_LAG, Convention, LagPolicy, Options
 
 _TARGET_MODULE = "timm.scheduler"
@@ -133,7 +134,7 @@ def _instrument(module: Any) -> None:
     for name, routed in _ROUTED_METHODS.items():
         routed.route = staticmethod(routing.ROUTES[name])
     _wrap(Scheduler, "__init_subclass__", _instrument_new_subclass)
-    for cls in _with_subclasses(Scheduler):
+    for cls in with_subclasses(Scheduler):
         _instrument_class(cls)
     for attribute in ("last_t", "get_last_lr"):
         added = _add_attribute(Scheduler, attribute, vars(routing.FixedAttributes)[attribute])
@@ -154,13 +155,6 @@ def _refuse_unsupported_torch(message: str | None) -> bool:
     _options = None
     warnings.warn(f"{message}. patch() does nothing: timm's schedulers stay stock", RuntimeWarning, stacklevel=4)
     return True
-
-
-def _with_subclasses(cls: type) -> list[type]:
-    found = [cls]
-    for subclass in cls.__subclasses__():
-        found.extend(_with_subclasses(subclass))
-    return found
 
 
 def _instrument_class(cls: type) -> None:

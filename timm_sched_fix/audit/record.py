@@ -29,6 +29,7 @@ from timm_sched_fix import _counting as counting
 from timm_sched_fix._proxy import FixedScheduler
 from timm_sched_fix._timing import STATE_KEY
 from timm_sched_fix._tolerance import REL_TOL
+from timm_sched_fix._walk import with_subclasses
 from timm_sched_fix.audit.data import Call, SchedulerRecord, number, settle, shadow_of, where
 
 _new_call = functools.partial(tuple.__new__, Call)  # Call(...) without NamedTuple's Python-level __new__: per step
@@ -115,7 +116,7 @@ class Recorder:
     def _instrument(self) -> None:
         scheduler_base = compat.Scheduler
         self._wrap(scheduler_base, "__init_subclass__", self._instrument_new_subclass)
-        for cls in [*_with_subclasses(scheduler_base), FixedScheduler]:
+        for cls in [*with_subclasses(scheduler_base), FixedScheduler]:
             self._instrument_class(cls)
         # the drop-in classes' routed methods live on their base; importing dropin reads timm.scheduler's classes,
         # which is not possible yet when this runs as timm.scheduler is imported (a child process's start-up)
@@ -326,11 +327,3 @@ class Recorder:
     def _loader_event(self, kind: str, number: int) -> None:
         for record in self._live:
             record.loader_events.append((kind, number, record.steps))
-
-
-def _with_subclasses(cls: type) -> list[type]:
-    """``cls`` and every subclass, each once (a class with two timm bases included)."""
-    found: dict[type, None] = {cls: None}
-    for subclass in cls.__subclasses__():
-        found.update(dict.fromkeys(_with_subclasses(subclass)))
-    return list(found)
