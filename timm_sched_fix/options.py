@@ -30,6 +30,8 @@ ENV_REPORT = "TIMM_SCHED_FIX_REPORT"
 ENV_AUDIT = "TIMM_SCHED_FIX_AUDIT"
 ENV_AUDIT_UPDATES_PER_EPOCH = "TIMM_SCHED_FIX_AUDIT_UPDATES_PER_EPOCH"
 ENV_AUDIT_MAX_STEPS = "TIMM_SCHED_FIX_AUDIT_MAX_STEPS"
+#: The folder where the ranks of an audited multi-process run hand over their documents (else one under the temp folder).
+ENV_AUDIT_RANKS_DIR = "TIMM_SCHED_FIX_AUDIT_RANKS_DIR"
 
 #: The words of an on/off variable, in any case (unset or empty is off).
 FLAG_ON: tuple[str, ...] = ("1", "true", "yes", "on")
