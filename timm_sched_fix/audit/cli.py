@@ -105,6 +105,7 @@ def _watched(audit: Callable[[], int]) -> int:
     import tempfile
 
     from timm_sched_fix import audit as audit_package
+    from timm_sched_fix.audit import report
 
     watcher = os.getpid()
     folder = Path(tempfile.mkdtemp(prefix="timm-sched-fix-audit-"))
@@ -139,13 +140,10 @@ def _watched(audit: Callable[[], int]) -> int:
         ended = os.waitstatus_to_exitcode(status)
         if ended < 0:
             name = signal.Signals(-ended).name
-            print(f"timm-sched-fix audit: the audit could not finish: the process was ended by {name} before the "
-                  "report; no verdict", file=sys.stderr)
+            print(report.ended_by_signal(name), file=sys.stderr)
             return 128 - ended
-        how = (f"the script called {exit_file.read_text()}" if exit_file.exists()
-               else f"the process exited with code {ended}")
-        print(f"timm-sched-fix audit: the audit could not finish: {how}, which skips the audit's report; no "
-              "verdict (end the script normally, e.g. sys.exit(), or use --max-steps)", file=sys.stderr)
+        print(report.exited_without_report(exit_file.read_text() if exit_file.exists() else None, ended),
+              file=sys.stderr)
         return ended or 1
     finally:
         if os.getpid() == watcher:  # the audited process leaves the folder to the watcher

@@ -30,6 +30,7 @@ from timm_sched_fix._proxy import FixedScheduler
 from timm_sched_fix._timing import STATE_KEY
 from timm_sched_fix._tolerance import REL_TOL
 from timm_sched_fix._walk import with_subclasses
+from timm_sched_fix.audit import report
 from timm_sched_fix.audit.data import Call, SchedulerRecord, number, settle, shadow_of, where
 
 _new_call = functools.partial(tuple.__new__, Call)  # Call(...) without NamedTuple's Python-level __new__: per step
@@ -179,7 +180,7 @@ class Recorder:
         try:
             self._register(instance, wrapped, args, kwargs)
         except Exception as error:  # noqa: BLE001 (the audit never breaks the script: the report says it)
-            self.notes.append(f"a {type(instance).__name__} built at {where()} could not be audited: {error!r}")
+            self.notes.append(report.not_audited(type(instance).__name__, where(), error))
 
     def _register(self, scheduler: Any, init: Any, args: tuple, kwargs: dict) -> None:
         _, initialize = compat.construction_args(init, args, kwargs)
@@ -211,8 +212,7 @@ class Recorder:
         wrappers, once per update, after the fix's auto mode has written them)."""
         counter = counting.counter_for(record.optimizer)
         if counter is None:
-            record.stopped = (f"its optimizer's parameter updates cannot be counted "
-                              f"({counting.uncountable_reason(record.optimizer)}): not audited")
+            record.stopped = report.uncountable(counting.uncountable_reason(record.optimizer))
             return
         records = self._counted.get(id(counter))
         if records is None:
@@ -257,8 +257,7 @@ class Recorder:
         try:
             function(*args)
         except Exception as error:  # noqa: BLE001 (never the script's failure)
-            record.stopped = record.stopped or (f"the audit could not record it after step {record.steps} "
-                                                f"({type(error).__name__}: {error}): later steps are not audited")
+            record.stopped = record.stopped or report.recording_failed(record.steps, error)
 
     def _loaded(self, record: SchedulerRecord, scheduler: Any, state: Any) -> None:
         """A ``load_state_dict``: the position it restored (a fixed scheduler's record carries one); before the first
@@ -293,13 +292,11 @@ class Recorder:
                 elif len(groups) == len(record.init_lrs):
                     record.values.extend([float(group[field]) for group in groups])
                 else:
-                    record.stopped = (f"the optimizer's param groups changed from {len(record.init_lrs)} to "
-                                      f"{len(groups)} at step {record.steps}: later steps are not audited")
+                    record.stopped = report.groups_changed(len(record.init_lrs), len(groups), record.steps)
                     continue
             except Exception as error:  # noqa: BLE001 (never the script's failure)
                 del record.values[record.steps * len(record.init_lrs):]
-                record.stopped = (f"the audit could not read the LRs of step {record.steps} ({type(error).__name__}: "
-                                  f"{error}): later steps are not audited")
+                record.stopped = report.lrs_unreadable(record.steps, error)
                 continue
             record.steps += 1
 

@@ -17,12 +17,17 @@ from typing import TYPE_CHECKING, Any
 from timm_sched_fix import golden
 from timm_sched_fix._tolerance import REL_TOL, close
 from timm_sched_fix._usage import UsageError, format_table, rows_with_gaps
-from timm_sched_fix.audit.analysis import SchedulerAudit
 from timm_sched_fix.audit.ranks import RANK_WAIT_SECONDS
 from timm_sched_fix.options import ENV_AUDIT, Options
 
 if TYPE_CHECKING:
+    from timm_sched_fix.audit.analysis import SchedulerAudit
     from timm_sched_fix.audit.record import Recorder
+
+#: Short names of the causes of a wrong step, in the table and in the JSON; :func:`explain_step` explains each in words.
+PRE_ADVANCE, LAG, EARLY, NEVER_MOVED, OTHER = "missing pre-advance", "one-period lag", "one period early", \
+    "schedule never moved", "not the schedule's"
+UNSCALED = "group factor not applied"
 
 #: Differing steps shown per scheduler when two runs are compared.
 SHOWN_STEPS = 8
@@ -43,8 +48,100 @@ def lr_text(value: float | None) -> str:
     return "?" if value is None else f"{value:.8g}"
 
 
+def index_text(index: float) -> str:
+    return str(int(index)) if float(index).is_integer() else repr(index)
+
+
 def _t_text(t: float | None) -> str:
     return "?" if t is None else (str(int(t)) if float(t).is_integer() else f"{t:g}")
+
+
+# -- the verdict on one scheduler, in words -------------------------------------------------------------
+
+def analysis_failed(error: Exception) -> str:
+    """Why a scheduler is undecided when the audit's own analysis raised."""
+    return (f"the audit's own analysis failed ({type(error).__name__}: {error}); this is a defect of "
+            "timm-sched-fix, not of the script: please report it")
+
+
+def typical_cause(k: int, cause: str, steps: int, explanation: str) -> str:
+    """What follows the first wrong step's explanation when the typical wrong step has another cause."""
+    return f"; and from step {k} on, {cause} ({steps:,} steps): {explanation}"
+
+
+def explain_step(audit: SchedulerAudit, k: int, call: Any, options: Options | None = None) -> str:
+    """The cause of wrong step ``k`` in words, with the call that set its LR where there was one; the advice names
+    only options of the fix that are not active (``options``: the fix's, None for stock timm). ``call``: the call that
+    set its LR, or None (``analysis``)."""
+    record, t, ran = audit.record, audit.t[k], audit.lrs_at(k)
+    cause, unit, tt = audit.cause[k], record.unit, index_text(t)
+    if cause == UNSCALED:
+        return (f"it ran with v({tt}) itself, without the factor the script's own code multiplies each param group's "
+                "LR by after the scheduler's calls (such as layer-wise LR decay): the steps before its first call "
+                "run without it; apply the factors once right after building the scheduler (and after "
+                "load_state_dict)")
+    if cause == PRE_ADVANCE:
+        done = ("--fix pre-advances" if options is None else "the fix pre-advances only over the LRs the "
+                "constructor left; here the param groups held others (the README's \"LRs the fix did not write\"): "
+                f"call {'step(t)' if record.on_epochs else 'step_update(t)'} with the index to train at")
+        return (f"the first {unit} ran with the LR the constructor left ({ran[0]:.8g}), not v({tt}): stock timm "
+                f"applies v(t) at the first step()/step_update() call, after the first {unit} ({done})")
+    here = "" if call is None else (f" (here {call.method}({index_text(call.index)}) after optimizer step "
+                                    f"{call.update - 1})")
+    if cause == LAG:
+        expected = "step(epoch + 1)" if record.on_epochs else "step_update(num_updates)"
+        if options is None:
+            shift = ", and --fix --on-lag fix shifts it"
+        elif options.on_lag != "fix":
+            shift = f", and --on-lag fix shifts it (the fix runs with on_lag={options.on_lag!r})"
+        else:
+            shift = " (on_lag='fix' is active but did not take these calls for a lag: see its warnings)"
+        scaled = " (times each group's factor)" if audit.factors is not None else ""
+        return (f"it ran with v({index_text(t - 1)}){scaled}, the index already in force: the call after each "
+                f"{unit} passes the index of the {unit} just done, not the next one{here}; timm expects "
+                f"{expected}{shift}")
+    if cause == EARLY:
+        return f"it ran with v({index_text(t + 1)}): the schedule runs one {unit} ahead{here}"
+    if cause == NEVER_MOVED:
+        return "it ran with the LR the constructor left: no call moved the schedule this far"
+    return (f"it ran with {ran[0]:.8g}, which is none of v({index_text(t - 1)}), v({tt}), v({index_text(t + 1)}): "
+            "the LR was changed outside this scheduler (another scheduler on the same optimizer?)")
+
+
+# -- an audited process that ended without its report (the watcher's lines) ---------------------------------
+
+def ended_by_signal(name: str) -> str:
+    return f"timm-sched-fix audit: the audit could not finish: the process was ended by {name} before the report; no verdict"
+
+
+def exited_without_report(os_exit_call: str | None, exit_code: int) -> str:
+    """``os_exit_call``: the ``os._exit(...)`` call the script made (with where), None if it is not known."""
+    how = f"the script called {os_exit_call}" if os_exit_call is not None else f"the process exited with code {exit_code}"
+    return (f"timm-sched-fix audit: the audit could not finish: {how}, which skips the audit's report; no verdict (end "
+            "the script normally, e.g. sys.exit(), or use --max-steps)")
+
+
+# -- why a scheduler, or its later steps, are not audited (the recorder's notes) ---------------------------
+
+def not_audited(class_name: str, where: str, error: Exception) -> str:
+    return f"a {class_name} built at {where} could not be audited: {error!r}"
+
+
+def uncountable(reason: str) -> str:
+    return f"its optimizer's parameter updates cannot be counted ({reason}): not audited"
+
+
+def recording_failed(steps: int, error: Exception) -> str:
+    return f"the audit could not record it after step {steps} ({type(error).__name__}: {error}): later steps are not audited"
+
+
+def groups_changed(before: int, after: int, steps: int) -> str:
+    return f"the optimizer's param groups changed from {before} to {after} at step {steps}: later steps are not audited"
+
+
+def lrs_unreadable(steps: int, error: Exception) -> str:
+    return (f"the audit could not read the LRs of step {steps} ({type(error).__name__}: {error}): later steps are "
+            "not audited")
 
 
 # -- the JSON document -------------------------------------------------------------------------------
