@@ -188,7 +188,7 @@ class _AddedAttribute(wrapt.BaseObjectProxy):
         return self._self_value.__get__(instance, owner)
 
 
-# -- the wrappers: thin, everything is decided in timing.py ----------------------------------------
+# -- the wrappers: thin, everything is decided in _timing.py ---------------------------------------
 
 
 def _constructor(cls: type) -> Any:

@@ -18,15 +18,15 @@ DEFAULT_CONVENTION: Convention = "end"
 DEFAULT_AUTO = False
 DEFAULT_ON_LAG: LagPolicy = "warn"
 
-#: The switch of the process start-up hook (timm_sched_fix/startup.py): every Python process patches.
+#: The switch of the process start-up hook (timm_sched_fix/runner/startup.py): every Python process patches.
 ENV_SWITCH = "TIMM_SCHED_FIX"
 ENV_CONVENTION = "TIMM_SCHED_FIX_CONVENTION"
 ENV_AUTO = "TIMM_SCHED_FIX_AUTO"
 ENV_ON_LAG = "TIMM_SCHED_FIX_ON_LAG"
-#: Each patched process reports, at exit, the schedulers it fixed (timm_sched_fix/report.py).
+#: Each patched process reports, at exit, the schedulers it fixed (timm_sched_fix/runner/report.py).
 ENV_REPORT = "TIMM_SCHED_FIX_REPORT"
 #: A folder: every Python process audits the schedulers it builds and writes its report there at exit
-#: (timm_sched_fix/audit_children.py), with these settings of ``timm-sched-fix audit``.
+#: (timm_sched_fix/audit/children.py), with these settings of ``timm-sched-fix audit``.
 ENV_AUDIT = "TIMM_SCHED_FIX_AUDIT"
 ENV_AUDIT_UPDATES_PER_EPOCH = "TIMM_SCHED_FIX_AUDIT_UPDATES_PER_EPOCH"
 ENV_AUDIT_MAX_STEPS = "TIMM_SCHED_FIX_AUDIT_MAX_STEPS"

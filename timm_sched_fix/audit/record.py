@@ -208,7 +208,7 @@ class Recorder:
         weakref.finalize(scheduler, self._released, id(scheduler), record)
 
     def _count(self, record: SchedulerRecord) -> None:
-        """Record the LRs right before every parameter update of the record's optimizer (counting.py: behind
+        """Record the LRs right before every parameter update of the record's optimizer (_counting.py: behind
         wrappers, once per update, after the fix's auto mode has written them)."""
         counter = counting.counter_for(record.optimizer)
         if counter is None:

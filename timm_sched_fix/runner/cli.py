@@ -6,7 +6,7 @@ Like ``python -m cProfile`` and ``coverage run``, the script is run in this proc
 ``__file__`` and ``sys.path[0]``, runs as ``__main__``, and its exit code and exceptions are the command's;
 targets Python cannot run get Python's own one-line message and exit code. The
 processes it starts (torchrun's workers, ``torch.multiprocessing.spawn``'s, ``subprocess``) inherit
-``TIMM_SCHED_FIX=1`` and the options, which the start-up hook (timm_sched_fix/startup.py) turns into ``patch()``.
+``TIMM_SCHED_FIX=1`` and the options, which the start-up hook (timm_sched_fix/runner/startup.py) turns into ``patch()``.
 :func:`execute` is that way of running a script, shared with ``timm-sched-fix audit``.
 """
 
