@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from timm_sched_fix import _notices as notices
-from timm_sched_fix._walk import find_frame, in_packages
+from timm_sched_fix._walk import find_frame
 from timm_sched_fix.exceptions import ScheduleCallWarning, ScheduleLagError, ScheduleLagWarning
 
 #: Settled decisions: after one of them, every index is applied as given plus ``shift``.
@@ -301,7 +301,7 @@ class LagRule:
 def caller_stacklevel() -> int:
     """For a ``warnings.warn`` in the function calling this: the ``stacklevel`` of the first frame outside this
     package, timm and wrapt: the user's call, whichever adapter (or the audit's observer) it took."""
-    found = find_frame(lambda frame: not in_packages(frame, ("timm_sched_fix", "timm", "wrapt")), depth=1)
+    found = find_frame(("timm_sched_fix", "timm", "wrapt"), inside=False, depth=1)
     return 1 if found is None else found[0]
 
 

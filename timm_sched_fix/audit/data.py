@@ -116,9 +116,12 @@ def shadow_of(scheduler: Any) -> tuple[Any, str | None]:
         return None, f"the scheduler could not be copied to compute its schedule ({type(error).__name__}: {error})"
 
 
+_NOT_THE_SCRIPTS = (*_LIBRARY_DIRS, "<frozen")
+
+
 def where() -> str:
     """``file:line`` of the innermost frame outside timm, torch, wrapt and this package: where the script built it."""
-    found = find_frame(lambda frame: not frame.f_code.co_filename.startswith((*_LIBRARY_DIRS, "<frozen")), depth=1)
+    found = find_frame(inside=False, test=lambda frame: not frame.f_code.co_filename.startswith(_NOT_THE_SCRIPTS))
     if found is None:
         return "?"
     filename = found[1].f_code.co_filename
