@@ -13,8 +13,8 @@ One parameter update is counted once:
 - a nested ``step()`` (a subclass's ``step`` calling ``super().step()``, whose class torch hooks as well) runs the
   hooks twice; the inner call is recognised (an outer step of the same optimizer is still running: a post-hook
   tracks the depth, for optimizer classes where steps can nest) and not counted;
-- quirk ``deepspeed_partial_steps`` (DeepSpeed ZeRO, 0.19.8; :mod:`timm_sched_fix._compat.deepspeed`): ZeRO-1/2 steps the inner optimizer once per param
-  group, each time through a one-group list of its own; ZeRO-3 once per sub-group, each time with only that
+- quirk ``deepspeed_partial_steps`` (DeepSpeed ZeRO, 0.19.8; these quirks are registered in
+  :mod:`timm_sched_fix._compat.deepspeed`): ZeRO-1/2 steps the inner optimizer once per param group, each time through a one-group list of its own; ZeRO-3 once per sub-group, each time with only that
   sub-group's flat partition (a tensor with ``ds_id``) among the params. The steps of one update are counted
   once, at the first; while a one-group list is in place the listeners see the optimizer's own list;
 - quirk ``deepspeed_setup_step`` (DeepSpeed bf16/fp16 without ZeRO, 0.19.8): ``deepspeed.initialize`` makes one
@@ -46,11 +46,12 @@ from typing import Any
 import torch
 
 from timm_sched_fix import _compat as compat
+from timm_sched_fix._compat import deepspeed, lookahead  # by name: patch() may import this while _compat imports timm
 
 #: Attributes under which wrappers keep the optimizer they drive: Accelerate's ``AcceleratedOptimizer`` and
 #: DeepSpeed's wrappers ``optimizer``; timm's ``Lookahead`` its own (``_compat.lookahead``); apex's ``LARC`` and
 #: LARS-style wrappers ``optim``. Trusted only where the param groups are shared.
-INNER_OPTIMIZER_ATTRIBUTES = ("optimizer", *compat.lookahead.BASE_OPTIMIZER_ATTRIBUTES, "optim")
+INNER_OPTIMIZER_ATTRIBUTES = ("optimizer", *lookahead.BASE_OPTIMIZER_ATTRIBUTES, "optim")
 
 
 def stepping_optimizer(optimizer: Any) -> torch.optim.Optimizer | None:
@@ -290,14 +291,15 @@ class UpdateCounter:
         """A step that is not plainly a whole update like the last one: a new update, the next part of the current
         one (quirk ``deepspeed_partial_steps``), or DeepSpeed's set-up step (``deepspeed_setup_step``)."""
         home = self._home
-        if groups is not home and not compat.deepspeed.part_of(groups, home):
+        if groups is not home and not deepspeed.part_of(groups, home):
             self._home = home = groups  # a new list (load_state_dict): it is the optimizer's own now
         first, key = _first_tensor(groups, home)
-        if key is not None and id(key) not in self._parts and self._parts and compat.deepspeed.later_part(groups, home, first, key):
+        if (key is not None and id(key) not in self._parts and self._parts
+                and deepspeed.later_part(groups, home, first, key)):
             self._parts.add(id(key))
             self._params = None  # an update in parts: each step comes here, where the parts are tracked
             return
-        if key is not None and id(key) not in self._parts and compat.deepspeed.setup_step():
+        if key is not None and id(key) not in self._parts and deepspeed.setup_step():
             return
         self._params = home[0].get("params") if home and key is not None else None
         self._parts = {id(key)} if key is not None else set()

@@ -65,8 +65,8 @@ def _drop_in_class(name: str, timm_class: type) -> type:
 
 def _fixed_factory(stock: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(stock)
-    def factory(*args: Any, convention: str = DEFAULT_CONVENTION, auto: bool = DEFAULT_AUTO, on_lag: str = DEFAULT_ON_LAG,
-                **kwargs: Any) -> Any:
+    def factory(*args: Any, convention: str = DEFAULT_CONVENTION, auto: bool = DEFAULT_AUTO,
+                on_lag: str = DEFAULT_ON_LAG, **kwargs: Any) -> Any:
         options = Options(convention=convention, auto=auto, on_lag=on_lag)  # type: ignore[arg-type]
         compat.require_supported_torch()
         optimizer, _ = compat.construction_args(stock, args, kwargs)
