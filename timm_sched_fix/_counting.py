@@ -14,8 +14,9 @@ One parameter update is counted once:
   hooks twice; the inner call is recognised (an outer step of the same optimizer is still running: a post-hook
   tracks the depth, for optimizer classes where steps can nest) and not counted;
 - quirk ``deepspeed_partial_steps`` (DeepSpeed ZeRO, 0.19.8; these quirks are registered in
-  :mod:`timm_sched_fix._compat.deepspeed`): ZeRO-1/2 steps the inner optimizer once per param group, each time through a one-group list of its own; ZeRO-3 once per sub-group, each time with only that
-  sub-group's flat partition (a tensor with ``ds_id``) among the params. The steps of one update are counted
+  :mod:`timm_sched_fix._compat.deepspeed`): ZeRO-1/2 steps the inner optimizer once per param group, each
+  time through a one-group list of its own; ZeRO-3 once per sub-group, each time with only that sub-group's flat
+  partition (a tensor with ``ds_id``) among the params. The steps of one update are counted
   once, at the first; while a one-group list is in place the listeners see the optimizer's own list;
 - quirk ``deepspeed_setup_step`` (DeepSpeed bf16/fp16 without ZeRO, 0.19.8): ``deepspeed.initialize`` makes one
   zero-gradient ``optimizer.step()`` to create the optimizer state. A step taken while DeepSpeed constructs its
