@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from timm_sched_fix import _notices as notices
-from timm_sched_fix._walk import find_frame
+from timm_sched_fix._walk import frame_finder
 from timm_sched_fix.exceptions import ScheduleCallWarning, ScheduleLagError, ScheduleLagWarning
 
 #: Settled decisions: after one of them, every index is applied as given plus ``shift``.
@@ -298,10 +298,14 @@ class LagRule:
     __setstate__ = restore
 
 
+#: The first frame outside this package, timm and wrapt.
+_users_frame = frame_finder(("timm_sched_fix", "timm", "wrapt"), inside=False)
+
+
 def caller_stacklevel() -> int:
     """For a ``warnings.warn`` in the function calling this: the ``stacklevel`` of the first frame outside this
     package, timm and wrapt: the user's call, whichever adapter (or the audit's observer) it took."""
-    found = find_frame(("timm_sched_fix", "timm", "wrapt"), inside=False, depth=1)
+    found = _users_frame(1)
     return 1 if found is None else found[0]
 
 

@@ -8,29 +8,29 @@ import sys
 from collections.abc import Callable
 from types import FrameType
 
-#: The module-name prefixes of each ``packages`` tuple :func:`find_frame` was asked with.
-_PREFIXES: dict[tuple[str, ...], tuple[str, ...]] = {}
 
+def frame_finder(packages: tuple[str, ...] = (), *, inside: bool = True,
+                 test: Callable[[FrameType], bool] | None = None) -> Callable[[int], tuple[int, FrameType] | None]:
+    """The stack walker: a function ``find(depth)`` giving the innermost frame outward from ``depth`` frames above
+    its caller (1: the caller's caller) that runs code of one of ``packages`` (a package or any module in it;
+    ``inside=False``: of none of them) and passes ``test``, with its depth (``warnings.warn``'s ``stacklevel`` from
+    the caller); None if no frame does. Made once per use: the user's frame for a warning is looked for on calls
+    the fix handles, so the module test is inline and its names are prepared here."""
+    names, prefixes = frozenset(packages), tuple(f"{package}." for package in packages)
 
-def find_frame(packages: tuple[str, ...] = (), *, inside: bool = True, test: Callable[[FrameType], bool] | None = None,
-               depth: int = 1) -> tuple[int, FrameType] | None:
-    """The innermost frame outward from ``depth`` frames above the caller (1: the caller's caller) that runs code of
-    one of ``packages`` (a package or any module in it; ``inside=False``: of none of them) and passes ``test``, with
-    its depth (``warnings.warn``'s ``stacklevel`` from the caller); None if no frame does. The module test is inline:
-    the user's frame for a warning is looked for on calls the fix handles."""
-    prefixes = _PREFIXES.get(packages)
-    if prefixes is None:
-        prefixes = _PREFIXES[packages] = tuple(f"{package}." for package in packages)
-    try:
-        frame: FrameType | None = sys._getframe(depth + 1)
-    except ValueError:  # the stack is not that deep
+    def find(depth: int = 1) -> tuple[int, FrameType] | None:
+        try:
+            frame: FrameType | None = sys._getframe(depth + 1)
+        except ValueError:  # the stack is not that deep
+            return None
+        while frame is not None:
+            module = frame.f_globals.get("__name__", "")
+            if (module in names or module.startswith(prefixes)) is inside and (test is None or test(frame)):
+                return depth, frame
+            frame, depth = frame.f_back, depth + 1
         return None
-    while frame is not None:
-        module = frame.f_globals.get("__name__", "")
-        if (module in packages or module.startswith(prefixes)) is inside and (test is None or test(frame)):
-            return depth, frame
-        frame, depth = frame.f_back, depth + 1
-    return None
+
+    return find
 
 
 def with_subclasses(cls: type) -> list[type]:

@@ -9,7 +9,7 @@ import importlib.util
 from typing import Any
 
 from timm_sched_fix._compat.quirk import Quirk
-from timm_sched_fix._walk import find_frame
+from timm_sched_fix._walk import frame_finder
 
 
 def _installed() -> bool:
@@ -32,14 +32,15 @@ def later_part(groups: list, home: list, first: int, key: Any) -> bool:
     return hasattr(key, "ds_id")
 
 
-_SETTING_UP = ("initialize", "__init__", "initialize_optimizer_states")
+_setting_up = frame_finder(("deepspeed",), test=lambda frame: frame.f_code.co_name in (
+    "initialize", "__init__", "initialize_optimizer_states"))
 
 
 def setup_step() -> bool:
     """Quirk ``deepspeed_setup_step``: whether the step its caller's caller hooks runs while DeepSpeed builds its
     engine or optimizer (``deepspeed.initialize``, a constructor, ``initialize_optimizer_states``), not during
     training."""
-    return find_frame(("deepspeed",), test=lambda frame: frame.f_code.co_name in _SETTING_UP, depth=2) is not None
+    return _setting_up(2) is not None
 
 
 QUIRKS: tuple[Quirk, ...] = (

@@ -18,7 +18,7 @@ import wrapt
 
 from timm_sched_fix import _compat as compat
 from timm_sched_fix._timing import TIMING_KEY
-from timm_sched_fix._walk import find_frame
+from timm_sched_fix._walk import frame_finder
 
 #: Frames from these packages are skipped when naming where a scheduler was built.
 _LIBRARY_DIRS = tuple(os.path.dirname(module.__file__) + os.sep for module in (compat.timm, torch, wrapt)
@@ -117,11 +117,12 @@ def shadow_of(scheduler: Any) -> tuple[Any, str | None]:
 
 
 _NOT_THE_SCRIPTS = (*_LIBRARY_DIRS, "<frozen")
+_scripts_frame = frame_finder(inside=False, test=lambda frame: not frame.f_code.co_filename.startswith(_NOT_THE_SCRIPTS))
 
 
 def where() -> str:
     """``file:line`` of the innermost frame outside timm, torch, wrapt and this package: where the script built it."""
-    found = find_frame(inside=False, test=lambda frame: not frame.f_code.co_filename.startswith(_NOT_THE_SCRIPTS))
+    found = _scripts_frame(1)
     if found is None:
         return "?"
     filename = found[1].f_code.co_filename
