@@ -25,7 +25,8 @@ import timm_sched_fix
 from timm_sched_fix import _compat as compat
 from timm_sched_fix import cli
 from timm_sched_fix._timing import timing_of
-from timm_sched_fix.audit import compare as audit_compare
+from timm_sched_fix._usage import UsageError
+from timm_sched_fix.audit import releases, report
 from timm_sched_fix.audit.record import Recorder
 
 from support import HELPERS, group_lrs, site_package_dirs
@@ -365,9 +366,9 @@ def test_ranks_that_agree_or_disagree_are_named(capsys, tmp_path):
     for lr in ("0.1", "0.1", "0.2"):
         audit(capsys, "--out", tmp_path / "rank.json", EXAMPLE, "--epochs", 2, "--lr", lr)
         documents.append(json.loads((tmp_path / "rank.json").read_text()))
-    lines, disagree = audit_compare.rank_lines(documents[:2])
+    lines, disagree = report.rank_lines(documents[:2])
     assert not disagree and lines == ["all 2 ranks ran the same LR at every optimizer step"]
-    lines, disagree = audit_compare.rank_lines(documents)
+    lines, disagree = report.rank_lines(documents)
     assert disagree and lines[0] == "ranks disagree: rank 2 ran other LRs than rank 0 (3 ranks)"
     differing = [k for k, (a, b) in enumerate(zip(ran(documents[0]["schedulers"][0]), ran(documents[2]["schedulers"][0])))
                  if a != b]  # (warmup starts at warmup_lr whatever --lr is)
@@ -421,8 +422,8 @@ def test_against_an_older_release_names_the_steps_whose_noise_moved(capsys, tmp_
     noise range but the first (which both run with the constructor's value) differs."""
     cache = ROOT / ".nox" / "timm"
     try:
-        audit_compare.release_dir("1.0.24", str(cache))
-    except audit_compare.UsageError as error:
+        releases.release_dir("1.0.24", str(cache))
+    except UsageError as error:
         pytest.skip(f"timm 1.0.24 cannot be installed here: {error}")
     code, out, _ = audit(capsys, "--against-timm", "1.0.24", "--timm-cache", cache, EXAMPLE, "--epochs", EPOCHS,
                          "--updates-per-epoch", UPDATES, "--lr-noise-std", "0.5")

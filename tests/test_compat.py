@@ -3,6 +3,7 @@ every adapter and factory, with the same LRs stock timm gives where stock timm w
 
 import argparse
 import contextlib
+import importlib.util
 import warnings
 
 import pytest
@@ -114,3 +115,19 @@ def test_create_scheduler_v1_returns_fixed_schedulers_on_every_timm(sched):
     assert num_epochs >= 6
     scheduler.step(1, 1.0)
     assert scheduler.last_t == 1
+
+
+def test_the_registry_holds_every_quirk_once_named_with_its_releases():
+    """Every module of _compat registers its quirks (DeepSpeed's and Lookahead's included), each under its own name
+    and with the releases it was read off; the counting's wrappers apply wherever timm has Lookahead, so check lists
+    them on every release."""
+    names = [quirk.name for quirk in compat.QUIRKS]
+    assert len(names) == len(set(names))
+    assert all(quirk.versions and quirk.description for quirk in compat.QUIRKS)
+    for module in (compat.plateau, compat.timm_releases, compat.torch_releases, compat.compiled_step,
+                   compat.lookahead, compat.deepspeed):
+        assert module.QUIRKS and set(module.QUIRKS) <= set(compat.QUIRKS), module.__name__
+    active = {quirk.name for quirk in compat.active_quirks()}
+    assert {"lookahead_skips_optimizer_init", "lookahead_base_optimizer_renamed_0_5"} <= active
+    deepspeed_installed = importlib.util.find_spec("deepspeed") is not None
+    assert ({"deepspeed_partial_steps", "deepspeed_setup_step"} <= active) == deepspeed_installed

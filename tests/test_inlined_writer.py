@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import timm_sched_fix
 from timm_sched_fix import _compat as compat
+from timm_sched_fix._compat import inlined
 from timm_sched_fix._overrides import stock_method
 
 from support import installed_classes, make_optimizer, scheduler_configs, stock_scheduler
@@ -124,7 +125,7 @@ def test_the_installed_release_is_inlined():
 
 def test_an_unchecked_release_keeps_timms_own_step_update(monkeypatch):
     """An unknown fingerprint (a timm release not checked yet) is not inlined; the fix is right all the same."""
-    monkeypatch.setattr(compat, "KNOWN_BASE_STEP_UPDATES", {})
+    monkeypatch.setattr(inlined, "KNOWN_BASE_STEP_UPDATES", {})
     compat.installed_base_step_update.cache_clear()
     try:
         stock = timm.scheduler.CosineLRScheduler(make_optimizer(), t_initial=10, warmup_t=2, t_in_epochs=False)

@@ -23,6 +23,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 import timm_sched_fix
+from timm_sched_fix._adapter import Adapter
 
 from support import (
     ADAPTERS,
@@ -214,7 +215,7 @@ class Run:
         elif operation == "rewrap" and isinstance(self.scheduler, timm_sched_fix.FixedScheduler):
             assert timm_sched_fix.wrap(self.scheduler, convention=scenario.convention, auto=scenario.auto) \
                 is self.scheduler
-            if self.scheduler._self_timing.owner == "wrap":
+            if self.scheduler._self_timing.owner is Adapter.WRAP:
                 saved = self.scheduler.state_dict()
                 options = dict(convention=scenario.convention, auto=scenario.auto)
                 scheduler = timm_sched_fix.wrap(timm_sched_fix.unwrap(self.scheduler), **options)

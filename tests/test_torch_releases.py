@@ -20,6 +20,7 @@ import torch
 import timm_sched_fix
 from timm_sched_fix import _compat as compat
 from timm_sched_fix import cli
+from timm_sched_fix._compat import torch_releases
 from timm_sched_fix._timing import timing_of
 
 from support import StepRecorder, assert_trace, group_lrs, make_optimizer, no_warnings_from_fix, stock_scheduler
@@ -148,8 +149,8 @@ def test_chained_scheduler_runs_the_composition_written_by_hand(name):
 def torch_without_step_hooks(monkeypatch):
     """The installed torch as compat would see torch 1.13 (no optimizer step hooks): only the feature flag changes,
     so what follows is the package's own reaction to it."""
-    monkeypatch.setattr(compat, "OPTIMIZER_STEP_HOOKS", False)
-    monkeypatch.setattr(compat, "TORCH_VERSION", "1.13.1")
+    monkeypatch.setattr(torch_releases, "OPTIMIZER_STEP_HOOKS", False)
+    monkeypatch.setattr(torch_releases, "TORCH_VERSION", "1.13.1")
 
 
 def assert_names_torch_and_what_is_missing(text):

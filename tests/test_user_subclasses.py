@@ -27,7 +27,7 @@ from timm.scheduler.scheduler import Scheduler
 
 import timm_sched_fix
 from timm_sched_fix import ScheduleOverrideWarning
-from timm_sched_fix import _compat as compat
+from timm_sched_fix._compat import inlined
 from timm_sched_fix.exceptions import ScheduleLagError
 
 import user_subclasses as us
@@ -326,7 +326,7 @@ def test_a_filter_naming_a_fix_category_raises_it_after_the_call_is_applied():
 
 
 UNDRAWABLE = [dict(noise_pct=0.0), dict(noise_pct=-1.0), dict(noise_pct=math.nan)]
-if compat._noise_scaled_by_std():  # timm 1.0.31+: noise_std scales the draw
+if inlined._noise_scaled_by_std():  # timm 1.0.31+: noise_std scales the draw
     UNDRAWABLE.append(dict(noise_std=1e12))
 
 

@@ -15,6 +15,7 @@ import torch
 from timm_sched_fix import _compat as compat
 from timm_sched_fix import _overrides as overrides
 from timm_sched_fix import _routing as routing
+from timm_sched_fix._adapter import Adapter
 from timm_sched_fix._lag import caller_stacklevel
 from timm_sched_fix._routing import TIMING_KEY
 from timm_sched_fix._timing import ScheduleTiming, check_optimizer, counted_options, timing_of
@@ -31,7 +32,7 @@ def construct(
     args: tuple,
     kwargs: dict,
     options: Options,
-    owner: str,
+    owner: Adapter,
     observer: Callable[[Any, Options], None] | None = None,
 ) -> None:
     """Run a scheduler constructor, then fix the scheduler and pre-advance it.
@@ -67,7 +68,7 @@ def construct(
 def attach(
     scheduler: Any,
     options: Options,
-    owner: str,
+    owner: Adapter,
     *,
     groups_before: list[dict] | None = None,
     initialize: bool = True,

@@ -13,9 +13,10 @@ One parameter update is counted once:
 - a nested ``step()`` (a subclass's ``step`` calling ``super().step()``, whose class torch hooks as well) runs the
   hooks twice; the inner call is recognised (an outer step of the same optimizer is still running: a post-hook
   tracks the depth, for optimizer classes where steps can nest) and not counted;
-- quirk ``deepspeed_partial_steps`` (DeepSpeed ZeRO, 0.19.8): ZeRO-1/2 steps the inner optimizer once per param
-  group, each time through a one-group list of its own; ZeRO-3 once per sub-group, each time with only that
-  sub-group's flat partition (a tensor with ``ds_id``) among the params. The steps of one update are counted
+- quirk ``deepspeed_partial_steps`` (DeepSpeed ZeRO, 0.19.8; these quirks are registered in
+  :mod:`timm_sched_fix._compat.deepspeed`): ZeRO-1/2 steps the inner optimizer once per param group, each
+  time through a one-group list of its own; ZeRO-3 once per sub-group, each time with only that sub-group's flat
+  partition (a tensor with ``ds_id``) among the params. The steps of one update are counted
   once, at the first; while a one-group list is in place the listeners see the optimizer's own list;
 - quirk ``deepspeed_setup_step`` (DeepSpeed bf16/fp16 without ZeRO, 0.19.8): ``deepspeed.initialize`` makes one
   zero-gradient ``optimizer.step()`` to create the optimizer state. A step taken while DeepSpeed constructs its
@@ -46,11 +47,12 @@ from typing import Any
 import torch
 
 from timm_sched_fix import _compat as compat
+from timm_sched_fix._compat import deepspeed, lookahead  # by name: patch() may import this while _compat imports timm
 
 #: Attributes under which wrappers keep the optimizer they drive: Accelerate's ``AcceleratedOptimizer`` and
-#: DeepSpeed's wrappers ``optimizer``; timm's ``Lookahead`` ``_base_optimizer`` (0.9+) or ``base_optimizer``
-#: (before); apex's ``LARC`` and LARS-style wrappers ``optim``. Trusted only where the param groups are shared.
-INNER_OPTIMIZER_ATTRIBUTES = ("optimizer", "_base_optimizer", "base_optimizer", "optim")
+#: DeepSpeed's wrappers ``optimizer``; timm's ``Lookahead`` its own (``_compat.lookahead``); apex's ``LARC`` and
+#: LARS-style wrappers ``optim``. Trusted only where the param groups are shared.
+INNER_OPTIMIZER_ATTRIBUTES = ("optimizer", *lookahead.BASE_OPTIMIZER_ATTRIBUTES, "optim")
 
 
 def stepping_optimizer(optimizer: Any) -> torch.optim.Optimizer | None:
@@ -290,14 +292,15 @@ class UpdateCounter:
         """A step that is not plainly a whole update like the last one: a new update, the next part of the current
         one (quirk ``deepspeed_partial_steps``), or DeepSpeed's set-up step (``deepspeed_setup_step``)."""
         home = self._home
-        if groups is not home and not _part_of(groups, home):
+        if groups is not home and not deepspeed.part_of(groups, home):
             self._home = home = groups  # a new list (load_state_dict): it is the optimizer's own now
         first, key = _first_tensor(groups, home)
-        if key is not None and id(key) not in self._parts and self._parts and _later_part(groups, home, first, key):
+        if (key is not None and id(key) not in self._parts and self._parts
+                and deepspeed.later_part(groups, home, first, key)):
             self._parts.add(id(key))
             self._params = None  # an update in parts: each step comes here, where the parts are tracked
             return
-        if key is not None and id(key) not in self._parts and _deepspeed_setup_step():
+        if key is not None and id(key) not in self._parts and deepspeed.setup_step():
             return
         self._params = home[0].get("params") if home and key is not None else None
         self._parts = {id(key)} if key is not None else set()
@@ -334,11 +337,6 @@ def _steps_can_nest(cls: type) -> bool:
     return len(steps) > 1
 
 
-def _part_of(groups: list, home: list) -> bool:
-    """Whether ``groups`` is a list of some of ``home``'s groups (DeepSpeed ZeRO-1/2's one-group list)."""
-    return len(groups) <= len(home) and all(any(group is own for own in home) for group in groups)
-
-
 def _first_tensor(groups: list, home: list) -> tuple[int, Any]:
     """The index in ``home`` of the first group with params in ``groups``, and its first param."""
     for index, group in enumerate(groups):
@@ -349,23 +347,3 @@ def _first_tensor(groups: list, home: list) -> tuple[int, Any]:
             return index, params[0]
     return 0, None
 
-
-def _later_part(groups: list, home: list, first: int, key: Any) -> bool:
-    """Quirk ``deepspeed_partial_steps``: a step that continues an update already counted, never seen before:
-    ZeRO-1/2's one-group list of a group past the first, or a ZeRO-3 sub-group partition."""
-    if groups is not home:
-        return first > 0
-    return hasattr(key, "ds_id")
-
-
-def _deepspeed_setup_step() -> bool:
-    """Quirk ``deepspeed_setup_step``: whether this step runs while DeepSpeed builds its engine or optimizer
-    (``deepspeed.initialize``, a constructor, ``initialize_optimizer_states``), not during training."""
-    frame = sys._getframe(2)
-    while frame is not None:
-        module = frame.f_globals.get("__name__", "")
-        if (module == "deepspeed" or module.startswith("deepspeed.")) and frame.f_code.co_name in (
-                "initialize", "__init__", "initialize_optimizer_states"):
-            return True
-        frame = frame.f_back
-    return False

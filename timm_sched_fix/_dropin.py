@@ -15,17 +15,18 @@ from typing import Any
 import timm.scheduler
 
 from timm_sched_fix import _compat as compat
+from timm_sched_fix._adapter import Adapter
 from timm_sched_fix._attach import attach, construct
 from timm_sched_fix._proxy import wrap
 from timm_sched_fix._routing import FixedAttributes, RoutedMethod, watching_setattr
 from timm_sched_fix._timing import ScheduleTiming, counted_options
 from timm_sched_fix._writer import group_values
-from timm_sched_fix.options import Options
+from timm_sched_fix.options import DEFAULT_AUTO, DEFAULT_CONVENTION, DEFAULT_ON_LAG, Options
 
 _OPTION_PARAMETERS = [
-    inspect.Parameter("convention", inspect.Parameter.KEYWORD_ONLY, default="end"),
-    inspect.Parameter("auto", inspect.Parameter.KEYWORD_ONLY, default=False),
-    inspect.Parameter("on_lag", inspect.Parameter.KEYWORD_ONLY, default="warn"),
+    inspect.Parameter("convention", inspect.Parameter.KEYWORD_ONLY, default=DEFAULT_CONVENTION),
+    inspect.Parameter("auto", inspect.Parameter.KEYWORD_ONLY, default=DEFAULT_AUTO),
+    inspect.Parameter("on_lag", inspect.Parameter.KEYWORD_ONLY, default=DEFAULT_ON_LAG),
 ]
 
 
@@ -35,9 +36,10 @@ class DropInScheduler(FixedAttributes):
     __timm_sched_fix_dropin__ = True  # patch() leaves these classes alone
     _timm_sched_fix: ScheduleTiming | None = None  # the timing (timing.TIMING_KEY), set by construct()
 
-    def __init__(self, *args: Any, convention: str = "end", auto: bool = False, on_lag: str = "warn", **kwargs: Any):
+    def __init__(self, *args: Any, convention: str = DEFAULT_CONVENTION, auto: bool = DEFAULT_AUTO,
+                 on_lag: str = DEFAULT_ON_LAG, **kwargs: Any):
         options = Options(convention=convention, auto=auto, on_lag=on_lag)  # type: ignore[arg-type]
-        construct(self, super().__init__, args, kwargs, options, owner="dropin")
+        construct(self, super().__init__, args, kwargs, options, owner=Adapter.DROPIN)
 
     step = RoutedMethod()
     step_update = RoutedMethod()
@@ -65,17 +67,18 @@ def _drop_in_class(name: str, timm_class: type) -> type:
 
 def _fixed_factory(stock: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(stock)
-    def factory(*args: Any, convention: str = "end", auto: bool = False, on_lag: str = "warn", **kwargs: Any) -> Any:
+    def factory(*args: Any, convention: str = DEFAULT_CONVENTION, auto: bool = DEFAULT_AUTO,
+                on_lag: str = DEFAULT_ON_LAG, **kwargs: Any) -> Any:
         options = Options(convention=convention, auto=auto, on_lag=on_lag)  # type: ignore[arg-type]
         compat.require_supported_torch()
         optimizer, _ = compat.construction_args(stock, args, kwargs)
-        counted_options(optimizer, options, owner="wrap")  # refuse auto=True before anything is built
+        counted_options(optimizer, options, owner=Adapter.FACTORY)  # refuse auto=True before anything is built
         groups_before = group_values(optimizer)
         result = compat.for_installed_torch(stock)(*args, **kwargs)
         scheduler = result[0] if isinstance(result, tuple) else result
         if scheduler is None:  # sched='none'
             return result
-        attach(scheduler, options, owner="wrap", groups_before=groups_before)
+        attach(scheduler, options, owner=Adapter.FACTORY, groups_before=groups_before)
         fixed = wrap(scheduler, convention=options.convention, auto=options.auto, on_lag=options.on_lag)
         return (fixed, *result[1:]) if isinstance(result, tuple) else fixed
 

@@ -30,12 +30,12 @@ Nothing here imports torch; the state it keeps (:meth:`LagRule.record`) is plain
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Mapping
 from typing import Any
 
 from timm_sched_fix import _notices as notices
 from timm_sched_fix._conventions import lag_advice
+from timm_sched_fix._walk import frame_finder
 from timm_sched_fix.exceptions import ScheduleCallWarning, ScheduleLagError, ScheduleLagWarning
 
 #: Settled decisions: after one of them, every index is applied as given plus ``shift``.
@@ -298,17 +298,15 @@ class LagRule:
     __setstate__ = restore
 
 
+#: The first frame outside this package, timm and wrapt.
+_users_frame = frame_finder(("timm_sched_fix", "timm", "wrapt"), inside=False)
+
+
 def caller_stacklevel() -> int:
     """For a ``warnings.warn`` in the function calling this: the ``stacklevel`` of the first frame outside this
     package, timm and wrapt: the user's call, whichever adapter (or the audit's observer) it took."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None:
-        module = frame.f_globals.get("__name__", "")
-        if not module.startswith(("timm_sched_fix.", "timm.", "wrapt.")) and module not in ("timm_sched_fix", "timm",
-                                                                                            "wrapt"):
-            return level
-        frame, level = frame.f_back, level + 1
-    return 1
+    found = _users_frame(1)
+    return 1 if found is None else found[0]
 
 
 def check_record(record: Any, shift: int, where: str) -> None:

@@ -26,7 +26,9 @@ from typing import Any
 import wrapt
 
 from timm_sched_fix import _routing as routing
-from timm_sched_fix.options import Convention, LagPolicy, Options
+from timm_sched_fix._adapter import Adapter
+from timm_sched_fix._walk import with_subclasses
+from timm_sched_fix.options import DEFAULT_AUTO, DEFAULT_CONVENTION, DEFAULT_ON_LAG, Convention, LagPolicy, Options
 
 _TARGET_MODULE = "timm.scheduler"
 
@@ -38,7 +40,8 @@ _hook_registered = False
 _observer: Callable[[Any, Options], None] | None = None  # see observe_constructions
 
 
-def patch(*, convention: Convention = "end", auto: bool = False, on_lag: LagPolicy = "warn") -> None:
+def patch(*, convention: Convention = DEFAULT_CONVENTION, auto: bool = DEFAULT_AUTO,
+          on_lag: LagPolicy = DEFAULT_ON_LAG) -> None:
     """Fix every timm scheduler constructed from now on (idempotent).
 
     Calling it again with other options changes the options for schedulers constructed afterwards. With
@@ -85,7 +88,8 @@ def patch_options() -> Options | None:
 
 
 @contextlib.contextmanager
-def patched(*, convention: Convention = "end", auto: bool = False, on_lag: LagPolicy = "warn") -> Iterator[None]:
+def patched(*, convention: Convention = DEFAULT_CONVENTION, auto: bool = DEFAULT_AUTO,
+            on_lag: LagPolicy = DEFAULT_ON_LAG) -> Iterator[None]:
     """``patch()`` for the duration of a ``with`` block; the previous patch state is restored after. Schedulers
     built inside stay fixed after the block."""
     with _lock:
@@ -130,7 +134,7 @@ def _instrument(module: Any) -> None:
     for name, routed in _ROUTED_METHODS.items():
         routed.route = staticmethod(routing.ROUTES[name])
     _wrap(Scheduler, "__init_subclass__", _instrument_new_subclass)
-    for cls in _with_subclasses(Scheduler):
+    for cls in with_subclasses(Scheduler):
         _instrument_class(cls)
     for attribute in ("last_t", "get_last_lr"):
         added = _add_attribute(Scheduler, attribute, vars(routing.FixedAttributes)[attribute])
@@ -151,13 +155,6 @@ def _refuse_unsupported_torch(message: str | None) -> bool:
     _options = None
     warnings.warn(f"{message}. patch() does nothing: timm's schedulers stay stock", RuntimeWarning, stacklevel=4)
     return True
-
-
-def _with_subclasses(cls: type) -> list[type]:
-    found = [cls]
-    for subclass in cls.__subclasses__():
-        found.extend(_with_subclasses(subclass))
-    return found
 
 
 def _instrument_class(cls: type) -> None:
@@ -205,9 +202,9 @@ def _constructor(cls: type) -> Any:
             # began before patch(): the scheduler is not half-fixed before its own __init__ has finished
             wrapped(*args, **kwargs)
             return
-        construct(instance, wrapped, args, kwargs, options, owner="patch", observer=_observer)
+        construct(instance, wrapped, args, kwargs, options, owner=Adapter.PATCH, observer=_observer)
         timing = timing_of(instance)
-        if timing is not None and timing.owner == "patch":
+        if timing is not None and timing.owner is Adapter.PATCH:
             with _lock:
                 if _options is None:  # unpatch() ran while this constructor did: it routes by itself, as the rest
                     routing.route(instance)

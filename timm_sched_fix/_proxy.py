@@ -9,6 +9,7 @@ from typing import Any
 import wrapt
 
 from timm_sched_fix import _routing as routing
+from timm_sched_fix._adapter import Adapter
 from timm_sched_fix._attach import attach
 from timm_sched_fix._compat import Scheduler
 from timm_sched_fix._timing import (
@@ -120,7 +121,7 @@ def wrap(
     given = {name: value for name, value in (("convention", convention), ("auto", auto), ("on_lag", on_lag))
              if value is not None}
     if timing is None:
-        if attach(stock, Options(**given), owner="wrap") is None:
+        if attach(stock, Options(**given), owner=Adapter.WRAP) is None:
             return stock  # an own method the fix cannot know the meaning of: as stock timm runs it (it warned)
     else:
         current = timing.options
@@ -134,7 +135,7 @@ def unwrap(fixed: FixedScheduler) -> Scheduler:
     if not isinstance(fixed, FixedScheduler):
         raise TypeError(f"unwrap() expects what wrap() returned, got {type(fixed).__qualname__}")
     timing = fixed._self_timing
-    if timing.owner == "wrap":
+    if timing.owner.undone_by_unwrap:
         timing.detach()
     return fixed.__wrapped__
 

@@ -33,6 +33,7 @@ from timm_sched_fix import _counting as counting
 from timm_sched_fix import _notices as notices
 from timm_sched_fix import _overrides as overrides
 from timm_sched_fix import _routing as routing
+from timm_sched_fix._adapter import Adapter
 from timm_sched_fix._conventions import next_index_after_move
 from timm_sched_fix._index import read_index
 from timm_sched_fix._lag import LagRule, caller_stacklevel
@@ -65,14 +66,14 @@ def check_optimizer(optimizer: Any) -> None:
             raise ValueError(f"optimizer.param_groups[{i}] has no 'lr': every param group needs one")
 
 
-def counted_options(optimizer: Any, options: Options, owner: str) -> Options:
+def counted_options(optimizer: Any, options: Options, owner: Adapter) -> Options:
     """The options a scheduler on ``optimizer`` is fixed with. Auto mode advances on the optimizer's parameter
     updates: where none can be counted (see :func:`timm_sched_fix._counting.uncountable_reason`) it would freeze
-    the LR, so ``auto=True`` raises ``ValueError`` saying so, except under ``patch()`` (``owner="patch"``), which
+    the LR, so ``auto=True`` raises ``ValueError`` saying so, except under ``patch()`` (``owner.must_not_raise``), which
     must not break a script: that scheduler takes explicit calls instead, and says so once when fixed."""
     if not options.auto or counting.counter_for(optimizer) is not None:
         return options
-    if owner == "patch":
+    if owner.must_not_raise:
         return Options(convention=options.convention, auto=False, on_lag=options.on_lag)
     raise ValueError(
         f"auto=True cannot work on this optimizer: {counting.uncountable_reason(optimizer)}, so its parameter "
@@ -104,7 +105,7 @@ class ScheduleTiming(LRWriter, PositionRecord):
     :class:`~timm_sched_fix._position.PositionRecord`'s.
     """
 
-    def __init__(self, scheduler: Any, options: Options, owner: str, *, auto_refused: bool = False) -> None:
+    def __init__(self, scheduler: Any, options: Options, owner: Adapter, *, auto_refused: bool = False) -> None:
         check_optimizer(scheduler.optimizer)
         self._scheduler_ref = weakref.ref(scheduler)  # the scheduler holds its timing
         self.optimizer = scheduler.optimizer
@@ -216,7 +217,7 @@ class ScheduleTiming(LRWriter, PositionRecord):
         if options == self.options:
             return
         if options.auto and self._counter is UNCOUNTED:
-            counted_options(self.optimizer, options, "wrap")  # raises, saying why
+            counted_options(self.optimizer, options, Adapter.WRAP)  # raises, saying why
         untouched = (self.last_t is not None and self.last_t == self._moved_to and not self._saw_matching_call
                      and not self.steps_since_apply)  # pre-advanced, and neither called nor stepped since
         self.options = options
@@ -381,7 +382,7 @@ class ScheduleTiming(LRWriter, PositionRecord):
         self.__dict__.update(state)
         self._scheduler_ref = weakref.ref(scheduler)
         self._proxy_ref = None
-        if self.owner == "patch":
+        if self.owner.routed_by_patch:
             routing.route(scheduler)  # a patched scheduler's copy routes as the original does
         self._choose_writer(scheduler)
         self._counter = counting.counter_for(self.optimizer) or UNCOUNTED

@@ -22,7 +22,7 @@ from timm_sched_fix._conventions import calls_after_the_period
 from timm_sched_fix._proxy import FixedScheduler, wrap
 from timm_sched_fix._timing import ScheduleTiming, timing_of
 from timm_sched_fix.exceptions import ScheduleCallWarning
-from timm_sched_fix.options import Convention, Options
+from timm_sched_fix.options import DEFAULT_CONVENTION, Convention, Options
 
 compat.require_supported_torch()  # below torch 2.0 there is no LRScheduler to subclass (and no step hooks)
 
@@ -43,7 +43,8 @@ class TorchScheduler(torch.optim.lr_scheduler.LRScheduler):
     carried across ``state_dict()``/``load_state_dict()``; ``last_t`` is the schedule index in force.
     """
 
-    def __init__(self, timm_scheduler: Any, interval: Interval | None = None, convention: Convention = "end") -> None:
+    def __init__(self, timm_scheduler: Any, interval: Interval | None = None,
+                 convention: Convention = DEFAULT_CONVENTION) -> None:
         stock = timm_scheduler.__wrapped__ if isinstance(timm_scheduler, FixedScheduler) else timm_scheduler
         if not isinstance(stock, compat.Scheduler):
             raise TypeError("TorchScheduler expects a timm scheduler (such as timm.scheduler.CosineLRScheduler), got "

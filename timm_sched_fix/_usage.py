@@ -36,13 +36,18 @@ def check_output(option: str, path: str | None) -> None:
                          " (permission denied)")
 
 
-def format_table(header: Sequence[str], rows: Sequence[Sequence[str] | str]) -> list[str]:
-    """Right-aligned columns under ``header``; a row given as a plain string (``... 12 rows``) is printed as it is."""
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str] | str], *, left: bool = False,
+                 rule: bool = False) -> list[str]:
+    """Columns two spaces apart under ``header``, right-aligned (``left``: left-aligned), with a line of dashes under
+    the header if ``rule``; a row given as a plain string (``... 12 rows``) is printed as it is."""
     full = [row for row in rows if not isinstance(row, str)]
     widths = [max(len(line[i]) for line in [header, *full]) for i in range(len(header))]
-    lines = ["  ".join(cell.rjust(width) for cell, width in zip(header, widths))]
-    lines += [row if isinstance(row, str) else "  ".join(cell.rjust(width) for cell, width in zip(row, widths))
-              for row in rows]
+
+    def line_of(cells: Sequence[str]) -> str:
+        return "  ".join(cell.ljust(width) if left else cell.rjust(width) for cell, width in zip(cells, widths))
+
+    lines = [line_of(header)] + (["  ".join("-" * width for width in widths)] if rule else [])
+    lines += [row if isinstance(row, str) else line_of(row) for row in rows]
     return [line.rstrip() for line in lines]
 
 

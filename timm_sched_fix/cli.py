@@ -14,7 +14,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from timm_sched_fix import __version__
-from timm_sched_fix.options import ENV_AUTO, ENV_CONVENTION, ENV_ON_LAG
+from timm_sched_fix.options import (
+    CONVENTIONS,
+    DEFAULT_AUTO,
+    DEFAULT_CONVENTION,
+    DEFAULT_ON_LAG,
+    ENV_AUTO,
+    ENV_CONVENTION,
+    ENV_ON_LAG,
+    FLAG_OFF,
+    FLAG_ON,
+    LAG_POLICIES,
+)
 from timm_sched_fix.runner.cli import split_target
 
 #: Subcommand name -> module (relative to this package) defining ``add_parser(subparsers)`` and ``run(args)``.
@@ -27,6 +38,13 @@ Make every optimizer step run with the learning rate its timm schedule
 defines. These commands show what stock timm does on your installed timm and
 run a script with the fix; in your own code, `import timm_sched_fix.auto` at
 the top of the training script does the same as `run`."""
+
+
+def _listed(values: Sequence[str], default: str | None) -> str:
+    """``a (default), b or c``: an option's accepted values for the help text, the default marked."""
+    words = [f"{value} (default)" if value == default else value for value in values]
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
 
 EPILOG = f"""\
 examples:
@@ -43,9 +61,9 @@ examples:
 
 environment, read by `import timm_sched_fix.auto` (`run` takes options instead);
 values are case-insensitive:
-  {ENV_CONVENTION}  end (default) or begin
-  {ENV_AUTO}        1, true, yes or on; 0, false, no or off (default)
-  {ENV_ON_LAG}      warn (default), fix, raise or ignore
+  {ENV_CONVENTION}  {_listed(CONVENTIONS, DEFAULT_CONVENTION)}
+  {ENV_AUTO}        {_listed(FLAG_ON, None)}{" (default)" * DEFAULT_AUTO}; {_listed(FLAG_OFF, None)}{" (default)" * (not DEFAULT_AUTO)}
+  {ENV_ON_LAG}      {_listed(LAG_POLICIES, DEFAULT_ON_LAG)}
 
 `pytest --timm-sched-fix` (or --timm-sched-fix begin) runs a test suite with the
 fix in effect. `python -m timm_sched_fix` is the same as `timm-sched-fix`."""

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from timm_sched_fix._tolerance import GOLDEN_REL_TOL, close
 from timm_sched_fix.exceptions import GoldenTraceMismatch
 
 #: How a config is given: ``create_scheduler_v2`` keyword arguments, or a function building the
@@ -79,7 +80,7 @@ def _build(config: SchedulerConfig, optimizer: Any) -> Any:
 
 
 def first_difference(golden: list[list[float]], actual: list[list[float]], *, updates_per_epoch: int | None = 1,
-                     rel_tol: float = 1e-9) -> str | None:
+                     rel_tol: float = GOLDEN_REL_TOL) -> str | None:
     """A readable description of where two traces first differ, or None when they match (``updates_per_epoch``
     None: epochs of unknown length, steps are named without them)."""
     def where(step: int) -> str:
@@ -92,7 +93,7 @@ def first_difference(golden: list[list[float]], actual: list[list[float]], *, up
             return f"{where(step)}: golden has {len(want)} param group(s), now {len(got)}"
         for group, (w, g) in enumerate(zip(want, got)):
             if not math.isclose(w, g, rel_tol=rel_tol, abs_tol=0.0):
-                differing = sum(1 for a, b in zip(golden, actual) if not _close(a, b, rel_tol))
+                differing = sum(1 for a, b in zip(golden, actual) if not close(a, b, rel_tol))
                 return (f"{where(step)}, param group {group}: golden LR {w!r}, now {g!r} "
                         f"({differing} of {min(len(golden), len(actual))} steps differ)")
     if len(golden) != len(actual):
@@ -100,14 +101,10 @@ def first_difference(golden: list[list[float]], actual: list[list[float]], *, up
     return None
 
 
-def _close(a: list[float], b: list[float], rel_tol: float) -> bool:
-    return len(a) == len(b) and all(math.isclose(x, y, rel_tol=rel_tol, abs_tol=0.0) for x, y in zip(a, b))
-
-
 class GoldenTraces:
     """Golden LR traces stored as ``<directory>/<name>.json``; ``update=True`` writes instead of comparing."""
 
-    def __init__(self, directory: str | Path, *, update: bool = False, rel_tol: float = 1e-9) -> None:
+    def __init__(self, directory: str | Path, *, update: bool = False, rel_tol: float = GOLDEN_REL_TOL) -> None:
         self.directory = Path(directory)
         self.update = update
         self.rel_tol = rel_tol

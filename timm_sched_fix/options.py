@@ -11,24 +11,31 @@ from typing import Literal
 Convention = Literal["end", "begin"]
 LagPolicy = Literal["warn", "fix", "raise", "ignore"]
 
+#: The accepted values and the defaults of the three options: every signature, parser and help text reads them here.
 CONVENTIONS: tuple[str, ...] = ("end", "begin")
 LAG_POLICIES: tuple[str, ...] = ("warn", "fix", "raise", "ignore")
+DEFAULT_CONVENTION: Convention = "end"
+DEFAULT_AUTO = False
+DEFAULT_ON_LAG: LagPolicy = "warn"
 
-#: The switch of the process start-up hook (timm_sched_fix/startup.py): every Python process patches.
+#: The switch of the process start-up hook (timm_sched_fix/runner/startup.py): every Python process patches.
 ENV_SWITCH = "TIMM_SCHED_FIX"
 ENV_CONVENTION = "TIMM_SCHED_FIX_CONVENTION"
 ENV_AUTO = "TIMM_SCHED_FIX_AUTO"
 ENV_ON_LAG = "TIMM_SCHED_FIX_ON_LAG"
-#: Each patched process reports, at exit, the schedulers it fixed (timm_sched_fix/report.py).
+#: Each patched process reports, at exit, the schedulers it fixed (timm_sched_fix/runner/report.py).
 ENV_REPORT = "TIMM_SCHED_FIX_REPORT"
 #: A folder: every Python process audits the schedulers it builds and writes its report there at exit
-#: (timm_sched_fix/audit_children.py), with these settings of ``timm-sched-fix audit``.
+#: (timm_sched_fix/audit/children.py), with these settings of ``timm-sched-fix audit``.
 ENV_AUDIT = "TIMM_SCHED_FIX_AUDIT"
 ENV_AUDIT_UPDATES_PER_EPOCH = "TIMM_SCHED_FIX_AUDIT_UPDATES_PER_EPOCH"
 ENV_AUDIT_MAX_STEPS = "TIMM_SCHED_FIX_AUDIT_MAX_STEPS"
+#: The folder where the ranks of an audited multi-process run hand over their documents (else one under the temp folder).
+ENV_AUDIT_RANKS_DIR = "TIMM_SCHED_FIX_AUDIT_RANKS_DIR"
 
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off", "")
+#: The words of an on/off variable, in any case (unset or empty is off).
+FLAG_ON: tuple[str, ...] = ("1", "true", "yes", "on")
+FLAG_OFF: tuple[str, ...] = ("0", "false", "no", "off")
 
 
 class Options:
@@ -45,7 +52,8 @@ class Options:
     auto: bool
     on_lag: LagPolicy
 
-    def __init__(self, convention: Convention = "end", auto: bool = False, on_lag: LagPolicy = "warn") -> None:
+    def __init__(self, convention: Convention = DEFAULT_CONVENTION, auto: bool = DEFAULT_AUTO,
+                 on_lag: LagPolicy = DEFAULT_ON_LAG) -> None:
         if convention not in CONVENTIONS:
             raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
         if not isinstance(auto, bool):
@@ -75,8 +83,8 @@ class Options:
 
 def options_from_env(environ: Mapping[str, str]) -> Options:
     """Options from the ``TIMM_SCHED_FIX_*`` variables; unset ones keep their defaults."""
-    convention = environ.get(ENV_CONVENTION, "end").strip().lower()
-    on_lag = environ.get(ENV_ON_LAG, "warn").strip().lower()
+    convention = environ.get(ENV_CONVENTION, DEFAULT_CONVENTION).strip().lower()
+    on_lag = environ.get(ENV_ON_LAG, DEFAULT_ON_LAG).strip().lower()
     auto = flag_from_env(environ, ENV_AUTO)
     try:
         return Options(convention=convention, auto=auto, on_lag=on_lag)  # type: ignore[arg-type]
@@ -89,9 +97,9 @@ def flag_from_env(environ: Mapping[str, str], name: str) -> bool:
     """An on/off variable: ``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``, any case; unset or empty
     is off. Raises ValueError naming the variable for anything else."""
     text = environ.get(name, "0").strip().lower()
-    if text not in _TRUE + _FALSE:
-        raise ValueError(f"{name} must be one of {_TRUE + _FALSE[:-1]}, got {environ[name]!r}")
-    return text in _TRUE
+    if text not in (*FLAG_ON, *FLAG_OFF, ""):
+        raise ValueError(f"{name} must be one of {FLAG_ON + FLAG_OFF}, got {environ[name]!r}")
+    return text in FLAG_ON
 
 
 def env_of(options: Options, *, report: bool = False) -> dict[str, str]:

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from timm_sched_fix.options import CONVENTIONS, DEFAULT_CONVENTION
+
 OPTION = "--timm-sched-fix"
-CONVENTIONS = ("end", "begin")
 
 #: Tests of timm's ``tests/test_scheduler.py`` (timm >= 1.0.24) whose assertion the fix changes on purpose:
 #: regular expression for the node id after ``test_scheduler.py::`` -> why the fix changes the result.
@@ -31,8 +32,8 @@ _PATCHED_HERE = pytest.StashKey[bool]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("timm-sched-fix")
     group.addoption(
-        OPTION, dest="timm_sched_fix", nargs="?", const="end", default=None, metavar="end|begin",
-        help="run the tests with timm_sched_fix.patch(convention=...) in effect; the convention is end "
+        OPTION, dest="timm_sched_fix", nargs="?", const=DEFAULT_CONVENTION, default=None, metavar="|".join(CONVENTIONS),
+        help=f"run the tests with timm_sched_fix.patch(convention=...) in effect; the convention is {DEFAULT_CONVENTION} "
              "(timm's) when none is given, begin as in --timm-sched-fix begin or --timm-sched-fix=begin. "
              "timm's own scheduler tests that assert what the fix changes become expected deviations",
     )
@@ -59,7 +60,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
         if value in CONVENTIONS:
             rewritten.append(f"{OPTION}={value}")
         else:
-            rewritten.append(f"{OPTION}=end")
+            rewritten.append(f"{OPTION}={DEFAULT_CONVENTION}")
             if value is not None:
                 rewritten.append(value)
     args[:] = rewritten
@@ -77,7 +78,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if convention not in CONVENTIONS:
         raise pytest.UsageError(
-            f"{OPTION} takes 'end' or 'begin' ({OPTION} begin or {OPTION}=begin), got {convention!r}")
+            f"{OPTION} takes {' or '.join(map(repr, CONVENTIONS))} ({OPTION} begin or {OPTION}=begin), "
+            f"got {convention!r}")
     from timm_sched_fix._patching import patch, patch_options
 
     config.stash[_DEVIATED] = []

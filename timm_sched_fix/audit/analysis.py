@@ -24,13 +24,12 @@ from typing import Any
 
 from timm_sched_fix import _compat as compat
 from timm_sched_fix._overrides import stock_method
+from timm_sched_fix._tolerance import close
+from timm_sched_fix.audit import report
 from timm_sched_fix.audit.data import SchedulerRecord
+from timm_sched_fix.audit.report import EARLY, LAG, NEVER_MOVED, OTHER, PRE_ADVANCE, UNSCALED, index_text
 from timm_sched_fix.options import Options
 
-#: Short names of the causes, in the table and in the JSON; the summary explains each in words.
-PRE_ADVANCE, LAG, EARLY, NEVER_MOVED, OTHER = "missing pre-advance", "one-period lag", "one period early", \
-    "schedule never moved", "not the schedule's"
-UNSCALED = "group factor not applied"
 #: The optimizer steps a group's factor is looked for in (the first ones: a factor is constant).
 FACTOR_STEPS = 2000
 
@@ -84,8 +83,7 @@ def analyse(record: SchedulerRecord, updates_per_epoch: int | None, options: Opt
         return _analyse(record, updates_per_epoch, options)
     except Exception as error:  # noqa: BLE001 (the audit's own failure must not pass for the script's)
         audit = SchedulerAudit(record, None, "unknown", None, "unknown")
-        audit.undecided = (f"the audit's own analysis failed ({type(error).__name__}: {error}); this is a defect of "
-                           "timm-sched-fix, not of the script: please report it")
+        audit.undecided = report.analysis_failed(error)
         return audit
 
 
@@ -104,23 +102,24 @@ def _analyse(record: SchedulerRecord, updates_per_epoch: int | None, options: Op
     values = _ScheduleValues(record, start, boundaries or [])
     audit.t = [start + (audit.epoch_of(k) if record.on_epochs else k) for k in range(audit.steps)]  # type: ignore
     audit.expected = [values.at(t) for t in audit.t]
-    audit.wrong = [not _close(ran, want, record.tolerance) for ran, want in zip(record.lrs, audit.expected)]
+    audit.wrong = [not close(ran, want, record.tolerance) for ran, want in zip(record.lrs, audit.expected)]
     if any(audit.wrong):
         factors = _group_factors(record, values, audit)
         if factors is not None:
             audit.factors = factors
             audit.expected = [_scaled(want, factors) for want in audit.expected]
-            audit.wrong = [not _close(ran, want, record.tolerance) for ran, want in zip(record.lrs, audit.expected)]
+            audit.wrong = [not close(ran, want, record.tolerance) for ran, want in zip(record.lrs, audit.expected)]
     for k, (ran, wrong, t) in enumerate(zip(record.lrs, audit.wrong, audit.t)):
         audit.cause.append(_cause(record, values, k, t, ran, audit) if wrong else "")
     first = audit.first_wrong
     if first is not None:
-        audit.explanation = _explain(audit, first, options)
+        audit.explanation = report.explain_step(audit, first, _call_before(audit, first), options)
         causes = audit.causes()
         most = max(causes, key=causes.__getitem__)
         if most != audit.cause[first]:  # the first wrong step is not the typical one: explain that one too
             k = audit.cause.index(most)
-            audit.explanation += f"; and from step {k} on, {most} ({causes[most]:,} steps): {_explain(audit, k, options)}"
+            audit.explanation += report.typical_cause(k, most, causes[most],
+                                                      report.explain_step(audit, k, _call_before(audit, k), options))
     return audit
 
 
@@ -157,14 +156,6 @@ def _group_factors(record: SchedulerRecord, values: _ScheduleValues, audit: Sche
     return factors if any(factor != 1.0 for factor in factors) else None
 
 
-def _close(ran: list[float], want: list[float], tolerance: float) -> bool:
-    return len(ran) == len(want) and all(abs(a - b) <= tolerance * max(abs(a), abs(b)) for a, b in zip(ran, want))
-
-
-def _index_text(index: float) -> str:
-    return str(int(index)) if float(index).is_integer() else repr(index)
-
-
 # -- where the schedule starts and where epochs begin ---------------------------------------------------
 
 def _start(record: SchedulerRecord) -> tuple[float | None, str]:
@@ -178,7 +169,7 @@ def _start(record: SchedulerRecord) -> tuple[float | None, str]:
     for call in (call for call in record.calls if call.update == 0):
         if call.method == own and call.index is not None:
             start = call.index
-            how = f"{own}({_index_text(call.index)}) before the first optimizer step" + (
+            how = f"{own}({index_text(call.index)}) before the first optimizer step" + (
                 " (a resume)" if resumed else "")
         elif call.method == "load_state_dict":
             resumed = "a state dict was loaded"
@@ -287,54 +278,15 @@ class _ScheduleValues:
 def _cause(record: SchedulerRecord, values: _ScheduleValues, k: int, t: float, ran: list[float],
            audit: SchedulerAudit) -> str:
     tolerance = record.tolerance
-    if audit.factors is not None and _close(ran, values.at(t), tolerance):
+    if audit.factors is not None and close(ran, values.at(t), tolerance):
         return UNSCALED
-    if t == audit.t[0] and _close(ran, record.init_lrs, tolerance):
+    if t == audit.t[0] and close(ran, record.init_lrs, tolerance):
         return PRE_ADVANCE
     for candidate, name in ((t - 1, LAG), (t + 1, EARLY)):
         value = _scaled(values.at(candidate), audit.factors)
-        if value is not None and _close(ran, value, tolerance):
+        if value is not None and close(ran, value, tolerance):
             return name
-    return NEVER_MOVED if _close(ran, record.init_lrs, tolerance) else OTHER
-
-
-def _explain(audit: SchedulerAudit, k: int, options: Options | None = None) -> str:
-    """The cause of wrong step ``k`` in words, with the call that set its LR where there was one; the advice names
-    only options of the fix that are not active (``options``: the fix's, None for stock timm)."""
-    record, t, ran = audit.record, audit.t[k], audit.lrs_at(k)
-    cause, unit, tt = audit.cause[k], record.unit, _index_text(t)
-    if cause == UNSCALED:
-        return (f"it ran with v({tt}) itself, without the factor the script's own code multiplies each param group's "
-                "LR by after the scheduler's calls (such as layer-wise LR decay): the steps before its first call "
-                "run without it; apply the factors once right after building the scheduler (and after "
-                "load_state_dict)")
-    if cause == PRE_ADVANCE:
-        done = ("--fix pre-advances" if options is None else "the fix pre-advances only over the LRs the "
-                "constructor left; here the param groups held others (the README's \"LRs the fix did not write\"): "
-                f"call {'step(t)' if record.on_epochs else 'step_update(t)'} with the index to train at")
-        return (f"the first {unit} ran with the LR the constructor left ({ran[0]:.8g}), not v({tt}): stock timm "
-                f"applies v(t) at the first step()/step_update() call, after the first {unit} ({done})")
-    call = _call_before(audit, k)
-    here = "" if call is None else (f" (here {call.method}({_index_text(call.index)}) after optimizer step "
-                                    f"{call.update - 1})")
-    if cause == LAG:
-        expected = "step(epoch + 1)" if record.on_epochs else "step_update(num_updates)"
-        if options is None:
-            shift = ", and --fix --on-lag fix shifts it"
-        elif options.on_lag != "fix":
-            shift = f", and --on-lag fix shifts it (the fix runs with on_lag={options.on_lag!r})"
-        else:
-            shift = " (on_lag='fix' is active but did not take these calls for a lag: see its warnings)"
-        scaled = " (times each group's factor)" if audit.factors is not None else ""
-        return (f"it ran with v({_index_text(t - 1)}){scaled}, the index already in force: the call after each "
-                f"{unit} passes the index of the {unit} just done, not the next one{here}; timm expects "
-                f"{expected}{shift}")
-    if cause == EARLY:
-        return f"it ran with v({_index_text(t + 1)}): the schedule runs one {unit} ahead{here}"
-    if cause == NEVER_MOVED:
-        return "it ran with the LR the constructor left: no call moved the schedule this far"
-    return (f"it ran with {ran[0]:.8g}, which is none of v({_index_text(t - 1)}), v({tt}), v({_index_text(t + 1)}): "
-            "the LR was changed outside this scheduler (another scheduler on the same optimizer?)")
+    return NEVER_MOVED if close(ran, record.init_lrs, tolerance) else OTHER
 
 
 def _call_before(audit: SchedulerAudit, k: int) -> Any:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from timm_sched_fix._usage import UsageError, check_output, check_suffix
-from timm_sched_fix.options import ENV_AUDIT, Options, rank_of
+from timm_sched_fix.options import DEFAULT_AUTO, DEFAULT_CONVENTION, DEFAULT_ON_LAG, ENV_AUDIT, Options, rank_of
 from timm_sched_fix.runner.cli import add_patch_arguments, add_target_arguments, require_target
 from timm_sched_fix.runner.execute import TargetNotFound, execute
 
@@ -61,7 +61,8 @@ def add_parser(subparsers: Any) -> None:
         description=DESCRIPTION, epilog=EPILOG, allow_abbrev=False)
     parser.add_argument("--fix", action="store_true", help="run the script with the fix, as `run` does "
                         "(default: stock timm)")
-    fix_options = parser.add_argument_group("options of the fix (with --fix; by default end, off, warn)")
+    fix_options = parser.add_argument_group(f"options of the fix (with --fix; by default {DEFAULT_CONVENTION}, "
+                                            f"{'on' if DEFAULT_AUTO else 'off'}, {DEFAULT_ON_LAG})")
     add_patch_arguments(fix_options)
     parser.set_defaults(convention=None, auto=None, on_lag=None)
     parser.add_argument("--updates-per-epoch", type=int, metavar="N",
@@ -104,7 +105,8 @@ def _watched(audit: Callable[[], int]) -> int:
     import signal
     import tempfile
 
-    from timm_sched_fix.audit import compare as audit_compare
+    from timm_sched_fix import audit as audit_package
+    from timm_sched_fix.audit import report
 
     watcher = os.getpid()
     folder = Path(tempfile.mkdtemp(prefix="timm-sched-fix-audit-"))
@@ -114,7 +116,7 @@ def _watched(audit: Callable[[], int]) -> int:
     try:
         child = os.fork()
         if child == 0:  # the audited process: the command's own, with its verdict left for the watcher
-            audit_compare.SCRATCH = str(folder)
+            audit_package.SCRATCH = str(folder)
             _note_os_exit(exit_file)
             code = 2
             try:
@@ -139,13 +141,10 @@ def _watched(audit: Callable[[], int]) -> int:
         ended = os.waitstatus_to_exitcode(status)
         if ended < 0:
             name = signal.Signals(-ended).name
-            print(f"timm-sched-fix audit: the audit could not finish: the process was ended by {name} before the "
-                  "report; no verdict", file=sys.stderr)
+            print(report.ended_by_signal(name), file=sys.stderr)
             return 128 - ended
-        how = (f"the script called {exit_file.read_text()}" if exit_file.exists()
-               else f"the process exited with code {ended}")
-        print(f"timm-sched-fix audit: the audit could not finish: {how}, which skips the audit's report; no "
-              "verdict (end the script normally, e.g. sys.exit(), or use --max-steps)", file=sys.stderr)
+        print(report.exited_without_report(exit_file.read_text() if exit_file.exists() else None, ended),
+              file=sys.stderr)
         return ended or 1
     finally:
         if os.getpid() == watcher:  # the audited process leaves the folder to the watcher
@@ -180,7 +179,8 @@ def _options(args: argparse.Namespace) -> Options | None:
             raise UsageError(f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of the fix: "
                              "add --fix")
         return None
-    return Options(convention=args.convention or "end", auto=bool(args.auto), on_lag=args.on_lag or "warn")
+    return Options(**{name: getattr(args, name) for name in ("convention", "auto", "on_lag")
+                      if getattr(args, name) is not None})
 
 
 def _check(args: argparse.Namespace) -> Options | None:
@@ -205,7 +205,7 @@ def _check(args: argparse.Namespace) -> Options | None:
     for option, path in (("out", args.out), ("plot", args.plot), ("golden", args.golden if args.update_golden
                                                                     else None)):
         check_output(option, path)
-    from timm_sched_fix.audit.compare import check_version
+    from timm_sched_fix.audit.releases import check_version
 
     for version in args.against_timm:
         check_version(version)
@@ -219,46 +219,46 @@ def _check(args: argparse.Namespace) -> Options | None:
 
 
 def _audit(args: argparse.Namespace, options: Options | None) -> int:
-    from timm_sched_fix.audit import compare
+    from timm_sched_fix.audit import ranks, report
     from timm_sched_fix.audit.analysis import analyse
+    from timm_sched_fix.audit.children import Children
     from timm_sched_fix.audit.record import Recorder
     from timm_sched_fix.audit.report import Run, audit_document, golden_document, plot, report_lines, verdict, write_out
 
     rank = rank_of(os.environ)
     if rank is not None:
-        compare.forget_earlier_run(compare.ranks_dir(os.environ), rank[0])
+        ranks.forget_earlier_run(ranks.ranks_dir(os.environ), rank[0])
     recorder = Recorder(max_steps=args.max_steps)
-    children = compare.Children(options, args.updates_per_epoch, args.max_steps)
+    children = Children(options, args.updates_per_epoch, args.max_steps)
     with children:
         exit_code, ended, fix_failed = _run_script(recorder, options, args)
     audits = [analyse(record, args.updates_per_epoch, options) for record in recorder.records]
     code, summary = verdict(audits)
     if not audits and children.documents:
-        summary = "this process built no timm scheduler; the processes it started did (below)"
+        summary = report.ONLY_CHILDREN_AUDITED
     run = Run([args.target, *args.args], args.module, options, args.updates_per_epoch, args.max_steps, exit_code,
               ended, rank)
     document = audit_document(run, recorder, audits, code, summary)
     lines = report_lines(run, recorder, audits, summary)
     if args.out:
         write_out(document, args.out)
-        lines.append(f"wrote {args.out}")
+        lines.append(report.wrote_line(args.out))
     if args.plot and audits:
-        plot(audits, args.plot, "ran (with the fix)" if options else "ran (stock timm)", args.updates_per_epoch)
-        lines.append(f"wrote {args.plot}")
+        plot(audits, args.plot, report.plot_label(options), args.updates_per_epoch)
+        lines.append(report.wrote_line(args.plot))
     elif args.plot:
-        lines.append(f"no plot written to {args.plot}: no timm scheduler was built")
+        lines.append(report.no_plot_line(args.plot))
     if args.golden:
         code = max(code, _golden(args, document, lines, golden_document))
-    unreached = children.unreached(audited_here=bool(audits))
-    if unreached:
-        lines.append(f"note: {unreached}")
+    if children.unreached(audited_here=bool(audits)):
+        lines.append(report.unreached_line())
     _print(lines)
     if children.documents:
-        child_lines, child_code = children.lines_and_code()
+        child_lines, child_code = report.children_lines(children.documents)
         _print(child_lines)
         code = child_code if not audits else max(code, child_code)
     if children.unfinished:
-        _print(["", *children.unfinished_lines()])
+        _print(["", *report.unfinished_lines(children.unfinished)])
         code = max(code, 1)
     for version in args.against_timm:
         code = max(code, _against(version, args, options, document))
@@ -320,7 +320,7 @@ def _raised_here(error: BaseException) -> bool:
 def _golden(args: argparse.Namespace, document: dict, lines: list[str], golden_document: Any) -> int:
     import json
 
-    from timm_sched_fix.audit.report import golden_differences
+    from timm_sched_fix.audit.report import golden_differences, golden_lines, golden_written_line
 
     if args.update_golden:
         try:
@@ -329,7 +329,7 @@ def _golden(args: argparse.Namespace, document: dict, lines: list[str], golden_d
                 stream.write("\n")
         except OSError as error:
             raise UsageError(f"--golden {args.golden}: cannot write it ({error.strerror})") from None
-        lines.append(f"wrote the golden trace {args.golden}")
+        lines.append(golden_written_line(args.golden))
         return 0
     try:
         with open(args.golden) as stream:
@@ -339,14 +339,8 @@ def _golden(args: argparse.Namespace, document: dict, lines: list[str], golden_d
     if not isinstance(stored, dict) or "lrs" not in stored:
         raise UsageError(f"--golden {args.golden}: not a golden trace file (no 'lrs')")
     problems = golden_differences(stored, document)
-    if not problems:
-        lines.append(f"golden {args.golden}: the same LR at every optimizer step (recorded with timm "
-                     f"{stored.get('timm')})")
-        return 0
-    lines.append(f"golden {args.golden}: the trace moved (recorded with timm {stored.get('timm')}, running "
-                 f"{document['timm']}); --update-golden accepts the new trace")
-    lines += [f"  {problem}" for problem in problems]
-    return 1
+    lines += golden_lines(args.golden, stored, document, problems)
+    return 1 if problems else 0
 
 
 def _child_arguments(args: argparse.Namespace, options: Options | None) -> list[str]:
@@ -361,7 +355,8 @@ def _child_arguments(args: argparse.Namespace, options: Options | None) -> list[
 
 
 def _against(version: str, args: argparse.Namespace, options: Options | None, document: dict) -> int:
-    from timm_sched_fix.audit.compare import audit_under, differences, release_dir
+    from timm_sched_fix.audit.releases import audit_under, release_dir
+    from timm_sched_fix.audit.report import against_lines
 
     try:
         folder = release_dir(version, args.timm_cache)
@@ -369,24 +364,15 @@ def _against(version: str, args: argparse.Namespace, options: Options | None, do
     except UsageError as error:
         print(f"timm-sched-fix audit: error: {error}", file=sys.stderr)
         return 2
-    mine, theirs = f"timm {document['timm']}", f"timm {other['timm']}"
     shown = os.path.relpath(folder) if not os.path.relpath(folder).startswith("..") else str(folder)
-    lines = ["", f"against {theirs} ({shown}): the same script and options, audited in a child process",
-             f"  under {theirs}: {other['verdict']['summary']}"]
-    if other["script"]["ended"]:
-        lines.append(f"  under {theirs}: {other['script']['ended']}")
-    found = differences(document, other, mine, theirs)
-    if found:
-        lines += [f"  {line}" for line in found]
-        lines.append(f"against {theirs}: the LRs differ from {mine}'s")
-    else:
-        lines.append(f"against {theirs}: the same LR at every optimizer step as under {mine}")
+    lines, differ = against_lines(document, other, shown)
     _print(lines)
-    return 1 if found else 0
+    return 1 if differ else 0
 
 
 def _ranks(document: dict, rank: tuple[int, int]) -> int:
-    from timm_sched_fix.audit.compare import hand_over, rank_lines, ranks_dir
+    from timm_sched_fix.audit.ranks import hand_over, ranks_dir
+    from timm_sched_fix.audit.report import rank_lines
 
     documents = hand_over(document, ranks_dir(os.environ), *rank)
     if not documents:

@@ -8,7 +8,6 @@ import functools
 import math
 import operator
 import os
-import sys
 import types
 from array import array
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import wrapt
 
 from timm_sched_fix import _compat as compat
 from timm_sched_fix._timing import TIMING_KEY
+from timm_sched_fix._walk import frame_finder
 
 #: Frames from these packages are skipped when naming where a scheduler was built.
 _LIBRARY_DIRS = tuple(os.path.dirname(module.__file__) + os.sep for module in (compat.timm, torch, wrapt)
@@ -116,13 +116,15 @@ def shadow_of(scheduler: Any) -> tuple[Any, str | None]:
         return None, f"the scheduler could not be copied to compute its schedule ({type(error).__name__}: {error})"
 
 
+_NOT_THE_SCRIPTS = (*_LIBRARY_DIRS, "<frozen")
+_scripts_frame = frame_finder(inside=False, test=lambda frame: not frame.f_code.co_filename.startswith(_NOT_THE_SCRIPTS))
+
+
 def where() -> str:
     """``file:line`` of the innermost frame outside timm, torch, wrapt and this package: where the script built it."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        filename = frame.f_code.co_filename
-        if not filename.startswith(_LIBRARY_DIRS) and not filename.startswith("<frozen"):
-            relative = os.path.relpath(filename) if os.path.isabs(filename) else filename
-            return f"{filename if relative.startswith('..') else relative}:{frame.f_lineno}"
-        frame = frame.f_back
-    return "?"
+    found = _scripts_frame(1)
+    if found is None:
+        return "?"
+    filename = found[1].f_code.co_filename
+    relative = os.path.relpath(filename) if os.path.isabs(filename) else filename
+    return f"{filename if relative.startswith('..') else relative}:{found[1].f_lineno}"

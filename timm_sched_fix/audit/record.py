@@ -28,6 +28,9 @@ from timm_sched_fix import _compat as compat
 from timm_sched_fix import _counting as counting
 from timm_sched_fix._position import STATE_KEY
 from timm_sched_fix._proxy import FixedScheduler
+from timm_sched_fix._tolerance import REL_TOL
+from timm_sched_fix._walk import with_subclasses
+from timm_sched_fix.audit import report
 from timm_sched_fix.audit.data import Call, SchedulerRecord, number, settle, shadow_of, where
 
 _new_call = functools.partial(tuple.__new__, Call)  # Call(...) without NamedTuple's Python-level __new__: per step
@@ -114,7 +117,7 @@ class Recorder:
     def _instrument(self) -> None:
         scheduler_base = compat.Scheduler
         self._wrap(scheduler_base, "__init_subclass__", self._instrument_new_subclass)
-        for cls in [*_with_subclasses(scheduler_base), FixedScheduler]:
+        for cls in [*with_subclasses(scheduler_base), FixedScheduler]:
             self._instrument_class(cls)
         # the drop-in classes' routed methods live on their base; importing dropin reads timm.scheduler's classes,
         # which is not possible yet when this runs as timm.scheduler is imported (a child process's start-up)
@@ -177,7 +180,7 @@ class Recorder:
         try:
             self._register(instance, wrapped, args, kwargs)
         except Exception as error:  # noqa: BLE001 (the audit never breaks the script: the report says it)
-            self.notes.append(f"a {type(instance).__name__} built at {where()} could not be audited: {error!r}")
+            self.notes.append(report.not_audited(type(instance).__name__, where(), error))
 
     def _register(self, scheduler: Any, init: Any, args: tuple, kwargs: dict) -> None:
         _, initialize = compat.construction_args(init, args, kwargs)
@@ -188,7 +191,7 @@ class Recorder:
         field = scheduler.param_group_field
         shadow, shadow_error = shadow_of(scheduler)
         dtypes = [group[field].dtype for group in optimizer.param_groups if isinstance(group[field], torch.Tensor)]
-        tolerance = max([1e-12, *(4 * torch.finfo(dtype).eps for dtype in dtypes if dtype.is_floating_point)])
+        tolerance = max([REL_TOL, *(4 * torch.finfo(dtype).eps for dtype in dtypes if dtype.is_floating_point)])
         with self._lock:
             record = SchedulerRecord(
                 number=len(self.records) + 1, class_name=type(scheduler).__name__,
@@ -205,12 +208,11 @@ class Recorder:
         weakref.finalize(scheduler, self._released, id(scheduler), record)
 
     def _count(self, record: SchedulerRecord) -> None:
-        """Record the LRs right before every parameter update of the record's optimizer (counting.py: behind
+        """Record the LRs right before every parameter update of the record's optimizer (_counting.py: behind
         wrappers, once per update, after the fix's auto mode has written them)."""
         counter = counting.counter_for(record.optimizer)
         if counter is None:
-            record.stopped = (f"its optimizer's parameter updates cannot be counted "
-                              f"({counting.uncountable_reason(record.optimizer)}): not audited")
+            record.stopped = report.uncountable(counting.uncountable_reason(record.optimizer))
             return
         records = self._counted.get(id(counter))
         if records is None:
@@ -255,8 +257,7 @@ class Recorder:
         try:
             function(*args)
         except Exception as error:  # noqa: BLE001 (never the script's failure)
-            record.stopped = record.stopped or (f"the audit could not record it after step {record.steps} "
-                                                f"({type(error).__name__}: {error}): later steps are not audited")
+            record.stopped = record.stopped or report.recording_failed(record.steps, error)
 
     def _loaded(self, record: SchedulerRecord, scheduler: Any, state: Any) -> None:
         """A ``load_state_dict``: the position it restored (a fixed scheduler's record carries one); before the first
@@ -291,13 +292,11 @@ class Recorder:
                 elif len(groups) == len(record.init_lrs):
                     record.values.extend([float(group[field]) for group in groups])
                 else:
-                    record.stopped = (f"the optimizer's param groups changed from {len(record.init_lrs)} to "
-                                      f"{len(groups)} at step {record.steps}: later steps are not audited")
+                    record.stopped = report.groups_changed(len(record.init_lrs), len(groups), record.steps)
                     continue
             except Exception as error:  # noqa: BLE001 (never the script's failure)
                 del record.values[record.steps * len(record.init_lrs):]
-                record.stopped = (f"the audit could not read the LRs of step {record.steps} ({type(error).__name__}: "
-                                  f"{error}): later steps are not audited")
+                record.stopped = report.lrs_unreadable(record.steps, error)
                 continue
             record.steps += 1
 
@@ -325,11 +324,3 @@ class Recorder:
     def _loader_event(self, kind: str, number: int) -> None:
         for record in self._live:
             record.loader_events.append((kind, number, record.steps))
-
-
-def _with_subclasses(cls: type) -> list[type]:
-    """``cls`` and every subclass, each once (a class with two timm bases included)."""
-    found: dict[type, None] = {cls: None}
-    for subclass in cls.__subclasses__():
-        found.update(dict.fromkeys(_with_subclasses(subclass)))
-    return list(found)

@@ -1,6 +1,7 @@
-"""What ``timm-sched-fix audit`` writes: the report (per-scheduler summary and a table in ``trace``'s style), the
-JSON document (``--out``, and what the ``--against-timm`` children and the ranks hand over), CSV, the plot and the
-golden file (``golden``'s JSON format)."""
+"""What ``timm-sched-fix audit`` writes: the report (per-scheduler summary and a table in ``trace``'s style, and every
+sentence of it: the comparisons with a golden file, another timm release, the other ranks and the processes the script
+started), the JSON document (``--out``, and what the ``--against-timm`` children and the ranks hand over), CSV, the
+plot and the golden file (``golden``'s JSON format)."""
 
 from __future__ import annotations
 
@@ -8,25 +9,32 @@ import csv
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from timm_sched_fix import golden
+from timm_sched_fix._tolerance import REL_TOL, close
 from timm_sched_fix._usage import UsageError, format_table, rows_with_gaps
-from timm_sched_fix.audit.analysis import SchedulerAudit
-from timm_sched_fix.options import Options
+from timm_sched_fix.audit.ranks import RANK_WAIT_SECONDS
+from timm_sched_fix.options import ENV_AUDIT, Options
 
 if TYPE_CHECKING:
+    from timm_sched_fix.audit.analysis import SchedulerAudit
     from timm_sched_fix.audit.record import Recorder
 
+#: Short names of the causes of a wrong step, in the table and in the JSON; :func:`explain_step` explains each in words.
+PRE_ADVANCE, LAG, EARLY, NEVER_MOVED, OTHER = "missing pre-advance", "one-period lag", "one period early", \
+    "schedule never moved", "not the schedule's"
+UNSCALED = "group factor not applied"
+
+#: Differing steps shown per scheduler when two runs are compared.
+SHOWN_STEPS = 8
 #: Tables longer than this keep their first and last rows and the rows around each run of wrong steps.
 MAX_ROWS = 40
 EDGE_ROWS = 3
 MAX_WRONG_RUNS = 6
-#: Relative tolerance when two recorded traces are compared (golden files, releases, ranks).
-TRACE_TOLERANCE = 1e-12
 
 
 def epoch_length(boundaries: Sequence[int] | None, steps: int) -> int | None:
@@ -40,8 +48,100 @@ def lr_text(value: float | None) -> str:
     return "?" if value is None else f"{value:.8g}"
 
 
+def index_text(index: float) -> str:
+    return str(int(index)) if float(index).is_integer() else repr(index)
+
+
 def _t_text(t: float | None) -> str:
     return "?" if t is None else (str(int(t)) if float(t).is_integer() else f"{t:g}")
+
+
+# -- the verdict on one scheduler, in words -------------------------------------------------------------
+
+def analysis_failed(error: Exception) -> str:
+    """Why a scheduler is undecided when the audit's own analysis raised."""
+    return (f"the audit's own analysis failed ({type(error).__name__}: {error}); this is a defect of "
+            "timm-sched-fix, not of the script: please report it")
+
+
+def typical_cause(k: int, cause: str, steps: int, explanation: str) -> str:
+    """What follows the first wrong step's explanation when the typical wrong step has another cause."""
+    return f"; and from step {k} on, {cause} ({steps:,} steps): {explanation}"
+
+
+def explain_step(audit: SchedulerAudit, k: int, call: Any, options: Options | None = None) -> str:
+    """The cause of wrong step ``k`` in words, with the call that set its LR where there was one; the advice names
+    only options of the fix that are not active (``options``: the fix's, None for stock timm). ``call``: the call that
+    set its LR, or None (``analysis``)."""
+    record, t, ran = audit.record, audit.t[k], audit.lrs_at(k)
+    cause, unit, tt = audit.cause[k], record.unit, index_text(t)
+    if cause == UNSCALED:
+        return (f"it ran with v({tt}) itself, without the factor the script's own code multiplies each param group's "
+                "LR by after the scheduler's calls (such as layer-wise LR decay): the steps before its first call "
+                "run without it; apply the factors once right after building the scheduler (and after "
+                "load_state_dict)")
+    if cause == PRE_ADVANCE:
+        done = ("--fix pre-advances" if options is None else "the fix pre-advances only over the LRs the "
+                "constructor left; here the param groups held others (the README's \"LRs the fix did not write\"): "
+                f"call {'step(t)' if record.on_epochs else 'step_update(t)'} with the index to train at")
+        return (f"the first {unit} ran with the LR the constructor left ({ran[0]:.8g}), not v({tt}): stock timm "
+                f"applies v(t) at the first step()/step_update() call, after the first {unit} ({done})")
+    here = "" if call is None else (f" (here {call.method}({index_text(call.index)}) after optimizer step "
+                                    f"{call.update - 1})")
+    if cause == LAG:
+        expected = "step(epoch + 1)" if record.on_epochs else "step_update(num_updates)"
+        if options is None:
+            shift = ", and --fix --on-lag fix shifts it"
+        elif options.on_lag != "fix":
+            shift = f", and --on-lag fix shifts it (the fix runs with on_lag={options.on_lag!r})"
+        else:
+            shift = " (on_lag='fix' is active but did not take these calls for a lag: see its warnings)"
+        scaled = " (times each group's factor)" if audit.factors is not None else ""
+        return (f"it ran with v({index_text(t - 1)}){scaled}, the index already in force: the call after each "
+                f"{unit} passes the index of the {unit} just done, not the next one{here}; timm expects "
+                f"{expected}{shift}")
+    if cause == EARLY:
+        return f"it ran with v({index_text(t + 1)}): the schedule runs one {unit} ahead{here}"
+    if cause == NEVER_MOVED:
+        return "it ran with the LR the constructor left: no call moved the schedule this far"
+    return (f"it ran with {ran[0]:.8g}, which is none of v({index_text(t - 1)}), v({tt}), v({index_text(t + 1)}): "
+            "the LR was changed outside this scheduler (another scheduler on the same optimizer?)")
+
+
+# -- an audited process that ended without its report (the watcher's lines) ---------------------------------
+
+def ended_by_signal(name: str) -> str:
+    return f"timm-sched-fix audit: the audit could not finish: the process was ended by {name} before the report; no verdict"
+
+
+def exited_without_report(os_exit_call: str | None, exit_code: int) -> str:
+    """``os_exit_call``: the ``os._exit(...)`` call the script made (with where), None if it is not known."""
+    how = f"the script called {os_exit_call}" if os_exit_call is not None else f"the process exited with code {exit_code}"
+    return (f"timm-sched-fix audit: the audit could not finish: {how}, which skips the audit's report; no verdict (end "
+            "the script normally, e.g. sys.exit(), or use --max-steps)")
+
+
+# -- why a scheduler, or its later steps, are not audited (the recorder's notes) ---------------------------
+
+def not_audited(class_name: str, where: str, error: Exception) -> str:
+    return f"a {class_name} built at {where} could not be audited: {error!r}"
+
+
+def uncountable(reason: str) -> str:
+    return f"its optimizer's parameter updates cannot be counted ({reason}): not audited"
+
+
+def recording_failed(steps: int, error: Exception) -> str:
+    return f"the audit could not record it after step {steps} ({type(error).__name__}: {error}): later steps are not audited"
+
+
+def groups_changed(before: int, after: int, steps: int) -> str:
+    return f"the optimizer's param groups changed from {before} to {after} at step {steps}: later steps are not audited"
+
+
+def lrs_unreadable(steps: int, error: Exception) -> str:
+    return (f"the audit could not read the LRs of step {steps} ({type(error).__name__}: {error}): later steps are "
+            "not audited")
 
 
 # -- the JSON document -------------------------------------------------------------------------------
@@ -317,8 +417,172 @@ def golden_differences(stored: dict[str, Any], document: dict[str, Any]) -> list
     if len(saved) != len(now):
         problems.append(f"the golden file has {len(saved)} scheduler(s), this run built {len(now)}")
     for old, new in zip(saved, now):
-        difference = golden.first_difference(old["lrs"], new["trace"]["ran_lr"], rel_tol=TRACE_TOLERANCE,
+        difference = golden.first_difference(old["lrs"], new["trace"]["ran_lr"], rel_tol=REL_TOL,
                                              updates_per_epoch=epoch_length(new["boundaries"], new["steps"]))
         if difference is not None:
             problems.append(f"scheduler {new['number']} ({new['class']}): {difference}")
     return problems
+
+
+# -- golden files ------------------------------------------------------------------------------------------
+
+def golden_written_line(path: str) -> str:
+    return f"wrote the golden trace {path}"
+
+
+def golden_lines(path: str, stored: dict[str, Any], document: dict[str, Any], problems: list[str]) -> list[str]:
+    """The comparison with the golden file ``path`` (``problems``: :func:`golden_differences`)."""
+    if not problems:
+        return [f"golden {path}: the same LR at every optimizer step (recorded with timm {stored.get('timm')})"]
+    moved = (f"golden {path}: the trace moved (recorded with timm {stored.get('timm')}, running {document['timm']}); "
+             "--update-golden accepts the new trace")
+    return [moved, *(f"  {problem}" for problem in problems)]
+
+
+# -- two runs' traces: another timm release, another rank ----------------------------------------------------
+
+def _first_lr(values: Sequence[float] | None) -> str:
+    return lr_text(values[0] if values else None)
+
+
+def differences(mine: Mapping[str, Any], other: Mapping[str, Any], my_label: str, other_label: str) -> list[str]:
+    """Lines naming where the two runs' traces differ (every scheduler, every step); empty when they are the same."""
+    lines: list[str] = []
+    schedulers, others = mine["schedulers"], other["schedulers"]
+    if len(schedulers) != len(others):
+        lines.append(f"{my_label} built {len(schedulers)} timm scheduler(s), {other_label} {len(others)}")
+    for a, b in zip(schedulers, others):
+        name = f"scheduler {a['number']} ({a['class']})"
+        if a["class"] != b["class"]:
+            lines.append(f"{name}: {other_label} built a {b['class']}")
+            continue
+        ran_a, ran_b = a["trace"]["ran_lr"], b["trace"]["ran_lr"]
+        differing = [k for k, (x, y) in enumerate(zip(ran_a, ran_b)) if not close(x, y)]
+        if len(ran_a) != len(ran_b):
+            lines.append(f"{name}: {len(ran_a)} optimizer steps under {my_label}, {len(ran_b)} under {other_label}")
+        if not differing:
+            continue
+        lines.append(f"{name}: {len(differing):,} of {min(len(ran_a), len(ran_b)):,} optimizer steps ran with a "
+                     f"different LR, first at step {differing[0]}")
+        rows = []
+        for k in differing[:SHOWN_STEPS]:
+            expected_a, expected_b = a["trace"]["schedule_lr"][k], b["trace"]["schedule_lr"][k]
+            rows.append([str(k), _t_text(a["trace"]["t"][k]), _first_lr(ran_a[k]), _first_lr(ran_b[k]), _first_lr(expected_a),
+                         _first_lr(expected_b)])
+        if len(differing) > SHOWN_STEPS:
+            rows.append(f"... {len(differing) - SHOWN_STEPS:,} more")
+        header = ["step", "t", f"ran ({my_label})", f"ran ({other_label})", f"v(t) ({my_label})",
+                  f"v(t) ({other_label})"]
+        lines += ["  " + line for line in format_table(header, rows)]
+    return lines
+
+
+
+def rank_lines(documents: Sequence[Mapping[str, Any] | None]) -> tuple[list[str], bool]:
+    """Rank 0's comparison of every rank with itself: the lines, and whether any rank disagrees."""
+    mine = documents[0]
+    assert mine is not None
+    lines, disagree = [], []
+    for rank, other in enumerate(documents[1:], start=1):
+        if other is None:
+            lines.append(f"rank {rank} handed over no report within {RANK_WAIT_SECONDS:.0f} s")
+            disagree.append(rank)
+            continue
+        found = differences(mine, other, "rank 0", f"rank {rank}")
+        if found:
+            disagree.append(rank)
+            lines += [f"rank {rank} disagrees with rank 0:"] + ["  " + line for line in found]
+    world = len(documents)
+    if disagree:
+        lines.insert(0, f"ranks disagree: {', '.join(f'rank {r}' for r in disagree)} ran other LRs than rank 0 "
+                        f"({world} ranks)")
+    else:
+        lines.insert(0, f"all {world} ranks ran the same LR at every optimizer step")
+    return lines, bool(disagree)
+
+
+def against_lines(document: Mapping[str, Any], other: Mapping[str, Any], shown: str) -> tuple[list[str], bool]:
+    """The comparison with the same audit under another timm release (installed in the folder ``shown``): the
+    lines, and whether the LRs differ."""
+    mine, theirs = f"timm {document['timm']}", f"timm {other['timm']}"
+    lines = ["", f"against {theirs} ({shown}): the same script and options, audited in a child process",
+             f"  under {theirs}: {other['verdict']['summary']}"]
+    if other["script"]["ended"]:
+        lines.append(f"  under {theirs}: {other['script']['ended']}")
+    found = differences(document, other, mine, theirs)
+    if found:
+        lines += [f"  {line}" for line in found]
+        lines.append(f"against {theirs}: the LRs differ from {mine}'s")
+    else:
+        lines.append(f"against {theirs}: the same LR at every optimizer step as under {mine}")
+    return lines, bool(found)
+
+
+# -- the processes the script started ------------------------------------------------------------------
+
+#: The summary of a process that built no scheduler itself while the processes it started did.
+ONLY_CHILDREN_AUDITED = "this process built no timm scheduler; the processes it started did (below)"
+
+
+def unreached_line() -> str:
+    """Why the processes the script started were not audited."""
+    from timm_sched_fix.runner.startup import PTH_NAME
+
+    return (f"note: the Python processes the script started (if any) were not audited: no {PTH_NAME} that knows "
+            f"{ENV_AUDIT} is in this Python's site-packages (install this version of the package)")
+
+
+def unfinished_lines(pids: Sequence[int]) -> list[str]:
+    """One line per process the script started that built a timm scheduler but wrote no report."""
+    return [f"the audit could not finish: process {pid}, which the script started, built a timm scheduler and "
+            "ended without its report (os._exit, a fatal signal, or killed): its steps have no verdict"
+            for pid in pids]
+
+
+def children_lines(documents: Sequence[dict[str, Any]]) -> tuple[list[str], int]:
+    """Every child's report, the ranks that disagree, a last line over all of them, and their exit code (0:
+    every step of every process ran with v(t) and the ranks agree, else 1)."""
+    lines: list[str] = []
+    failing = []
+    for document in documents:
+        lines += document["report"]
+        if document["verdict"]["exit_code"]:
+            failing.append(_process_name(document))
+    disagree = False
+    ranked = [document for document in documents if document["rank"] is not None]
+    if len(ranked) > 1:
+        world = max(document["world_size"] for document in ranked)
+        by_rank: list[dict[str, Any] | None] = [None] * world
+        for document in ranked:
+            by_rank[document["rank"]] = document
+        if by_rank[0] is not None:
+            found, disagree = rank_lines(by_rank)
+            lines += [""] + found
+    count = len(documents)
+    processes = f"{count} process{'es' if count != 1 else ''} the script started"
+    if not failing and not disagree:
+        lines += ["", f"audit of the {processes}: every optimizer step ran with the LR its schedule defines"]
+        return lines, 0
+    parts = ([f"not every step ran with v(t) in {', '.join(failing)}"] if failing else []) + (
+        ["the ranks disagree"] if disagree else [])
+    lines += ["", f"audit of the {processes}: {'; '.join(parts)}"]
+    return lines, 1
+
+
+def _process_name(document: Mapping[str, Any]) -> str:
+    return f"rank {document['rank']}" if document["rank"] is not None else f"process {document['pid']}"
+
+
+# -- what the audit wrote ------------------------------------------------------------------------------------
+
+def wrote_line(path: str) -> str:
+    return f"wrote {path}"
+
+
+def no_plot_line(path: str) -> str:
+    return f"no plot written to {path}: no timm scheduler was built"
+
+
+def plot_label(options: Options | None) -> str:
+    """The label of the LRs the steps ran with, in the plot."""
+    return "ran (with the fix)" if options else "ran (stock timm)"

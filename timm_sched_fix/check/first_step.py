@@ -8,7 +8,6 @@ with the drop-in class of this package. The schedule's own value v(t) comes from
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +15,9 @@ from typing import Any
 import torch
 
 from timm_sched_fix import _compat as compat
+from timm_sched_fix import _usage
 from timm_sched_fix._overrides import stock_method
+from timm_sched_fix._tolerance import close
 
 BASE_LR = 0.1
 LR_SCALES = (1.0, 0.5, 0.25)
@@ -129,10 +130,6 @@ def schedule_value(cls: type, kwargs: dict, groups: int, t: int) -> list[float]:
     return [float(group["lr"]) for group in _stock_run(cls, kwargs, groups, t).param_groups]
 
 
-def _same(a: list[float], b: list[float]) -> bool:
-    return all(math.isclose(x, y, rel_tol=1e-12, abs_tol=0.0) for x, y in zip(a, b))
-
-
 def check_row(name: str, config: Config) -> Row:
     from timm_sched_fix import _dropin as dropin
 
@@ -159,11 +156,11 @@ def check_row(name: str, config: Config) -> Row:
     stock, fixed, schedule = results["stock"], results["fixed"], results["v(t)"]
     if fixed is None or schedule is None:
         verdict = "ERROR"
-    elif not _same(fixed, schedule):
+    elif not close(fixed, schedule):
         verdict = "FIXED WRONG"
     elif stock is None:  # e.g. stock PlateauLRScheduler of timm <= 1.0.15 on torch 2.14 (quirk plateau_verbose)
         verdict = "stock fails, fixed ok"
-    elif _same(stock, schedule):
+    elif close(stock, schedule):
         verdict = "ok"
     else:
         verdict = "stock wrong, fixed ok"
@@ -192,7 +189,4 @@ def format_table(rows: list[Row]) -> list[str]:
     header = ["scheduler", "config", "t", "stock", "fixed", "v(t)", "verdict"]
     cells = [[r.scheduler, r.config, str(r.t), _cell(r.stock), _cell(r.fixed), _cell(r.schedule), r.verdict]
              for r in rows]
-    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *cells]]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return lines
+    return _usage.format_table(header, cells, left=True, rule=True)

@@ -6,7 +6,7 @@ Like ``python -m cProfile`` and ``coverage run``, the script is run in this proc
 ``__file__`` and ``sys.path[0]``, runs as ``__main__``, and its exit code and exceptions are the command's;
 targets Python cannot run get Python's own one-line message and exit code. The
 processes it starts (torchrun's workers, ``torch.multiprocessing.spawn``'s, ``subprocess``) inherit
-``TIMM_SCHED_FIX=1`` and the options, which the start-up hook (timm_sched_fix/startup.py) turns into ``patch()``.
+``TIMM_SCHED_FIX=1`` and the options, which the start-up hook (timm_sched_fix/runner/startup.py) turns into ``patch()``.
 Running the script is runner/execute.py's, shared with ``timm-sched-fix audit``.
 """
 
@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from timm_sched_fix._patching import patched
 from timm_sched_fix.options import (
     CONVENTIONS,
+    DEFAULT_CONVENTION,
+    DEFAULT_ON_LAG,
     ENV_REPORT,
     ENV_SWITCH,
     LAG_POLICIES,
@@ -49,13 +51,13 @@ examples:
 
 def add_patch_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """``--convention``, ``--auto`` and ``--on-lag``: the options of ``patch()``."""
-    parser.add_argument("--convention", choices=CONVENTIONS, default="end",
+    parser.add_argument("--convention", choices=CONVENTIONS, default=DEFAULT_CONVENTION,
                         help="when the script calls the scheduler: end = after the epoch or update, with the "
                         "next index (timm's train.py); begin = before it, with the current one")
     parser.add_argument("--auto", action="store_true",
                         help="apply each optimizer step's LR right before the step, so update schedules need no "
                         "step_update() calls (epoch schedules still need step())")
-    parser.add_argument("--on-lag", choices=LAG_POLICIES, default="warn",
+    parser.add_argument("--on-lag", choices=LAG_POLICIES, default=DEFAULT_ON_LAG,
                         help="what an index one behind the convention does (Lightning's documented override "
                         "passes one): warn once, fix it (shift by one), raise ScheduleLagError, or ignore it")
 

@@ -26,6 +26,7 @@ import torch
 import timm_sched_fix
 from timm_sched_fix import _compat as compat
 from timm_sched_fix._overrides import stock_method
+from timm_sched_fix._tolerance import REL_TOL
 from timm_sched_fix._usage import UsageError, format_table, rows_with_gaps
 from timm_sched_fix.trace.settings import KNOWN_SCHEDULES, LOOPS, TRAIN_DEFAULTS
 
@@ -120,7 +121,7 @@ class Trace:
     @functools.cached_property
     def differs(self) -> torch.Tensor:
         """Per step: stock and fixed LR differ (computed once: the summary, table and plot all read it)."""
-        return ~torch.isclose(self.stock_lr, self.fixed_lr, rtol=1e-12, atol=0.0)
+        return ~torch.isclose(self.stock_lr, self.fixed_lr, rtol=REL_TOL, atol=0.0)
 
     def phase_of_epoch(self, epoch: int) -> str:
         if epoch < self.settings.warmup_epochs:
