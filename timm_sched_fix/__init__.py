@@ -4,7 +4,7 @@
 drop-in classes (``timm_sched_fix.CosineLRScheduler``, ...) are fixed from construction; ``TorchScheduler``
 gives any of them PyTorch's ``LRScheduler`` protocol (Lightning, Accelerate). Importing this
 package imports neither timm nor torch, nor wrapt: the names that need them load on first use (the start-up hook,
-timm_sched_fix/startup.py, imports this package while ``site`` may not have put wrapt on ``sys.path`` yet).
+timm_sched_fix/runner/startup.py, imports this package while ``site`` may not have put wrapt on ``sys.path`` yet).
 """
 
 from __future__ import annotations

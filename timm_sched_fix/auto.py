@@ -1,7 +1,7 @@
 """``import timm_sched_fix.auto`` at the top of a training script patches timm (see ``patch()``).
 
 Options come from ``TIMM_SCHED_FIX_CONVENTION``, ``TIMM_SCHED_FIX_AUTO`` and ``TIMM_SCHED_FIX_ON_LAG``, and
-``TIMM_SCHED_FIX_REPORT=1`` reports at exit what was fixed (timm_sched_fix/report.py); a bad value raises
+``TIMM_SCHED_FIX_REPORT=1`` reports at exit what was fixed (timm_sched_fix/runner/report.py); a bad value raises
 ValueError at import, before anything is patched.
 """
 

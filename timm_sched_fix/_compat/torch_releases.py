@@ -16,7 +16,7 @@ from timm_sched_fix._compat.quirk import Quirk
 TORCH_VERSION: str = torch.__version__
 #: (major, minor) of the installed torch, for quirks that are named with releases and cannot be seen otherwise.
 TORCH_RELEASE: tuple[int, ...] = tuple(int(part) for part in re.findall(r"\d+", TORCH_VERSION)[:2])
-#: The oldest torch release the package runs on (pyproject.toml's ``torch>=`` and the README's table say the same).
+#: The oldest torch release the package runs on (pyproject.toml's ``torch>=`` and docs/reference/versions.md say the same).
 OLDEST_TORCH = "2.0"
 #: torch 2.0+: ``Optimizer.register_step_pre_hook``/``register_step_post_hook``, which run around every parameter
 #: update and by which the fix counts updates (lag detection, auto mode, ``check``, ``trace``, ``audit``).

@@ -1,7 +1,11 @@
 """What ``timm-sched-fix audit`` writes: the report (per-scheduler summary and a table in ``trace``'s style, and every
 sentence of it: the comparisons with a golden file, another timm release, the other ranks and the processes the script
 started), the JSON document (``--out``, and what the ``--against-timm`` children and the ranks hand over), CSV, the
-plot and the golden file (``golden``'s JSON format)."""
+plot and the golden file (``golden``'s JSON format).
+
+Past 400 lines as one piece: it is every sentence the audit says to a user, gathered on purpose so that a cause, its
+advice and the options it names read the same in the summary, the table, the JSON and the comparisons; the logic that
+decides them stays in ``analysis``, ``record``, ``releases``, ``ranks`` and ``children``."""
 
 from __future__ import annotations
 
@@ -82,7 +86,7 @@ def explain_step(audit: SchedulerAudit, k: int, call: Any, options: Options | No
                 "load_state_dict)")
     if cause == PRE_ADVANCE:
         done = ("--fix pre-advances" if options is None else "the fix pre-advances only over the LRs the "
-                "constructor left; here the param groups held others (the README's \"LRs the fix did not write\"): "
+                "constructor left; here the param groups held others (\"LRs the fix did not write\" in the documentation's Terms): "
                 f"call {'step(t)' if record.on_epochs else 'step_update(t)'} with the index to train at")
         return (f"the first {unit} ran with the LR the constructor left ({ran[0]:.8g}), not v({tt}): stock timm "
                 f"applies v(t) at the first step()/step_update() call, after the first {unit} ({done})")
