@@ -9,7 +9,11 @@ scheduler, t being the step's epoch or update count in the loop's own numbering 
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
+import timm.scheduler
+import torch
 from hypothesis import event, given
 from hypothesis import strategies as st
 
@@ -31,7 +35,7 @@ from loops import (
     values,
     wrong_steps,
 )
-from support import ADAPTERS, installed_classes, stock_kwargs
+from support import ADAPTERS, StepRecorder, installed_classes, stock_kwargs
 
 
 @st.composite
@@ -55,16 +59,20 @@ def training_loops(draw: st.DrawFn) -> Loop:
     cadence = draw(st.sampled_from(("update", "batch", "none") if auto else CADENCES))
     index = draw(st.sampled_from(("update", "update-1", "none") if auto else INDICES))
     resume = draw(st.sampled_from(RESUMES[:2] if auto else RESUMES))
+    placement = draw(st.sampled_from(PLACEMENTS))
     # a loop whose calls change from some epoch on (a lag corrected mid-run, or after a resume)
     index_from = (draw(st.integers(1, len(batches) - 1)), draw(st.sampled_from(INDICES[:-1])))\
         if not auto and len(batches) > 1 and draw(st.integers(0, 3)) == 0 else None
     return Loop(
         name=name, on_epochs=on_epochs, kwargs=kwargs, batches=batches, accumulation=accumulation,
-        cadence=cadence, placement=draw(st.sampled_from(PLACEMENTS)), index=index,
+        cadence=cadence, placement=placement, index=index,
         index_type=draw(st.sampled_from(INDEX_TYPES)), resume=resume,
         resume_after=draw(st.integers(1, sum(batches))) if resume != "none" else 0,
         convention=draw(st.sampled_from(["end", "begin"])), on_lag=draw(st.sampled_from(POLICIES)),
         auto=auto, adapter=draw(st.sampled_from(ADAPTERS)), index_from=index_from,
+        # train.py's re-application: a loop that calls after its steps (one calling before them re-applies the
+        # position with its own next call)
+        reapply=not auto and resume != "none" and placement == "after" and draw(st.booleans()),
     )
 
 
@@ -166,6 +174,10 @@ SHRUNK = {
     "the lag of a begin-style loop seen once before the checkpoint": _cosine_loop(
         False, (1, 1), cadence="update", placement="before", index="update-1", resume="continue", resume_after=1,
         on_lag="fix", adapter="patch"),
+    "train.py's step(start_epoch) after a mid-epoch load confirmed a lag seen once before the checkpoint": _cosine_loop(
+        True, (1, 3), index="epoch", resume="continue", resume_after=3, on_lag="fix", adapter="patch", reapply=True),
+    "the same after a restarted epoch raised ScheduleLagError under raise": _cosine_loop(
+        True, (1, 2), index="epoch", resume="restart", resume_after=3, on_lag="raise", adapter="patch", reapply=True),
 }
 
 #: The issue's table (docs/reference/terms.md: lag), as generated loops: stock's and the fix's counts under every policy are
@@ -196,11 +208,90 @@ def test_shrunk_failures_and_the_issue_table_hold(loop, on_lag):
 def test_a_lag_fixed_then_corrected_runs_no_step_late(resume):
     """DeiT's ``step(epoch)`` for two epochs, then ``step(epoch + 1)`` (the warning's advice followed mid-run, or in
     a run resumed from a checkpoint of the lagging one): on_lag="fix" stops adding one at the first on-time call.
-    It kept the shift for the rest of the run and through the checkpoint: 9 and 24 wrong steps where stock runs 6
-    and 9."""
+    It kept the shift for the rest of the run and through the checkpoint: 9 wrong steps where stock runs 6."""
     loop = _cosine_loop(True, (3,) * 6, index="epoch", index_from=(2, "epoch+1"), on_lag="fix",
                         resume=resume, resume_after=7 if resume != "none" else 0)
     schedule = values(loop)
     fixed, stock = run(loop, fixed=True), run(loop, fixed=False)
-    assert (wrong_steps(fixed, schedule), wrong_steps(stock, schedule)) == (0, 6)
+    assert wrong_steps(fixed, schedule) == 0 < wrong_steps(stock, schedule)
     assert [str(w.message) for w in fixed.caught if "no longer lag" in str(w.message)], fixed.caught
+
+
+def _train_py_resume(on_epochs: bool, fixed: bool) -> int:
+    """A run that lags (DeiT's ``step(epoch)``, Swin's ``step_update(k)`` after update k) for 3 epochs of 3 updates,
+    checkpointed after the epoch's call; then resumed as timm's train.py resumes (optimizer state loaded, scheduler
+    built, its state loaded, ``step(start_epoch)`` / ``step_update(num_updates)`` at once) with the calls timm
+    expects, for 5 more epochs. The wrong steps of the whole run, from the LR each optimizer step ran with."""
+    kwargs = stock_kwargs("CosineLRScheduler", 8 if on_epochs else 24, on_epochs)
+    kwargs.pop("noise_range_t")
+    make = timm_sched_fix.CosineLRScheduler if fixed else timm.scheduler.CosineLRScheduler
+    options = {"on_lag": "fix"} if fixed else {}
+    wrong, updates = 0, 0
+
+    def train(optimizer, scheduler, epochs, lagging):
+        nonlocal wrong, updates
+        for epoch in epochs:
+            for _ in range(3):
+                parameter = optimizer.param_groups[0]["params"][0]
+                parameter.grad = torch.ones_like(parameter)
+                optimizer.step()  # the recorder's pre-hook reads the LR this step runs with
+                updates += 1
+                if not on_epochs:
+                    scheduler.step_update(updates - 1 if lagging else updates)
+            if on_epochs:
+                scheduler.step(epoch if lagging else epoch + 1)
+
+    def built(state=None):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        scheduler = make(optimizer, **kwargs, **options)
+        if state is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        return optimizer, scheduler, StepRecorder(optimizer)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optimizer, scheduler, recorder = built()
+        train(optimizer, scheduler, range(3), lagging=True)
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+        lrs = recorder.first_group()
+        optimizer, scheduler, recorder = built(state)
+        scheduler.step(3) if on_epochs else scheduler.step_update(updates)
+        train(optimizer, scheduler, range(3, 8), lagging=False)
+        lrs += recorder.first_group()
+    stock = timm.scheduler.CosineLRScheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), **kwargs)
+    correct = []  # v(t) of optimizer step k: t its epoch, or k itself
+    for k in range(24):
+        stock.step(k // 3) if on_epochs else stock.step_update(k)
+        correct.append(float(stock.optimizer.param_groups[0]["lr"]))
+    return sum(1 for lr, right in zip(lrs, correct) if lr != pytest.approx(right, rel=1e-12, abs=0))
+
+
+@pytest.mark.parametrize("on_epochs", [True, False], ids=["epochs", "updates"])
+def test_a_lagging_run_resumed_as_train_py_with_the_advice_followed_runs_no_step_wrong(on_epochs):
+    """train.py's ``step(start_epoch)`` right after the load re-applies the position in force: no lag (no optimizer
+    step ran with it). on_lag="fix" shifted it as one, and the whole resumed run ran one period early: 15 of 24
+    wrong steps per epoch (stock 6), 15 of 24 per update (stock 8); a new user found it."""
+    stock, fixed = _train_py_resume(on_epochs, fixed=False), _train_py_resume(on_epochs, fixed=True)
+    assert fixed == 0 < stock, (fixed, stock)
+
+
+#: Failures the soak profile found that this rule still has (before this round too), kept as they shrank: each
+#: xfail is strict, so fixing one fails the suite until it moves to SHRUNK.
+KNOWN = {
+    "a restart back to the run's first update: the clamped first index of a begin-style lag is on time there": (
+        _cosine_loop(False, (3, 1), cadence="update", placement="before", index="update-1", resume="restart",
+                     resume_after=3, on_lag="fix", adapter="patch"),
+        "fixable loop: 1 wrong step (stock 5)"),
+    "an epoch index per batch of a per-update schedule with accumulation, re-applied after a restart": (
+        _cosine_loop(False, (2, 1), accumulation=2, cadence="batch", index="epoch", resume="restart",
+                     resume_after=2, on_lag="fix", adapter="patch", reapply=True),
+        "2 wrong steps where stock runs 1"),
+}
+
+
+@pytest.mark.parametrize("loop", [pytest.param(loop, marks=pytest.mark.xfail(strict=True, reason=reason, raises=AssertionError))
+                                  for loop, reason in KNOWN.values()], ids=list(KNOWN))
+def test_known_failures_still_fail(loop):
+    check_never_worse(loop)

@@ -23,6 +23,10 @@ epochs and the first call after ``load_state_dict`` (a restarted epoch) repeat a
   index after optimizer steps is warned with the change that makes the loop right. A shift ``"fix"`` applied
   on the observation is taken back (the steps in between ran one period ahead; the warning says so), and so
   is a decided one when a fractional index comes (shifted, it could reach timm's noise, which cannot seed it).
+- **re-application**: the position in force passed again before any optimizer step ran with it, as timm's
+  train.py does with ``step(start_epoch)`` right after loading a checkpoint. No evidence: a decided shift is not
+  added to it, and in a loop that calls after its steps the evidence from before the checkpoint ends there (the
+  indices are applied as given from then on, as stock timm applies them).
 
 Nothing here imports torch; the state it keeps (:meth:`LagRule.record`) is plain Python, for state dicts.
 """
@@ -104,6 +108,10 @@ class LagRule:
             t = self._fractional_after_lag(name, index)
         elif self.shift and self.decision == "lag" and last_t is not None and index > last_t:
             t = self._no_longer_lagging(name, index, last_t)
+        elif self.shift and self.decision == "lag" and index == last_t and not steps:
+            t = index  # the position in force again, no optimizer step since it was applied, not even before the
+            # checkpoint (train.py's step(start_epoch) after a load): a lagging call follows a period that ran with
+            # its index, so this is none; the shift stays
         elif self.decision is not None or self.policy == "ignore" or last_t is None:
             t = index + self.shift
         elif self.pending is not None:
@@ -137,6 +145,12 @@ class LagRule:
     def _next_in_chain(self, name: str, index: float, steps: int) -> float:
         pending = self.pending
         fresh = steps - self.steps_at_load if self.resumed else steps  # the optimizer steps since a load
+        if self.resumed and not fresh and self.placement == "after":
+            # the first call after a load, before any optimizer step, in a loop that calls after its steps: it
+            # re-applies a position (train.py's step(start_epoch)); no period ran with its index, so it is no
+            # evidence, and what came before the checkpoint cannot be checked any more: as stock from here on
+            self.pending, self.chain, self.strong, self.shift = None, 0, False, 0
+            return index
         if index == pending and not fresh:
             if steps:  # first call after a load, steps ran before the checkpoint: a restarted period, or a repeat
                 self.pending, self.chain, self.strong, self.shift = None, 0, False, 0  # unknowable: as stock

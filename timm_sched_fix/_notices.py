@@ -4,7 +4,8 @@ exceptions, unless the user's warning filters name one of the fix's own categori
 Stock timm raises nothing under ``python -W error`` or pytest's ``filterwarnings = error``; a fixed scheduler under
 such a blanket filter shows its advice as a warning (``warnings.showwarning``, which pytest records) instead of
 raising it, so a script that runs with stock timm keeps running. A filter for a fix category
-(``-W error::timm_sched_fix.ScheduleLagWarning``, ``filterwarnings = error::timm_sched_fix.ScheduleLagWarning``)
+(``warnings.filterwarnings("error", category=ScheduleLagWarning)``, pytest's
+``filterwarnings = error::timm_sched_fix.ScheduleLagWarning``)
 raises it as asked. A call whose handling warns is applied first, then warned: a caught warning never leaves a call
 half done. Kept free of torch and timm imports.
 """

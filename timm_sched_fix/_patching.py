@@ -47,6 +47,9 @@ def patch(*, convention: Convention = DEFAULT_CONVENTION, auto: bool = DEFAULT_A
     Calling it again with other options changes the options for schedulers constructed afterwards. With
     ``auto=True``, a scheduler on an optimizer whose parameter updates cannot be counted takes explicit calls
     instead (a ``ScheduleCountWarning`` says so once).
+
+    Raises ``ValueError`` for an unknown ``convention`` or ``on_lag`` and ``TypeError`` for a non-bool ``auto``,
+    before anything is patched. Below the supported torch range it warns (``RuntimeWarning``) and patches nothing.
     """
     global _options, _hook_registered
     options = Options(convention=convention, auto=auto, on_lag=on_lag)
@@ -91,7 +94,7 @@ def patch_options() -> Options | None:
 def patched(*, convention: Convention = DEFAULT_CONVENTION, auto: bool = DEFAULT_AUTO,
             on_lag: LagPolicy = DEFAULT_ON_LAG) -> Iterator[None]:
     """``patch()`` for the duration of a ``with`` block; the previous patch state is restored after. Schedulers
-    built inside stay fixed after the block."""
+    built inside stay fixed after the block. Raises what ``patch()`` raises, before the block runs."""
     with _lock:
         previous = _options
     patch(convention=convention, auto=auto, on_lag=on_lag)

@@ -39,13 +39,18 @@ class FixedScheduler(wrapt.ObjectProxy):
         self._self_timing = timing
 
     def step(self, epoch: float | None = None, metric: Any = None) -> None:
-        """timm's epoch call: applies v(epoch) (epochs) for the optimizer steps that follow; without an index,
-        the next one the count gives under the convention. ``metric`` is PlateauLRScheduler's."""
+        """timm's epoch call: applies v(epoch) (``epoch`` in epochs) for the optimizer steps that follow; without
+        an index, the next one the count gives under the convention. ``metric`` is PlateauLRScheduler's.
+
+        Raises ``ValueError`` for a negative, NaN or infinite index, ``TypeError`` for one that is no real number,
+        ``RuntimeError`` for a call without an index while the position is unknown (``initialize=False``, a stock
+        state dict loaded), and ``ScheduleLagError`` for a lag under ``on_lag="raise"``; nothing is changed then."""
         return routed_step(self.__wrapped__, epoch, metric)
 
     def step_update(self, num_updates: float | None = None, metric: Any = None) -> None:
-        """timm's update call: applies v(num_updates) (optimizer steps) for the optimizer steps that follow;
-        without an index, the next one the count gives under the convention."""
+        """timm's update call: applies v(num_updates) (``num_updates`` in optimizer updates) for the optimizer steps
+        that follow; without an index, the next one the count gives under the convention. Raises as :meth:`step`
+        does."""
         return routed_step_update(self.__wrapped__, num_updates, metric)
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -131,7 +136,8 @@ def wrap(
 
 
 def unwrap(fixed: FixedScheduler) -> Scheduler:
-    """The original scheduler of ``wrap()``, stock again (its step hook removed)."""
+    """The original scheduler of ``wrap()``, stock again (its step hook removed). Raises ``TypeError`` for
+    anything ``wrap()`` did not return."""
     if not isinstance(fixed, FixedScheduler):
         raise TypeError(f"unwrap() expects what wrap() returned, got {type(fixed).__qualname__}")
     timing = fixed._self_timing

@@ -57,6 +57,9 @@ class Loop:
     # (epoch, index): from that epoch on the calls pass that kind of index instead (a loop changed mid-run, or
     # resumed with a warning's advice followed)
     index_from: tuple[int, str] | None = None
+    # after the resume, one call with the index the next optimizer step runs with, before it (timm train.py's
+    # ``lr_scheduler.step(start_epoch)`` after loading a checkpoint)
+    reapply: bool = False
 
     def updates(self, epoch: int) -> int:
         """Optimizer updates in an epoch."""
@@ -168,6 +171,16 @@ class _Run:
         self.scheduler.load_state_dict(saved["scheduler"])
         self.recorder = StepRecorder(self.optimizer)
 
+    def reapply(self, epoch: int, updates: int) -> None:
+        """train.py's call after a resume: the index the next optimizer step runs with, before it."""
+        loop = self.loop
+        method = getattr(self.scheduler, "step" if loop.on_epochs else "step_update")
+        metric = {"metric": 1.0} if loop.name == "PlateauLRScheduler" else {}
+        index = epoch if loop.on_epochs else updates
+        self.calls.append((self.seen, index, index))
+        self.rerunning = False
+        method(_typed(loop, index), **metric)
+
     def run(self) -> None:
         loop = self.loop
         cadence, before = loop.cadence, loop.placement == "before"
@@ -190,6 +203,10 @@ class _Run:
                 if not resumed and self.seen == loop.resume_after:
                     resumed = True
                     self.resume()
+                    if loop.reapply:
+                        last = batch == loop.batches[epoch] - 1
+                        self.reapply(epoch + (last and loop.resume == "continue"),
+                                     epoch_start if loop.resume == "restart" else updates)
                     if loop.resume == "restart":
                         restart, self.rerunning = True, True
                         break
@@ -271,7 +288,7 @@ def is_correct(loop: Loop) -> bool:
     """Calls as timm documents them (or as ``convention`` says, for calls without an index), or auto mode on a
     per-update schedule; a restarted epoch is correct where its calls pass an index that re-applies the position
     (before each period, or an epoch schedule called after each epoch)."""
-    if loop.index_from is not None:
+    if loop.index_from is not None or loop.reapply:
         return False  # judged by the never-worse property alone
     if loop.resume == "restart" and (loop.index == "none" or not (
             loop.placement == "before" or loop.on_epochs and loop.cadence == "epoch")):
@@ -302,7 +319,7 @@ def lagging(outcome: Outcome, call: int) -> bool:
 
 def is_lag(loop: Loop) -> bool:
     """A true one-period lag: every call passes the index one period behind what timm expects."""
-    if loop.index_from is not None:
+    if loop.index_from is not None or loop.reapply:
         return False
     if loop.on_epochs:
         return loop.cadence == "epoch" and loop.index == ("epoch-1" if loop.placement == "before" else "epoch")
