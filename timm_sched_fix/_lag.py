@@ -152,7 +152,7 @@ class LagRule:
             self.pending, self.chain, self.strong, self.shift = None, 0, False, 0
             return index
         if index == pending and not fresh:
-            if steps:  # first call after a load, steps ran before the checkpoint: a restarted period, or a repeat
+            if self.resumed:  # the first call after a load: a restarted period, a repeat or a re-application
                 self.pending, self.chain, self.strong, self.shift = None, 0, False, 0  # unknowable: as stock
                 return index
             return index + self.shift  # the same index again before any optimizer step: no evidence either way

@@ -79,6 +79,7 @@ class Outcome:
     calls: list[tuple[int, float | None, int]]  # per scheduler call: (batches run, index, the next step's index)
     calls_before_resume: int | None  # the calls made before the checkpoint the run resumed from
     rerun: set[int]  # the optimizer steps a restarted epoch ran again before its first call (see wrong_steps)
+    fresh_at_first_call: int | None = None  # optimizer steps between the load and the first call after it
 
     def warned(self, category: type[Warning]) -> list[str]:
         return [str(w.message) for w in self.caught if issubclass(w.category, category)]
@@ -134,12 +135,14 @@ class _Run:
         self.rerunning = False
         kind = loop.index if loop.index_from is None or epoch < loop.index_from[0] else loop.index_from[1]
         if kind == "none":
+            self._first_after_resume()
             self.calls.append((self.seen, None, next_index))
             method(**metric)
             return
         value = max(0, {"epoch": epoch, "epoch-1": epoch - 1, "epoch+1": epoch + 1, "update": updates,
                         "update-1": updates - 1, "update+1": updates + 1,
                         "fraction": epoch + batch / loop.batches[epoch]}[kind])
+        self._first_after_resume()
         self.calls.append((self.seen, value, next_index))
         method(_typed(loop, value), **metric)
 
@@ -159,6 +162,7 @@ class _Run:
         constructor would reset it to the schedule's start, which is wrong for a correct loop, and right by chance
         for some wrong ones until their next call)."""
         self.calls_before_resume = len(self.calls)
+        self.steps_at_resume = len(self.correct)
         buffer = io.BytesIO()
         torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}, buffer)
         buffer.seek(0)
@@ -171,12 +175,17 @@ class _Run:
         self.scheduler.load_state_dict(saved["scheduler"])
         self.recorder = StepRecorder(self.optimizer)
 
+    def _first_after_resume(self) -> None:
+        if self.calls_before_resume is not None and len(self.calls) == self.calls_before_resume:
+            self.fresh_at_first_call = len(self.correct) - self.steps_at_resume
+
     def reapply(self, epoch: int, updates: int) -> None:
         """train.py's call after a resume: the index the next optimizer step runs with, before it."""
         loop = self.loop
         method = getattr(self.scheduler, "step" if loop.on_epochs else "step_update")
         metric = {"metric": 1.0} if loop.name == "PlateauLRScheduler" else {}
         index = epoch if loop.on_epochs else updates
+        self._first_after_resume()
         self.calls.append((self.seen, index, index))
         self.rerunning = False
         method(_typed(loop, index), **metric)
@@ -237,7 +246,7 @@ def run(loop: Loop, fixed: bool) -> Outcome:
                     state.lrs += state.recorder.first_group()
     return Outcome(getattr(state, "lrs", []), getattr(state, "correct", []), error, list(caught),
                    getattr(state, "calls", []), getattr(state, "calls_before_resume", None),
-                   getattr(state, "rerun", set()))
+                   getattr(state, "rerun", set()), getattr(state, "fresh_at_first_call", None))
 
 
 class _nothing:
@@ -341,10 +350,21 @@ def is_fixable(loop: Loop, outcome: Outcome) -> bool:
     first = first_lagging_call(outcome.calls)
     if first is None:
         return False
+    confirmed = any(outcome.calls[number][1] == outcome.calls[first][1] + 1
+                    for number in range(first + 1, outcome.calls_before_resume))
+    if not confirmed and _first_call_before_a_step(outcome):
+        return False  # seen, not confirmed, then the first call after the load comes before any optimizer step
     if loop.resume == "restart":
         first = next((number for number in range(first + 1, len(outcome.calls))
                       if outcome.calls[number][1] == outcome.calls[first][1] + 1), None)
     return first is not None and first < outcome.calls_before_resume
+
+
+def _first_call_before_a_step(outcome: Outcome) -> bool:
+    """The first call after the load comes before any optimizer update since (a lagging call whose period ran before
+    the checkpoint, a re-application, a restarted period or a repeat: the rule cannot tell them apart and applies
+    it as stock timm does)."""
+    return outcome.fresh_at_first_call == 0
 
 
 def first_lagging_call(calls: list[tuple[int, float | None, int]]) -> int | None:
