@@ -104,14 +104,8 @@ class LagRule:
         return (t,) if replay is None else (replay, t)
 
     def _index_to_apply(self, name: str, index: float, last_t: float | None, steps: int) -> float:
-        if self.shift and self.decision == "lag" and index != int(index):
-            t = self._fractional_after_lag(name, index)
-        elif self.shift and self.decision == "lag" and last_t is not None and index > last_t:
-            t = self._no_longer_lagging(name, index, last_t)
-        elif self.shift and self.decision == "lag" and index == last_t and not steps:
-            t = index  # the position in force again, no optimizer step since it was applied, not even before the
-            # checkpoint (train.py's step(start_epoch) after a load): a lagging call follows a period that ran with
-            # its index, so this is none; the shift stays
+        if self.shift and self.decision == "lag":
+            t = self._while_shifted(name, index, last_t, steps)
         elif self.decision is not None or self.policy == "ignore" or last_t is None:
             t = index + self.shift
         elif self.pending is not None:
@@ -197,6 +191,19 @@ class LagRule:
             self._warn("retracted", f"{name}({index!r}) after {name}({pending!r}) is no one-period lag" + note,
                        ScheduleLagWarning)
         return index
+
+    def _while_shifted(self, name: str, index: float, last_t: float | None, steps: int) -> float:
+        """A decided lag under ``on_lag="fix"``: index + 1 while the calls lag."""
+        if index != int(index):
+            return self._fractional_after_lag(name, index)
+        if last_t is not None and index > last_t:
+            return self._no_longer_lagging(name, index, last_t)
+        if index == last_t and not steps:
+            # the position in force again, no optimizer step since it was applied, not even before the checkpoint
+            # (train.py's step(start_epoch) after a load): a lagging call follows a period that ran with its index,
+            # so this is none; the shift stays
+            return index
+        return index + self.shift
 
     def _fractional_after_lag(self, name: str, index: float) -> float:
         self.shift = 0

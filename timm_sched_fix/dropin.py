@@ -12,9 +12,9 @@ def __getattr__(name: str) -> Any:
     from timm_sched_fix import _dropin
 
     if name == "DropInScheduler" or name in _dropin.SCHEDULER_CLASSES or name in _dropin.FACTORIES:
-        instead = (f"timm_sched_fix.{name}" if name != "DropInScheduler" else
-                   "nothing: it stays the drop-in classes' base, a private one")
-        warnings.warn(f"timm_sched_fix.dropin.{name} is deprecated and goes in 0.3; use {instead}", DeprecationWarning,
+        instead = (f"use timm_sched_fix.{name}" if name != "DropInScheduler" else
+                   "it stays the drop-in classes' private base")
+        warnings.warn(f"timm_sched_fix.dropin.{name} is deprecated and goes in 0.3; {instead}", DeprecationWarning,
                       stacklevel=2)
         return getattr(_dropin, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
